@@ -58,3 +58,12 @@ dhf_error_to_dbus_name (DhfError code)
     code = DHF_ERROR_FAILED;
   return dhf_error_entries[code].dbus_error_name;
 }
+
+/* Registers the D-Bus error mapping when libdhf-1 is loaded, so that
+ * errors returned to the generated proxies arrive in DHF_ERROR even before
+ * the program has named DHF_ERROR itself. */
+__attribute__ ((constructor)) static void
+dhf_error_register (void)
+{
+  (void) dhf_error_quark ();
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <dhf/dhf.h>
+#include <json-c/json.h>
+
+G_BEGIN_DECLS
+
+/* Exit statuses; man/dhfctl.1 documents them, scripts rely on them. */
+typedef enum
+{
+  DHFCTL_EXIT_OK = 0,
+  DHFCTL_EXIT_FAILED = 1,         /* dhfd (or a local step) failed the operation */
+  DHFCTL_EXIT_USAGE = 2,          /* bad command line */
+  DHFCTL_EXIT_UNREACHABLE = 3,    /* no bus, or nobody owns org.dhf.Framework1 */
+  DHFCTL_EXIT_NOT_FOUND = 4,      /* no such appliance */
+  DHFCTL_EXIT_NOT_AUTHORIZED = 5, /* NotAuthorized or AccessDenied */
+} DhfctlExit;
+
+/* Call timeouts when --timeout is not given: installing copies disks and
+ * stopping waits for the guest; everything else answers quickly. */
+#define DHFCTL_DEFAULT_TIMEOUT_S 25
+#define DHFCTL_LONG_TIMEOUT_S    120
+
+/* Largest manifest dhfctl sends; matches the daemon's own limit. */
+#define DHFCTL_MANIFEST_MAX_SIZE (256 * 1024)
+
+#define DHFCTL_APPLIANCE_INTERFACE "org.dhf.Framework1.Appliance"
+
+typedef struct
+{
+  /* Global options, as parsed */
+  gboolean system_bus;
+  gboolean session_bus;
+  gchar *address;
+  gboolean json;
+  gchar *timeout; /* seconds, validated into timeout_s */
+
+  guint timeout_s; /* 0: the command's default */
+  GDBusConnection *connection;
+  gchar *bus_description; /* "the system bus", for messages */
+} DhfctlContext;
+
+typedef struct _DhfctlCommand DhfctlCommand;
+
+/* Commands parse their own arguments (dhfctl_parse_command_line()); argv[0]
+ * is the command name. */
+typedef gboolean (*DhfctlCommandFunc)(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc,
+                                      char **argv, GError **error);
+
+struct _DhfctlCommand
+{
+  const gchar *name;
+  const gchar *args;    /* positional arguments, for usage lines */
+  const gchar *summary; /* one line for the command list */
+  DhfctlCommandFunc func;
+};
+
+/* dhfctl.c */
+gboolean dhfctl_parse_command_line(DhfctlContext *ctx, const DhfctlCommand *cmd,
+                                   const GOptionEntry *entries, int min_args, int max_args,
+                                   int *argc, char ***argv, GError **error);
+
+/* dhfctl-bus.c */
+gboolean dhfctl_connect(DhfctlContext *ctx, GError **error);
+GDBusObjectManager *dhfctl_get_object_manager(DhfctlContext *ctx, GError **error);
+DhfDBusManager *dhfctl_get_manager(DhfctlContext *ctx, GError **error);
+DhfDBusAppliance *dhfctl_lookup_appliance(GDBusObjectManager *manager, const gchar *name,
+                                          GError **error);
+GList *dhfctl_list_appliances(GDBusObjectManager *manager);
+gboolean dhfctl_check_name(const gchar *name, GError **error);
+void dhfctl_set_call_timeout(DhfctlContext *ctx, gpointer proxy, guint default_s);
+void dhfctl_strip_remote_error(GError *error);
+DhfctlExit dhfctl_exit_status_for_error(const GError *error);
+gchar *dhfctl_error_name(const GError *error);
+
+/* dhfctl-output.c */
+typedef struct _DhfctlTable DhfctlTable;
+
+DhfctlTable *dhfctl_table_new(guint n_columns);
+void dhfctl_table_add_row(DhfctlTable *table, ...) G_GNUC_NULL_TERMINATED;
+void dhfctl_table_print(const DhfctlTable *table);
+void dhfctl_table_free(DhfctlTable *table);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfctlTable, dhfctl_table_free)
+
+gsize dhfctl_display_width(const gchar *text);
+gchar *dhfctl_sanitize(const gchar *text);
+const gchar *dhfctl_or_dash(const gchar *text);
+const gchar *dhfctl_yes_no(gboolean value);
+void dhfctl_print_json(json_object *object);
+json_object *dhfctl_json_string(const gchar *text);
+void dhfctl_print_error(DhfctlContext *ctx, const GError *error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+
+/* dhfctl-appliance.c */
+gboolean dhfctl_cmd_list(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                         GError **error);
+gboolean dhfctl_cmd_show(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                         GError **error);
+gboolean dhfctl_cmd_lifecycle(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                              GError **error);
+gboolean dhfctl_cmd_stop(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                         GError **error);
+
+/* dhfctl-manager.c */
+gboolean dhfctl_cmd_install(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                            GError **error);
+gboolean dhfctl_cmd_remove(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                           GError **error);
+gboolean dhfctl_cmd_status(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                           GError **error);
+
+G_END_DECLS

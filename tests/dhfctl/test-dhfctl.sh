@@ -1,0 +1,494 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# dhfctl against a real dhfd on a private dbus-daemon, over libvirt's test
+# driver (domains come up shut off). TAP output; meson runs it with the
+# DHFD, DHFCTL, DHF_TESTNODE and DHF_SOURCE_ROOT variables of tests/meson.build.
+set -euo pipefail
+shopt -s nullglob
+
+: "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_TESTNODE:?path to dhf-testnode}"
+: "${DHF_SOURCE_ROOT:?source tree}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhfctl-test.XXXXXX")
+bus_pid=
+dhfd_pid=
+addr=
+n=0
+failed=0
+
+stop_dhfd() {
+  if [ -n "$dhfd_pid" ]; then
+    kill "$dhfd_pid" 2>/dev/null || true
+    wait "$dhfd_pid" 2>/dev/null || true
+    dhfd_pid=
+  fi
+}
+
+cleanup() {
+  stop_dhfd
+  if [ -n "$bus_pid" ]; then
+    kill "$bus_pid" 2>/dev/null || true
+    wait "$bus_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- TAP helpers ------------------------------------------------------------
+
+ok() {
+  n=$((n + 1))
+  echo "ok $n - $1"
+}
+
+not_ok() {
+  n=$((n + 1))
+  failed=$((failed + 1))
+  echo "not ok $n - $1"
+}
+
+skip() {
+  n=$((n + 1))
+  echo "ok $n - $1 # SKIP $2"
+}
+
+diag() {
+  sed 's/^/# /' "$@" || true
+}
+
+# run CMD...: runs CMD, leaving its status in $rc and its output in
+# $tmp/out and $tmp/err (both also appended to $tmp/all-stderr for the
+# final no-GLib-warnings check).
+run() {
+  rc=0
+  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  cat "$tmp/err" >>"$tmp/all-stderr"
+}
+
+ctl() {
+  run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
+}
+
+# expect DESCRIPTION CONDITION: CONDITION is evaluated by the shell.
+expect() {
+  if eval "$2"; then
+    ok "$1"
+  else
+    not_ok "$1"
+    echo "# condition:"
+    sed 's/^/#   /' <<<"$2"
+    echo "# exit status: ${rc:-}"
+    echo "# stdout:"
+    diag "$tmp/out"
+    echo "# stderr:"
+    diag "$tmp/err"
+  fi
+}
+
+# json_ok EXPR: the JSON in $tmp/out parses and EXPR (Python, over d) holds.
+json_ok() {
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+    "$tmp/out" "$1" 2>>"$tmp/err"
+}
+
+# table_aligned FILE: every row of the table in FILE starts each column
+# where the header does, with at least two blanks before it.
+table_aligned() {
+  python3 - "$1" <<'EOF'
+import re, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+for row in lines[1:]:
+    for s in starts[1:]:
+        if len(row) <= s or row[s] == " " or row[s - 2:s] != "  ":
+            sys.exit(f"misaligned at column {s}: {row!r}")
+EOF
+}
+
+# fields_aligned FILE: every "Key: value" line has its value in one column.
+fields_aligned() {
+  python3 - "$1" <<'EOF'
+import re, sys
+columns = {re.match(r"^[^:]*:\s+", line).end() for line in open(sys.argv[1], encoding="utf-8")}
+sys.exit(0 if len(columns) == 1 else f"values start at columns {sorted(columns)}")
+EOF
+}
+
+# all_listed FILE NAME...: each NAME is a row of the table in FILE.
+all_listed() {
+  local file=$1 name
+  shift
+  for name in "$@"; do
+    table_names "$file" | grep -qx -- "$name" || return 1
+  done
+}
+
+# table_names FILE: the first column of the table, without the header.
+table_names() {
+  tail -n +2 "$1" | awk '{ print $1 }'
+}
+
+# --- fixtures ---------------------------------------------------------------
+
+cat >"$tmp/alpha.json" <<'EOF'
+{
+  "manifest-version": 1,
+  "name": "ctl-alpha",
+  "vendor": "Ünïcøde Labs",
+  "version": "1.0.0",
+  "role": "environment",
+  "memory": "512MiB",
+  "vcpus": 2
+}
+EOF
+
+cat >"$tmp/beta.json" <<'EOF'
+{
+  "manifest-version": 1,
+  "name": "ctl-beta",
+  "vendor": "Example",
+  "version": "1.0.0",
+  "role": "service",
+  "memory": "256MiB",
+  "vcpus": 1
+}
+EOF
+sed 's/"1\.0\.0"/"1.1.0"/' "$tmp/beta.json" >"$tmp/beta-1.1.json"
+sed -e 's/ctl-beta/ctl-gamma/' "$tmp/beta.json" >"$tmp/gamma.json"
+
+cat >"$tmp/personal.json" <<'EOF'
+{
+  "manifest-version": 1,
+  "name": "personal",
+  "vendor": "Example",
+  "version": "1.0",
+  "role": "environment",
+  "memory": "lots",
+  "vcpus": "two"
+}
+EOF
+
+head -c 300000 /dev/zero | tr '\0' ' ' >"$tmp/huge.json"
+
+mkdir "$tmp/storage"
+cat >"$tmp/dhfd.conf" <<EOF
+[Appliances]
+StorageDirectory=$tmp/storage
+ShutdownTimeout=5
+
+[Authorization]
+Mode=peer-uid
+EOF
+
+cat >"$tmp/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir=$tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+EOF
+
+examples=("$DHF_SOURCE_ROOT"/examples/appliances/*.json)
+example_names=()
+for manifest in "${examples[@]}"; do
+  example_names+=("$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$manifest")")
+done
+
+# --- without a bus or dhfd --------------------------------------------------
+
+run "$DHFCTL" --version
+expect "--version prints the version" '[ $rc -eq 0 ] && grep -Eq "^dhfctl [0-9]+\.[0-9]+\.[0-9]+$" "$tmp/out"'
+
+run "$DHFCTL" --help
+expect "--help lists the commands" '[ $rc -eq 0 ] && grep -q "install MANIFEST" "$tmp/out"'
+
+run "$DHFCTL" help stop
+expect "help stop shows the command's options" '[ $rc -eq 0 ] && grep -q -- "--timeout=SECONDS" "$tmp/out"'
+
+run "$DHFCTL"
+expect "no command is a usage error" '[ $rc -eq 2 ] && grep -q "^dhfctl: no command given" "$tmp/err"'
+
+run "$DHFCTL" frobnicate
+expect "an unknown command is a usage error that lists the commands" \
+  '[ $rc -eq 2 ] && grep -q "unknown command .frobnicate." "$tmp/err" && grep -q "list, show, start" "$tmp/err"'
+
+run "$DHFCTL" show
+expect "a missing NAME is a usage error" '[ $rc -eq 2 ] && grep -q "missing NAME" "$tmp/err"'
+
+run "$DHFCTL" list extra
+expect "an extra argument is a usage error" '[ $rc -eq 2 ]'
+
+run "$DHFCTL" list --no-such-option
+expect "an unknown option is a usage error" '[ $rc -eq 2 ]'
+
+run "$DHFCTL" --timeout 0 list
+expect "--timeout 0 is a usage error" '[ $rc -eq 2 ] && grep -q -- "--timeout" "$tmp/err"'
+
+run "$DHFCTL" --system --session list
+expect "two bus options are a usage error" '[ $rc -eq 2 ]'
+
+run "$DHFCTL" show ""
+expect "an empty name is a usage error" '[ $rc -eq 2 ]'
+
+run "$DHFCTL" --address "unix:path=$tmp/no-such-socket" list
+expect "no bus at the address: exit 3" '[ $rc -eq 3 ] && grep -q "^dhfctl: cannot connect" "$tmp/err"'
+
+run env DHF_BUS_ADDRESS="unix:path=$tmp/no-such-socket" "$DHFCTL" --json status
+expect "DHF_BUS_ADDRESS is used; --json reports the error on stdout" \
+  '[ $rc -eq 3 ] && json_ok "d[\"error\"][\"name\"].startswith(\"org.freedesktop.DBus.Error.\")"'
+
+# --- a private bus, without dhfd yet ----------------------------------------
+
+dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address=3 3>"$tmp/address" 2>"$tmp/bus.log" &
+bus_pid=$!
+for _ in $(seq 100); do
+  [ -s "$tmp/address" ] && break
+  sleep 0.1
+done
+addr=$(head -n 1 "$tmp/address")
+if [ -z "$addr" ]; then
+  echo "Bail out! dbus-daemon did not start"
+  exit 1
+fi
+
+ctl list
+expect "dhfd not running: list exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
+
+ctl start ctl-alpha
+expect "dhfd not running: start exits 3" '[ $rc -eq 3 ]'
+
+ctl install "$tmp/beta.json"
+expect "dhfd not running: install exits 3" '[ $rc -eq 3 ]'
+
+# --- dhfd on the test driver ------------------------------------------------
+
+if ! "$DHF_TESTNODE" "${examples[@]}" "$tmp/alpha.json" >"$tmp/node.xml" 2>"$tmp/testnode.err"; then
+  echo "Bail out! dhf-testnode failed"
+  diag "$tmp/testnode.err"
+  exit 1
+fi
+
+"$DHFD" --address "$addr" --hypervisor "test://$tmp/node.xml" --config "$tmp/dhfd.conf" --verbose \
+  >"$tmp/dhfd.log" 2>&1 &
+dhfd_pid=$!
+owned=no
+for _ in $(seq 100); do
+  if dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
+    org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean true"; then
+    owned=yes
+    break
+  fi
+  kill -0 "$dhfd_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ "$owned" != yes ]; then
+  echo "Bail out! dhfd did not take org.dhf.Framework1 within 10 s"
+  diag "$tmp/dhfd.log"
+  exit 1
+fi
+
+ctl list
+cp "$tmp/out" "$tmp/list"
+expect "list succeeds" '[ $rc -eq 0 ]'
+expect "list has a header row" 'head -n 1 "$tmp/list" | grep -Eq "^NAME +ROLE +STATE +VENDOR +VERSION +AUTOSTART$"'
+expect "list columns are aligned (UTF-8 vendor included)" 'table_aligned "$tmp/list" 2>>"$tmp/err"'
+expect "list is sorted by name" 'table_names "$tmp/list" | LC_ALL=C sort -c'
+expect "list shows ctl-alpha shut off with its vendor and version" \
+  'grep -Eq "^ctl-alpha +environment +shutoff +Ünïcøde Labs +1\.0\.0 +no$" "$tmp/list"'
+if [ ${#example_names[@]} -eq 0 ]; then
+  skip "list shows the demo appliances" "no manifests in examples/appliances"
+else
+  expect "list shows the demo appliances (${example_names[*]})" 'all_listed "$tmp/list" "${example_names[@]}"'
+fi
+
+ctl --json list
+expect "--json list is a JSON array with every appliance" \
+  '[ $rc -eq 0 ] && json_ok "sorted(a[\"name\"] for a in d) == sorted(\"$(table_names "$tmp/list" | tr "\n" " ")\".split())"'
+expect "--json list carries every property" \
+  'json_ok "all({\"name\", \"object_path\", \"uuid\", \"role\", \"state\", \"state_reason\", \"autostart\", \"managed\", \"vendor\", \"version\", \"memory\", \"vcpus\"} <= set(a) for a in d)"'
+
+ctl list --json
+expect "--json works after the command too" '[ $rc -eq 0 ] && json_ok "isinstance(d, list)"'
+
+ctl show ctl-alpha
+cp "$tmp/out" "$tmp/show"
+expect "show succeeds" '[ $rc -eq 0 ]'
+expect "show gives the object path" \
+  'grep -Eq "^Object path: +/org/dhf/Framework1/appliance/ctl_2dalpha$" "$tmp/show"'
+expect "show gives name, state, vendor, memory and vCPUs" \
+  'grep -Eq "^Name: +ctl-alpha$" "$tmp/show" && grep -Eq "^State: +shutoff$" "$tmp/show" &&
+   grep -Eq "^Vendor: +Ünïcøde Labs$" "$tmp/show" && grep -Eq "^Memory: +512 MiB \(536870912 bytes\)$" "$tmp/show" &&
+   grep -Eq "^VCPUs: +2$" "$tmp/show"'
+expect "show aligns its values" 'fields_aligned "$tmp/show" 2>>"$tmp/err"'
+
+ctl --json show ctl-alpha
+expect "--json show" \
+  '[ $rc -eq 0 ] && json_ok "d[\"name\"] == \"ctl-alpha\" and d[\"memory\"] == 536870912 and d[\"vcpus\"] == 2 and d[\"managed\"] is True"'
+
+ctl show no-such-appliance
+expect "show of an unknown appliance exits 4" \
+  '[ $rc -eq 4 ] && grep -q "^dhfctl: no appliance named .no-such-appliance.$" "$tmp/err"'
+
+ctl --json show no-such-appliance
+expect "--json show of an unknown appliance reports NotFound on stdout" \
+  '[ $rc -eq 4 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.NotFound\""'
+
+ctl start no-such-appliance
+expect "start of an unknown appliance exits 4" '[ $rc -eq 4 ]'
+
+ctl start ctl-alpha
+expect "start prints the new state" '[ $rc -eq 0 ] && grep -qx "ctl-alpha: running" "$tmp/out"'
+ctl show ctl-alpha
+expect "started appliance is running" 'grep -Eq "^State: +running$" "$tmp/out"'
+
+ctl start ctl-alpha
+expect "starting a running appliance fails with exit 1" \
+  '[ $rc -eq 1 ] && grep -q "^dhfctl: cannot start .ctl-alpha.: " "$tmp/err" && ! grep -q "GDBus.Error" "$tmp/err"'
+ctl --json start ctl-alpha
+expect "... with InvalidState" \
+  '[ $rc -eq 1 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.InvalidState\""'
+
+ctl pause ctl-alpha
+expect "pause" '[ $rc -eq 0 ] && grep -qx "ctl-alpha: paused" "$tmp/out"'
+ctl show ctl-alpha
+expect "paused appliance is paused" 'grep -Eq "^State: +paused$" "$tmp/out"'
+
+ctl resume ctl-alpha
+expect "resume" '[ $rc -eq 0 ] && grep -qx "ctl-alpha: running" "$tmp/out"'
+ctl show ctl-alpha
+expect "resumed appliance is running" 'grep -Eq "^State: +running$" "$tmp/out"'
+
+ctl stop ctl-alpha --timeout 5
+expect "stop --timeout" '[ $rc -eq 0 ] && grep -Eqx "ctl-alpha: (shut off|forced off after [0-9]+s)" "$tmp/out"'
+ctl show ctl-alpha
+expect "stopped appliance is shut off" 'grep -Eq "^State: +shutoff$" "$tmp/out"'
+
+ctl stop ctl-alpha --timeout soon
+expect "stop --timeout with a non-number is a usage error" '[ $rc -eq 2 ]'
+
+ctl start ctl-alpha
+ctl --json stop ctl-alpha
+expect "--json stop" '[ $rc -eq 0 ] && json_ok "d[\"name\"] == \"ctl-alpha\" and d[\"forced\"] in (True, False)"'
+
+# --- install, upgrade, remove -----------------------------------------------
+
+ctl install "$tmp/beta.json"
+expect "install a valid manifest" '[ $rc -eq 0 ] && grep -qx "Installed ctl-beta (1.0.0)" "$tmp/out"'
+ctl list
+expect "installed appliance is listed" 'table_names "$tmp/out" | grep -qx ctl-beta'
+
+ctl install "$tmp/beta.json"
+expect "installing the same version again fails with exit 1" '[ $rc -eq 1 ] && grep -q "^dhfctl: cannot install " "$tmp/err"'
+
+ctl install "$tmp/beta-1.1.json"
+expect "installing a newer version upgrades" '[ $rc -eq 0 ] && grep -qx "Upgraded ctl-beta to 1.1.0" "$tmp/out"'
+
+# Relative, as users type it: problem lines carry the name as given.
+pushd "$tmp" >/dev/null
+ctl install personal.json
+popd >/dev/null
+expect "an invalid manifest fails with exit 1" \
+  '[ $rc -eq 1 ] && head -n 1 "$tmp/err" | grep -q "^dhfctl: cannot install personal.json: invalid manifest"'
+expect "... and one line per problem, prefixed by the file name" \
+  'grep -q "^personal.json: \$\.memory: expected a size like \"512MiB\"$" "$tmp/err" &&
+   grep -q "^personal.json: \$\.vcpus: " "$tmp/err" && [ "$(tail -n +2 "$tmp/err" | grep -vc "^personal.json: \$\.")" -eq 0 ]'
+
+ctl --json install "$tmp/personal.json"
+expect "--json install of an invalid manifest reports InvalidManifest" \
+  '[ $rc -eq 1 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.InvalidManifest\""'
+
+run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" install - <"$tmp/personal.json"
+expect "problems in a manifest on stdin are prefixed <stdin>" \
+  '[ $rc -eq 1 ] && grep -q "^<stdin>: \$\.memory: " "$tmp/err"'
+
+run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" --json install - <"$tmp/gamma.json"
+expect "--json install from stdin" \
+  '[ $rc -eq 0 ] && json_ok "d[\"name\"] == \"ctl-gamma\" and d[\"upgraded\"] is False and d[\"object_path\"].endswith(\"/ctl_2dgamma\")"'
+
+ctl install "$tmp/huge.json"
+expect "a manifest over 256 KiB is refused" '[ $rc -eq 1 ] && grep -q "larger than 256 KiB" "$tmp/err"'
+
+ctl install "$tmp/no-such-file.json"
+expect "a missing manifest file fails with exit 1" '[ $rc -eq 1 ] && grep -q "No such file" "$tmp/err"'
+
+ctl remove ctl-beta
+expect "remove" '[ $rc -eq 0 ] && grep -qx "Removed ctl-beta" "$tmp/out"'
+ctl show ctl-beta
+expect "removed appliance is gone" '[ $rc -eq 4 ]'
+ctl remove ctl-beta
+expect "removing it again exits 4" '[ $rc -eq 4 ]'
+
+ctl remove --force ctl-gamma
+expect "remove --force" '[ $rc -eq 0 ]'
+
+# --- status -----------------------------------------------------------------
+
+ctl list
+n_appliances=$(($(wc -l <"$tmp/out") - 1))
+
+ctl status
+cp "$tmp/out" "$tmp/status"
+dhfd_version=$("$DHFD" --version | awk '{ print $2 }')
+expect "status" '[ $rc -eq 0 ] && fields_aligned "$tmp/status" 2>>"$tmp/err"'
+expect "status gives version, hypervisor and connection" \
+  'grep -Eq "^Version: +$dhfd_version$" "$tmp/status" && grep -Eq "^Hypervisor: +test://$tmp/node.xml$" "$tmp/status" &&
+   grep -Eq "^Hypervisor connected: +yes$" "$tmp/status" && grep -Eq "^Status: +(running|degraded)$" "$tmp/status"'
+expect "status counts the appliances by state" \
+  'grep -Eq "^Appliances: +$n_appliances \(.*[0-9]+ shutoff.*\)$" "$tmp/status"'
+
+ctl --json status
+expect "--json status" \
+  '[ $rc -eq 0 ] && json_ok "d[\"hypervisor_connected\"] is True and d[\"appliances\"][\"total\"] == $n_appliances and sum(d[\"appliances\"][\"by_state\"].values()) == $n_appliances and isinstance(d[\"status_reasons\"], list)"'
+
+ctl --address "$addr" list
+expect "--address overrides DHF_BUS_ADDRESS" '[ $rc -eq 0 ]'
+
+# --- authorization ----------------------------------------------------------
+
+# dhfd runs as us with Mode=peer-uid: another uid must be turned away.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  chmod 0755 "$tmp"
+  run setpriv --reuid=65534 --regid=65534 --clear-groups env DHF_BUS_ADDRESS="$addr" "$DHFCTL" start ctl-alpha
+  if [ $rc -eq 126 ] || [ $rc -eq 127 ]; then
+    skip "start by another uid exits 5" "dhfctl is not executable by uid 65534"
+  else
+    expect "start by another uid exits 5" '[ $rc -eq 5 ] && grep -q "^dhfctl: cannot start .ctl-alpha.: " "$tmp/err"'
+  fi
+  chmod 0700 "$tmp"
+else
+  skip "start by another uid exits 5" "needs root and setpriv"
+fi
+
+# --- dhfd gone --------------------------------------------------------------
+
+stop_dhfd
+for _ in $(seq 50); do
+  dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
+    org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean false" && break
+  sleep 0.1
+done
+
+ctl status
+expect "status after dhfd stopped exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
+
+ctl show ctl-alpha
+expect "show after dhfd stopped exits 3" '[ $rc -eq 3 ]'
+
+expect "no GLib warnings or criticals from dhfctl" \
+  '! grep -Eq "(CRITICAL|WARNING) \*\*" "$tmp/all-stderr"'
+
+echo "1..$n"
+if [ "$failed" -ne 0 ]; then
+  echo "# $failed of $n failed; dhfd's log:"
+  diag "$tmp/dhfd.log"
+  exit 1
+fi
