@@ -360,6 +360,17 @@ take_field(MetadataParser *parser, MetadataField field)
 }
 
 static gboolean
+storage_path_is_valid(const gchar *path)
+{
+  g_autofree gchar *canonical = NULL;
+
+  if (!g_path_is_absolute(path))
+    return FALSE;
+  canonical = g_canonicalize_filename(path, NULL);
+  return g_str_equal(canonical, path);
+}
+
+static gboolean
 parse_markup(MetadataParser *parser, const gchar *xml, GError **error)
 {
   g_autoptr(GMarkupParseContext) context
@@ -418,6 +429,13 @@ dhf_domain_metadata_parse(const gchar *xml, GError **error)
     }
   metadata->disk_path = take_field(&parser, FIELD_STORAGE);
   metadata->installed = take_field(&parser, FIELD_INSTALLED);
+  /* dhfd deletes this file on Remove: never anything but a plain path. */
+  if (metadata->disk_path != NULL && !storage_path_is_valid(metadata->disk_path))
+    {
+      g_set_error_literal(error, DHF_ERROR, DHF_ERROR_FAILED,
+                          "dhf metadata: <storage> is not an absolute, canonical path");
+      return NULL;
+    }
   return g_steal_pointer(&metadata);
 }
 

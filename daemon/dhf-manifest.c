@@ -1584,11 +1584,14 @@ check_json_text(Validator *v, const gchar *text, gsize length)
             report_at(v, text, i, "invalid JSON", "single-quoted strings are not JSON");
             return;
           case '"':
-            for (i++; text[i] != '"'; i++)
+            /* Bounded anyway: this must never read past the text. */
+            for (i++; i < length && text[i] != '"'; i++)
               {
                 if (text[i] == '\\')
                   i++;
               }
+            if (i >= length)
+              return;
             if (top != NULL && top->is_object && top->key == NULL)
               {
                 g_autofree gchar *key = decode_key(text + start, text + i);

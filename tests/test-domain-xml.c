@@ -116,8 +116,8 @@ build(const gchar *json, const gchar *domain_type, const gchar *disk_path)
     .disk_path = disk_path,
   };
   gchar *xml = dhf_domain_xml_build(manifest, &options);
-  g_autoptr(GHashTable) texts = parse_well_formed(xml);
 
+  g_hash_table_unref(parse_well_formed(xml));
   return xml;
 }
 
@@ -429,6 +429,13 @@ static const BadMetadataCase bad_metadata_cases[] = {
     "</manifest></appliance>",
     DHF_ERROR_INVALID_MANIFEST,
     "dhf metadata: invalid manifest (1 problem):\n$.disk: relative path needs a base directory" },
+  { "relative-storage",
+    "<appliance schema='1'>" MANIFEST_ELEMENT "<storage>img/a.qcow2</storage></appliance>",
+    DHF_ERROR_FAILED, "dhf metadata: <storage> is not an absolute, canonical path" },
+  { "dotdot-storage",
+    "<appliance schema='1'>" MANIFEST_ELEMENT "<storage>/var/lib/dhf/../../../etc/passwd</storage>"
+    "</appliance>",
+    DHF_ERROR_FAILED, "dhf metadata: <storage> is not an absolute, canonical path" },
   { "nul-reference", "<appliance schema='1'><manifest>{}&#0;</manifest></appliance>",
     DHF_ERROR_FAILED, "dhf metadata: " },
 };

@@ -1,0 +1,625 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# dhfd against a real libvirtd + QEMU (qemu:///system, TCG): install, the
+# lifecycle, foreign domains, libvirtd restarts and disks, each checked
+# against what libvirt itself says. TAP output; meson runs it with the DHFD,
+# DHFCTL and DHF_SOURCE_ROOT variables of tests/meson.build.
+#
+# Needs root. It starts libvirtd with scripts/libvirtd-up, restarts and stops
+# it (other users of qemu:///system see that), and fails, never skips, when
+# it cannot run. Everything it makes is named dhftest-PID-* and cleaned up on
+# exit: domains, dhfd, its dbus-daemon, temporary files.
+set -euo pipefail
+shopt -s nullglob
+
+: "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_SOURCE_ROOT:?source tree}"
+
+readonly URI='qemu:///system'
+readonly PY=/usr/bin/python3 # the system one: pyenv's may lack modules
+readonly LIBVIRTD_UP="$DHF_SOURCE_ROOT/scripts/libvirtd-up"
+# What scripts/libvirtd-up uses, so that a stop here never races its starts.
+readonly LIBVIRTD_PIDFILE='/run/libvirtd.pid'
+readonly LIBVIRTD_LOCK='/run/lock/dhf-libvirtd-up.lock'
+readonly PREFIX="dhftest-$$-"
+readonly A="${PREFIX}a" # the appliance most scenarios drive
+readonly B="${PREFIX}b" # the one with a disk
+readonly F="${PREFIX}f" # defined behind dhfd's back
+readonly PLAN=10
+
+tmp=
+addr=
+bus_pid=
+dhfd_pid=
+dhfd_status=
+monitor_pid=
+libvirtd_started=0
+n=0
+failed=0
+
+bail() {
+  echo "Bail out! $*"
+  echo "test-qemu: error: $*" >&2
+  exit 1
+}
+
+# --- helpers ----------------------------------------------------------------
+
+now_ms() {
+  local t=${EPOCHREALTIME//[.,]/}
+  echo $((10#$t / 1000))
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s until it succeeds;
+# fails (with a TAP comment) after SECONDS.
+wait_until() {
+  local limit=$1 what=$2 deadline
+  shift 2
+  deadline=$(($(now_ms) + limit * 1000))
+  until "$@"; do
+    if (($(now_ms) >= deadline)); then
+      echo "# timed out after ${limit}s waiting for $what"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+ctl() {
+  DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
+}
+
+vsh() {
+  virsh -q -c "$URI" "$@"
+}
+
+# json EXPR [ARG...]: evaluates the Python expression EXPR over the JSON
+# document d read from stdin (ARGs are a[0], a[1], ...); prints strings as
+# they are and anything else as JSON (true, false, 3, ...).
+json() {
+  "$PY" -c '
+import json, sys
+a = sys.argv[2:]
+d = json.load(sys.stdin)
+v = eval(sys.argv[1])
+print(v if isinstance(v, str) else json.dumps(v))' "$@"
+}
+
+# xml_get FILE PATH: the text of the element, or with PATH ending in /@ATTR
+# the attribute, that the ElementTree path PATH selects in FILE ("dhf:" is
+# dhf's metadata namespace). Fails when nothing matches.
+xml_get() {
+  "$PY" - "$@" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+path, attr = sys.argv[2], None
+if "/@" in path:
+    path, attr = path.rsplit("/@", 1)
+root = ET.parse(sys.argv[1]).getroot()
+el = root if path in ("", ".") else root.find(path, {"dhf": "urn:dhf:appliance:1"})
+if el is None:
+    sys.exit(f"xml_get: nothing at {path} in {sys.argv[1]}")
+value = el.get(attr) if attr else (el.text or "")
+if value is None:
+    sys.exit(f"xml_get: no attribute {attr} at {path} in {sys.argv[1]}")
+print(value)
+EOF
+}
+
+# expect_eq WHAT ACTUAL EXPECTED
+expect_eq() {
+  if [[ "$2" != "$3" ]]; then
+    echo "# $1: expected '$3', got '$2'"
+    return 1
+  fi
+}
+
+# ctl_field NAME FIELD: one field of `dhfctl --json show NAME`.
+ctl_field() {
+  ctl --json show "$1" | json 'd[a[0]]' "$2"
+}
+
+state_is() {
+  [[ "$(ctl_field "$1" state 2>/dev/null)" == "$2" ]]
+}
+
+# listed NAME: true or false, from `dhfctl --json list`.
+listed() {
+  ctl --json list | json 'any(x["name"] == a[0] for x in d)' "$1"
+}
+
+is_listed() {
+  [[ "$(listed "$1" 2>/dev/null)" == true ]]
+}
+
+is_not_listed() {
+  [[ "$(listed "$1" 2>/dev/null)" == false ]]
+}
+
+# status_is CONNECTED STATUS: dhfctl status says so.
+status_is() {
+  [[ "$(ctl --json status 2>/dev/null | json '"%s %s" % (json.dumps(d["hypervisor_connected"]), d["status"])')" == "$1 $2" ]]
+}
+
+pid_gone() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  # A zombie is gone too, as far as libvirt can tell.
+  [[ "$stat" =~ ^[0-9]+\ \(.*\)\ Z ]]
+}
+
+libvirt_domains() {
+  vsh list --all --name | grep "^$PREFIX" || true
+}
+
+monitor_lines() {
+  wc -l <"$tmp/monitor.txt"
+}
+
+# state_changes_since LINE: the StateChanged signals that dbus-monitor saw
+# after line LINE of its output, one "NAME STATE REASON" per line.
+state_changes_since() {
+  tail -n "+$(($1 + 1))" "$tmp/monitor.txt" | awk '
+    /member=StateChanged/ { n = 4; rec = ""; next }
+    n > 0 {
+      sub(/^ *(string|object path) /, ""); gsub(/"/, "")
+      if (n < 4) rec = rec (rec == "" ? "" : " ") $0
+      if (--n == 0) print rec
+    }'
+}
+
+# saw_state_change SINCE NAME STATE
+saw_state_change() {
+  state_changes_since "$1" | awk -v name="$2" -v state="$3" '
+    $1 == name && $2 == state { found = 1 } END { exit !found }'
+}
+
+# saw_disconnect SINCE: a PropertiesChanged of the Manager with
+# HypervisorConnected false after line SINCE of dbus-monitor's output.
+saw_disconnect() {
+  tail -n "+$(($1 + 1))" "$tmp/monitor.txt" | grep -A1 '"HypervisorConnected"' | grep -q 'boolean false'
+}
+
+# Stops libvirtd but not virtlogd, which keeps the QEMU processes' logs
+# (scripts/libvirtd-up --stop stops both). Holds libvirtd-up's lock.
+stop_libvirtd_only() {
+  local pid
+  pid=$(tr -dc '0-9' <"$LIBVIRTD_PIDFILE")
+  if [[ -z "$pid" || "$(cat "/proc/$pid/comm" 2>/dev/null)" != libvirtd ]]; then
+    echo "# $LIBVIRTD_PIDFILE does not name a running libvirtd"
+    return 1
+  fi
+  (
+    flock -w 90 9 || exit 1
+    kill -TERM "$pid"
+    wait_until 30 "libvirtd (pid $pid) to exit" pid_gone "$pid"
+  ) 9>"$LIBVIRTD_LOCK"
+}
+
+write_manifest() { # FILE NAME VERSION ROLE [EXTRA-JSON]
+  cat >"$1" <<EOF
+{
+  "manifest-version": 1,
+  "name": "$2",
+  "vendor": "dhf tests",
+  "version": "$3",
+  "role": "$4",
+  "memory": "64MiB",
+  "vcpus": 1${5:+,
+  $5}
+}
+EOF
+}
+
+# --- scenarios --------------------------------------------------------------
+# Each runs in a subshell with errexit: the first failing command or check
+# ends it and makes it "not ok". They build on each other, in order.
+
+scenario_install() {
+  local out
+  write_manifest "$tmp/a.json" "$A" 1.0.0 environment '"display": "none"'
+  out=$(ctl --json install "$tmp/a.json")
+  expect_eq "install: name" "$(json 'd["name"]' <<<"$out")" "$A"
+  expect_eq "install: upgraded" "$(json 'd["upgraded"]' <<<"$out")" false
+  expect_eq "listed" "$(listed "$A")" true
+  expect_eq "state" "$(ctl_field "$A" state)" shutoff
+  expect_eq "managed" "$(ctl_field "$A" managed)" true
+  expect_eq "memory" "$(ctl_field "$A" memory)" $((64 * 1024 * 1024))
+  vsh dumpxml --inactive "$A" >"$tmp/a.xml"
+  expect_eq "domain type (DomainType=qemu)" "$(xml_get "$tmp/a.xml" ./@type)" qemu
+  expect_eq "dhf metadata schema" "$(xml_get "$tmp/a.xml" ./metadata/dhf:appliance/@schema)" 1
+  expect_eq "manifest in the metadata" \
+    "$(xml_get "$tmp/a.xml" ./metadata/dhf:appliance/dhf:manifest | json 'd["name"]')" "$A"
+  expect_eq "xdm channel type" \
+    "$(xml_get "$tmp/a.xml" "./devices/channel/target[@name='org.dhf.xdm.0']/../@type")" unix
+  expect_eq "xdm channel target" \
+    "$(xml_get "$tmp/a.xml" "./devices/channel/target[@name='org.dhf.xdm.0']/@type")" virtio
+}
+
+scenario_start() {
+  local out path t0
+  t0=$(now_ms)
+  out=$(ctl --json start "$A")
+  echo "# start took $(($(now_ms) - t0)) ms"
+  expect_eq "start: state" "$(json 'd["state"]' <<<"$out")" running
+  expect_eq "dhfctl state" "$(ctl_field "$A" state)" running
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" running
+  vsh dumpxml "$A" >"$tmp/a-live.xml"
+  path=$(xml_get "$tmp/a-live.xml" "./devices/channel/target[@name='org.dhf.xdm.0']/../source/@path")
+  echo "# xdm channel socket: $path"
+  [[ "$path" == /var/lib/libvirt/qemu/channel/target/* ]] || {
+    echo "# the channel socket is not under /var/lib/libvirt/qemu/channel/target/"
+    return 1
+  }
+  [[ -S "$path" ]] || {
+    echo "# $path is not a socket"
+    return 1
+  }
+  # A host process (dhfd's xdm, later) can connect to it.
+  "$PY" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$path"
+}
+
+scenario_pause_resume() {
+  local out
+  out=$(ctl --json pause "$A")
+  expect_eq "pause: state" "$(json 'd["state"]' <<<"$out")" paused
+  expect_eq "dhfctl state" "$(ctl_field "$A" state)" paused
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" paused
+  out=$(ctl --json resume "$A")
+  expect_eq "resume: state" "$(json 'd["state"]' <<<"$out")" running
+  expect_eq "dhfctl state" "$(ctl_field "$A" state)" running
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" running
+}
+
+scenario_forced_stop() {
+  local out t0 took
+  t0=$(now_ms)
+  out=$(ctl --json stop "$A" --timeout 2)
+  took=$(($(now_ms) - t0))
+  echo "# stop --timeout 2 of a guest without an OS took $took ms"
+  expect_eq "stop: state" "$(json 'd["state"]' <<<"$out")" shutoff
+  expect_eq "stop: forced" "$(json 'd["forced"]' <<<"$out")" true
+  expect_eq "dhfctl state" "$(ctl_field "$A" state)" shutoff
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" "shut off"
+  grep -q "$A did not shut down in time; forcing it off" "$tmp/dhfd.log"
+}
+
+scenario_foreign() {
+  local t0 rc=0
+  cat >"$tmp/f.xml" <<EOF
+<domain type='qemu'>
+  <name>$F</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+</domain>
+EOF
+  t0=$(now_ms)
+  vsh define "$tmp/f.xml" >/dev/null
+  wait_until 10 "$F in dhfctl list" is_listed "$F"
+  echo "# a domain defined with virsh was listed after $(($(now_ms) - t0)) ms"
+  expect_eq "managed" "$(ctl_field "$F" managed)" false
+  expect_eq "vendor" "$(ctl_field "$F" vendor)" ""
+  expect_eq "state" "$(ctl_field "$F" state)" shutoff
+  # dhfd never removes what it did not install.
+  ctl remove "$F" 2>"$tmp/err" || rc=$?
+  expect_eq "dhfctl remove of a foreign domain: exit status" "$rc" 1
+  vsh dominfo "$F" >/dev/null
+  t0=$(now_ms)
+  vsh start "$F" >/dev/null
+  wait_until 10 "$F running in dhfctl" state_is "$F" running
+  echo "# virsh start was seen after $(($(now_ms) - t0)) ms"
+  t0=$(now_ms)
+  vsh destroy "$F" >/dev/null
+  vsh undefine "$F" >/dev/null
+  wait_until 10 "$F gone from dhfctl list" is_not_listed "$F"
+  echo "# virsh destroy + undefine was seen after $(($(now_ms) - t0)) ms"
+}
+
+scenario_libvirtd_restart() {
+  local since t0 samples degraded
+  ctl start "$A" >/dev/null
+  since=$(monitor_lines)
+  # Poll dhfctl status in the background while libvirtd restarts (bounded:
+  # at most 600 samples).
+  (
+    exec >"$tmp/poll.txt" 2>/dev/null
+    for ((i = 0; i < 600; i++)); do
+      [[ -e "$tmp/poll.stop" ]] && break
+      ctl --json status | tr -d ' \n' || true
+      echo
+      sleep 0.05
+    done
+  ) &
+  echo $! >"$tmp/poll.pid"
+  t0=$(now_ms)
+  "$LIBVIRTD_UP" --restart 2>&1 | sed 's/^/# /'
+  echo "# libvirtd-up --restart took $(($(now_ms) - t0)) ms"
+  wait_until 20 "dhfd to reconnect" status_is true running
+  echo "# dhfd answered connected again $(($(now_ms) - t0)) ms after the restart began"
+  touch "$tmp/poll.stop"
+  wait "$(cat "$tmp/poll.pid")" || true
+  samples=$(grep -c . "$tmp/poll.txt" || true)
+  degraded=$(grep -c '"hypervisor_connected":false,"status":"degraded"' "$tmp/poll.txt" || true)
+  echo "# dhfctl status polled $samples times: $degraded said disconnected+degraded"
+  if saw_disconnect "$since"; then
+    echo "# PropertiesChanged HypervisorConnected=false was emitted"
+  else
+    echo "# dbus-monitor saw no PropertiesChanged with HypervisorConnected=false"
+    return 1
+  fi
+  grep -q "lost the connection to $URI" "$tmp/dhfd.log"
+  expect_eq "dhfctl state after the reconnect" "$(ctl_field "$A" state)" running
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" running
+  expect_eq "pause after the reconnect" "$(ctl --json pause "$A" | json 'd["state"]')" paused
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" paused
+  expect_eq "resume after the reconnect" "$(ctl --json resume "$A" | json 'd["state"]')" running
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" running
+}
+
+scenario_resync() {
+  local since qemu_pid out t0 rc=0
+  expect_eq "precondition: A running" "$(ctl_field "$A" state)" running
+  since=$(monitor_lines)
+  qemu_pid=$(tr -dc '0-9' <"/run/libvirt/qemu/$A.pid")
+  touch "$tmp/libvirtd-stopped"
+  stop_libvirtd_only
+  wait_until 10 "dhfctl status to say disconnected and degraded" status_is false degraded
+  ctl --json status | json '"\n".join(d["status_reasons"])' | sed 's/^/# status reason: /'
+  # The cache still answers, and calls fail cleanly.
+  out=$(ctl --json list)
+  expect_eq "listed while disconnected" "$(json 'any(x["name"] == a[0] for x in d)' "$A" <<<"$out")" true
+  expect_eq "state while disconnected (cached)" "$(ctl_field "$A" state)" running
+  out=$(ctl --json pause "$A" 2>/dev/null) || rc=$?
+  expect_eq "pause while disconnected: exit status" "$rc" 1
+  expect_eq "pause while disconnected: error" "$(json 'd["error"]["name"]' <<<"$out")" \
+    org.dhf.Framework1.Error.HypervisorUnavailable
+  # The appliance dies while nobody is watching.
+  kill -KILL "$qemu_pid"
+  wait_until 5 "QEMU (pid $qemu_pid) to die" pid_gone "$qemu_pid"
+  t0=$(now_ms)
+  "$LIBVIRTD_UP" 2>&1 | sed 's/^/# /'
+  rm -f "$tmp/libvirtd-stopped"
+  wait_until 20 "dhfd to reconnect" status_is true running
+  echo "# dhfd reconnected $(($(now_ms) - t0)) ms after libvirtd was started again"
+  expect_eq "dhfctl state after the resync" "$(ctl_field "$A" state)" shutoff
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" "shut off"
+  wait_until 5 "StateChanged $A shutoff" saw_state_change "$since" "$A" shutoff
+  state_changes_since "$since" | sed 's/^/# StateChanged: /'
+}
+
+scenario_remove_force() {
+  local out
+  ctl start "$A" >/dev/null
+  expect_eq "virsh domstate" "$(vsh domstate "$A")" running
+  out=$(ctl --json remove --force "$A")
+  expect_eq "remove: removed" "$(json 'd["removed"]' <<<"$out")" true
+  expect_eq "listed" "$(listed "$A")" false
+  if vsh list --all --name | grep -qx "$A"; then
+    echo "# virsh list --all still shows $A"
+    return 1
+  fi
+}
+
+scenario_disk() {
+  local out disk uuid uuid2 sum sum2 inode inode2 t0
+  mkdir "$tmp/vendor"
+  qemu-img create -q -f qcow2 "$tmp/vendor/vendor.qcow2" 16M
+  write_manifest "$tmp/vendor/b.json" "$B" 1.0.0 service '"disk": "vendor.qcow2"'
+  t0=$(now_ms)
+  out=$(ctl --json install "$tmp/vendor/b.json")
+  echo "# install with a 16M qcow2 took $(($(now_ms) - t0)) ms"
+  expect_eq "install: upgraded" "$(json 'd["upgraded"]' <<<"$out")" false
+  vsh dumpxml --inactive "$B" >"$tmp/b.xml"
+  disk=$(xml_get "$tmp/b.xml" "./devices/disk[@device='disk']/source/@file")
+  echo "# disk: $disk"
+  expect_eq "disk directory" "$(dirname "$disk")" "$tmp/images"
+  expect_eq "disk format" "$(xml_get "$tmp/b.xml" "./devices/disk[@device='disk']/driver/@type")" qcow2
+  [[ -f "$disk" ]]
+  expect_eq "storage directory mode" "$(stat -c %a "$tmp/images")" 711
+  expect_eq "start" "$(ctl --json start "$B" | json 'd["state"]')" running
+  expect_eq "virsh domstate" "$(vsh domstate "$B")" running
+  # The text form of a forced stop.
+  out=$(ctl stop "$B" --timeout 1)
+  expect_eq "dhfctl stop output" "$out" "$B: forced off after 1s"
+  expect_eq "virsh domstate" "$(vsh domstate "$B")" "shut off"
+  # Data written by the appliance (here: by qemu-io) survives an upgrade.
+  qemu-io -f qcow2 -c 'write -q -P 0xab 0 4k' "$disk" >/dev/null
+  sum=$(md5sum <"$disk")
+  inode=$(stat -c %i "$disk")
+  uuid=$(ctl_field "$B" uuid)
+  write_manifest "$tmp/vendor/b.json" "$B" 1.1.0 service '"disk": "vendor.qcow2"'
+  out=$(ctl --json install "$tmp/vendor/b.json")
+  expect_eq "upgrade: upgraded" "$(json 'd["upgraded"]' <<<"$out")" true
+  expect_eq "version after the upgrade" "$(ctl_field "$B" version)" 1.1.0
+  uuid2=$(ctl_field "$B" uuid)
+  expect_eq "UUID after the upgrade" "$uuid2" "$uuid"
+  vsh dumpxml --inactive "$B" >"$tmp/b2.xml"
+  expect_eq "disk after the upgrade" \
+    "$(xml_get "$tmp/b2.xml" "./devices/disk[@device='disk']/source/@file")" "$disk"
+  sum2=$(md5sum <"$disk")
+  inode2=$(stat -c %i "$disk")
+  expect_eq "disk md5 after the upgrade" "$sum2" "$sum"
+  expect_eq "disk inode after the upgrade" "$inode2" "$inode"
+  qemu-io -f qcow2 -r -c 'read -q -P 0xab 0 4k' "$disk" >"$tmp/qemu-io.out"
+  if grep -q 'Pattern verification failed' "$tmp/qemu-io.out"; then
+    echo "# the data written before the upgrade is gone"
+    return 1
+  fi
+  expect_eq "start after the upgrade" "$(ctl --json start "$B" | json 'd["state"]')" running
+  expect_eq "remove --force" "$(ctl --json remove --force "$B" | json 'd["removed"]')" true
+  if [[ -e "$disk" ]]; then
+    echo "# remove left the disk $disk behind"
+    return 1
+  fi
+  expect_eq "listed" "$(listed "$B")" false
+  if vsh list --all --name | grep -qx "$B"; then
+    echo "# virsh list --all still shows $B"
+    return 1
+  fi
+}
+
+# Needs dhfd_status: the main shell stops dhfd (its parent) just before.
+scenario_dhfd_exit() {
+  local left
+  expect_eq "dhfd exit status after SIGTERM" "$dhfd_status" 0
+  if grep -E 'CRITICAL|assertion' "$tmp/dhfd.log" | sed 's/^/# /' | grep .; then
+    echo "# dhfd logged criticals"
+    return 1
+  fi
+  left=$(libvirt_domains)
+  expect_eq "test domains left in libvirt" "$left" ""
+}
+
+# run_scenario DESCRIPTION FUNCTION
+run_scenario() {
+  local rc t0
+  t0=$(now_ms)
+  set +e
+  (
+    set -eE
+    trap 'echo "# failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
+    "$2"
+  )
+  rc=$?
+  set -e
+  n=$((n + 1))
+  if ((rc == 0)); then
+    echo "ok $n - $1"
+  else
+    failed=$((failed + 1))
+    echo "not ok $n - $1"
+  fi
+  echo "# ($(($(now_ms) - t0)) ms)"
+}
+
+# --- setup and cleanup ------------------------------------------------------
+
+# Stops dhfd (SIGTERM, then SIGKILL after 10 s) and sets dhfd_status.
+stop_dhfd() {
+  [[ -n "$dhfd_pid" ]] || return 0
+  kill -TERM "$dhfd_pid" 2>/dev/null || true
+  wait_until 10 "dhfd to exit on SIGTERM" pid_gone "$dhfd_pid" || kill -KILL "$dhfd_pid" 2>/dev/null || true
+  dhfd_status=0
+  wait "$dhfd_pid" 2>/dev/null || dhfd_status=$?
+  dhfd_pid=
+}
+
+cleanup() {
+  local status=$? name
+  set +e
+  trap - ERR
+  if [[ -n "$tmp" && -s "$tmp/poll.pid" ]]; then
+    kill "$(cat "$tmp/poll.pid")" 2>/dev/null
+  fi
+  if [[ -n "$monitor_pid" ]]; then
+    kill "$monitor_pid" 2>/dev/null
+    wait "$monitor_pid" 2>/dev/null
+  fi
+  stop_dhfd
+  # Never leave libvirtd stopped behind us.
+  if ((libvirtd_started)) && [[ -e "$tmp/libvirtd-stopped" ]]; then
+    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# cleanup: /'
+  fi
+  if ((libvirtd_started)); then
+    for name in $(libvirt_domains); do
+      echo "# cleanup: removing leftover domain $name"
+      vsh destroy "$name" >/dev/null 2>&1
+      vsh undefine "$name" >/dev/null 2>&1
+    done
+  fi
+  if [[ -n "$bus_pid" ]]; then
+    kill "$bus_pid" 2>/dev/null
+  fi
+  if ((status != 0 || failed != 0)) && [[ -n "$tmp" && -f "$tmp/dhfd.log" ]]; then
+    echo "# dhfd's log:"
+    sed 's/^/#   /' "$tmp/dhfd.log"
+    echo "# QEMU logs kept: /var/log/libvirt/qemu/${PREFIX}*.log"
+  else
+    rm -f "/var/log/libvirt/qemu/${PREFIX}"*.log
+  fi
+  [[ -n "$tmp" ]] && rm -rf "$tmp"
+  exit "$status"
+}
+trap cleanup EXIT
+
+if [[ "$(id -u)" -ne 0 ]]; then
+  bail "must run as root: it drives the system libvirtd (qemu:///system) and QEMU"
+fi
+for bin in virsh dbus-daemon dbus-monitor qemu-img qemu-io flock "$PY"; do
+  command -v "$bin" >/dev/null || bail "$bin not found (scripts/install-deps installs it)"
+done
+
+echo "# starting libvirtd: $LIBVIRTD_UP"
+"$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || bail "libvirtd cannot be started (scripts/libvirtd-up failed)"
+libvirtd_started=1
+vsh version >/dev/null || bail "libvirtd started but $URI does not answer"
+
+# libvirt's QEMU (user libvirt-qemu) must reach the disks under $tmp/images:
+# every directory above it has to be traversable by others.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhf-qemu-test.XXXXXX")
+tmp=$(cd "$tmp" && pwd -P)
+chmod 0711 "$tmp"
+dir=$(dirname "$tmp")
+while [[ "$dir" != / ]]; do
+  (($(stat -c %a "$dir" | tail -c 2) & 1)) ||
+    bail "$dir is not traversable by others, so QEMU cannot open disks below it: set TMPDIR"
+  dir=$(dirname "$dir")
+done
+
+if [[ -n "$(libvirt_domains)" ]]; then
+  bail "libvirt already has domains named $PREFIX*"
+fi
+
+dbus-daemon --session --fork --print-address=1 --print-pid=3 \
+  >"$tmp/bus.address" 3>"$tmp/bus.pid" 2>"$tmp/bus.err" ||
+  bail "dbus-daemon did not start: $(cat "$tmp/bus.err")"
+bus_pid=$(tr -dc '0-9' <"$tmp/bus.pid")
+addr=$(head -n 1 "$tmp/bus.address")
+[[ -n "$addr" && -n "$bus_pid" ]] || bail "dbus-daemon printed no address or pid"
+
+dbus-monitor --address "$addr" \
+  "type='signal',interface='org.dhf.Framework1.Manager',member='StateChanged'" \
+  "type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',path='/org/dhf/Framework1'" \
+  >"$tmp/monitor.txt" 2>"$tmp/monitor.err" &
+monitor_pid=$!
+wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/dev/null ||
+  bail "dbus-monitor did not start: $(cat "$tmp/monitor.err")"
+
+# TCG: new appliances get <domain type='qemu'> whatever auto would pick.
+printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n' \
+  "$tmp" >"$tmp/dhfd.conf"
+"$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
+  >"$tmp/dhfd.log" 2>&1 </dev/null &
+dhfd_pid=$!
+
+dhfd_serving() {
+  pid_gone "$dhfd_pid" && bail "dhfd exited at startup: $(cat "$tmp/dhfd.log")"
+  ctl status >/dev/null 2>&1
+}
+wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
+  bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
+wait_until 20 "dhfd to connect to $URI" status_is true running >/dev/null ||
+  bail "dhfd did not connect to $URI within 20 s: $(cat "$tmp/dhfd.log")"
+
+auto_type=$(sed -n 's/.*new appliances are type \([a-z]*\)).*/\1/p' "$tmp/dhfd.log" | head -n 1)
+echo "# dhfd connected to $URI; DomainType=auto would pick: ${auto_type:-?} (this run uses qemu)"
+
+echo "1..$PLAN"
+run_scenario "install: listed, dhf metadata and the xdm channel in the domain XML" scenario_install
+run_scenario "start: running in dhfctl and virsh, the xdm channel socket accepts connections" scenario_start
+run_scenario "pause and resume, as virsh sees them" scenario_pause_resume
+run_scenario "stop --timeout 2 of a guest that ignores ACPI is forced off" scenario_forced_stop
+run_scenario "a domain defined with virsh shows up unmanaged, follows virsh start, goes with undefine" scenario_foreign
+run_scenario "libvirtd restart: dhfd reports the disconnect, reconnects, lifecycle works again" scenario_libvirtd_restart
+run_scenario "QEMU killed while libvirtd is down: dhfd serves from its cache, then resyncs to shutoff with StateChanged" scenario_resync
+run_scenario "remove --force of a running appliance undefines it" scenario_remove_force
+run_scenario "a disk is copied to the storage directory, kept by an upgrade with the UUID, deleted by remove" scenario_disk
+stop_dhfd
+run_scenario "dhfd exits 0 on SIGTERM without criticals; no test domains left" scenario_dhfd_exit
+
+if ((failed != 0)); then
+  echo "# $failed of $n failed"
+  exit 1
+fi
