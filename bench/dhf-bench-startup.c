@@ -31,73 +31,73 @@ typedef struct
 } Bench;
 
 static gchar *
-build_node(void)
+build_node (void)
 {
-  g_autoptr(GString) node = g_string_new("<node>\n");
+  g_autoptr (GString) node = g_string_new ("<node>\n");
 
   for (guint i = 0; i < N_APPLIANCES; i++)
     {
-      g_autofree gchar *json = g_strdup_printf(
+      g_autofree gchar *json = g_strdup_printf (
           "{\"manifest-version\": 1, \"name\": \"bench-%03u\", \"vendor\": \"dhf bench\","
           " \"version\": \"1.0.%u\", \"role\": \"%s\", \"memory\": \"512MiB\", \"vcpus\": 1,"
           " \"services\": [{\"name\": \"org.dhf.bench.Service%u\"}]}",
           i, i, i % 2 ? "service" : "environment", i);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(json, -1, NULL, &error);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (json, -1, NULL, &error);
       DhfDomainXmlOptions options = { .domain_type = "test" };
       g_autofree gchar *xml = NULL;
-      g_autoptr(GString) domain = NULL;
+      g_autoptr (GString) domain = NULL;
 
       if (manifest == NULL)
-        g_error("bench manifest: %s", error->message);
-      xml = dhf_domain_xml_build(manifest, &options);
-      domain = g_string_new(xml);
+        g_error ("bench manifest: %s", error->message);
+      xml = dhf_domain_xml_build (manifest, &options);
+      domain = g_string_new (xml);
       /* Test-driver domains come up running unless told otherwise. */
-      if (g_string_replace(domain, "<domain type='test'>",
-                           "<domain type='test' "
-                           "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-                           "<test:runstate>5</test:runstate>",
-                           1)
+      if (g_string_replace (domain, "<domain type='test'>",
+                            "<domain type='test' "
+                            "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
+                            "<test:runstate>5</test:runstate>",
+                            1)
           != 1)
-        g_error("unexpected domain XML head: %.40s", xml);
-      g_string_append(node, domain->str);
+        g_error ("unexpected domain XML head: %.40s", xml);
+      g_string_append (node, domain->str);
     }
-  g_string_append(node, "</node>\n");
-  return g_string_free(g_steal_pointer(&node), FALSE);
+  g_string_append (node, "</node>\n");
+  return g_string_free (g_steal_pointer (&node), FALSE);
 }
 
 static void
-on_name_owner_changed(GDBusConnection *conn, const gchar *sender, const gchar *path,
-                      const gchar *iface, const gchar *signal, GVariant *params, gpointer data)
+on_name_owner_changed (GDBusConnection *conn, const gchar *sender, const gchar *path,
+                       const gchar *iface, const gchar *signal, GVariant *params, gpointer data)
 {
   Bench *b = data;
   const gchar *name, *old_owner, *new_owner;
 
-  g_variant_get(params, "(&s&s&s)", &name, &old_owner, &new_owner);
-  if (g_str_equal(name, DHF_BUS_NAME) && new_owner[0] != '\0')
+  g_variant_get (params, "(&s&s&s)", &name, &old_owner, &new_owner);
+  if (g_str_equal (name, DHF_BUS_NAME) && new_owner[0] != '\0')
     b->owned = TRUE;
 }
 
 static GSubprocess *
-spawn_dhfd(Bench *b, GError **error)
+spawn_dhfd (Bench *b, GError **error)
 {
-  g_autoptr(GSubprocessLauncher) launcher
-      = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+  g_autoptr (GSubprocessLauncher) launcher
+      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_SILENCE);
 
-  return g_subprocess_launcher_spawn(launcher, error, b->dhfd, "--address",
-                                     g_test_dbus_get_bus_address(b->bus), "--hypervisor", b->uri,
-                                     "--config", b->config, NULL);
+  return g_subprocess_launcher_spawn (launcher, error, b->dhfd, "--address",
+                                      g_test_dbus_get_bus_address (b->bus), "--hypervisor", b->uri,
+                                      "--config", b->config, NULL);
 }
 
 static void
-stop_dhfd(GSubprocess *proc)
+stop_dhfd (GSubprocess *proc)
 {
-  g_subprocess_send_signal(proc, SIGTERM);
-  g_subprocess_wait(proc, NULL, NULL);
+  g_subprocess_send_signal (proc, SIGTERM);
+  g_subprocess_wait (proc, NULL, NULL);
 }
 
 static gint
-cmp_double(gconstpointer a, gconstpointer b)
+cmp_double (gconstpointer a, gconstpointer b)
 {
   gdouble x = *(const gdouble *) a, y = *(const gdouble *) b;
 
@@ -105,99 +105,99 @@ cmp_double(gconstpointer a, gconstpointer b)
 }
 
 static gdouble
-percentile(GArray *values, gdouble p)
+percentile (GArray *values, gdouble p)
 {
   guint index;
 
-  g_array_sort(values, cmp_double);
+  g_array_sort (values, cmp_double);
   index = (guint) (p * (values->len - 1) + 0.5);
-  return g_array_index(values, gdouble, index);
+  return g_array_index (values, gdouble, index);
 }
 
 /* Reads one "Key:   N kB" line of /proc/PID/status. */
 static glong
-status_kib(GPid pid, const gchar *key)
+status_kib (GPid pid, const gchar *key)
 {
-  g_autofree gchar *path = g_strdup_printf("/proc/%d/status", pid);
+  g_autofree gchar *path = g_strdup_printf ("/proc/%d/status", pid);
   g_autofree gchar *status = NULL;
   const gchar *line;
 
-  if (!g_file_get_contents(path, &status, NULL, NULL))
+  if (!g_file_get_contents (path, &status, NULL, NULL))
     return -1;
-  line = strstr(status, key);
-  return line != NULL ? strtol(line + strlen(key), NULL, 10) : -1;
+  line = strstr (status, key);
+  return line != NULL ? strtol (line + strlen (key), NULL, 10) : -1;
 }
 
 static GVariant *
-call(Bench *b, const gchar *path, const gchar *iface, const gchar *method, GVariant *args,
-     GError **error)
+call (Bench *b, const gchar *path, const gchar *iface, const gchar *method, GVariant *args,
+      GError **error)
 {
-  return g_dbus_connection_call_sync(b->conn, DHF_BUS_NAME, path, iface, method, args, NULL,
-                                     G_DBUS_CALL_FLAGS_NONE, 60000, NULL, error);
+  return g_dbus_connection_call_sync (b->conn, DHF_BUS_NAME, path, iface, method, args, NULL,
+                                      G_DBUS_CALL_FLAGS_NONE, 60000, NULL, error);
 }
 
 static void
-fail(const gchar *what, const GError *error)
+fail (const gchar *what, const GError *error)
 {
-  g_printerr("dhf-bench-startup: %s: %s\n", what, error->message);
-  exit(1);
+  g_printerr ("dhf-bench-startup: %s: %s\n", what, error->message);
+  exit (1);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
   Bench b = { 0 };
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   g_autofree gchar *tmpdir = NULL;
   g_autofree gchar *node = NULL;
   g_autofree gchar *node_path = NULL;
   g_autofree gchar *config = NULL;
-  g_autoptr(GArray) startups = g_array_new(FALSE, FALSE, sizeof(gdouble));
-  g_autoptr(GArray) starts = g_array_new(FALSE, FALSE, sizeof(gdouble));
-  g_autoptr(GArray) pings = g_array_new(FALSE, FALSE, sizeof(gdouble));
-  g_autoptr(GSubprocess) proc = NULL;
+  g_autoptr (GArray) startups = g_array_new (FALSE, FALSE, sizeof (gdouble));
+  g_autoptr (GArray) starts = g_array_new (FALSE, FALSE, sizeof (gdouble));
+  g_autoptr (GArray) pings = g_array_new (FALSE, FALSE, sizeof (gdouble));
+  g_autoptr (GSubprocess) proc = NULL;
   glong rss, anon;
   gdouble start_ms, start_p50, start_p99, ping_p50;
   guint sub;
 
   if (argc > 1)
     {
-      g_printerr("usage: dhf-bench-startup (no arguments)\n");
+      g_printerr ("usage: dhf-bench-startup (no arguments)\n");
       return 2;
     }
   /* The dhfd of the same build, unless DHFD names another. */
-  b.dhfd = g_strdup(g_getenv("DHFD") != NULL ? g_getenv("DHFD") : DHF_BENCH_DHFD);
-  if (!g_file_test(b.dhfd, G_FILE_TEST_IS_EXECUTABLE))
+  b.dhfd = g_strdup (g_getenv ("DHFD") != NULL ? g_getenv ("DHFD") : DHF_BENCH_DHFD);
+  if (!g_file_test (b.dhfd, G_FILE_TEST_IS_EXECUTABLE))
     {
-      g_printerr("dhf-bench-startup: no dhfd at %s (build first, or set DHFD)\n", b.dhfd);
+      g_printerr ("dhf-bench-startup: no dhfd at %s (build first, or set DHFD)\n", b.dhfd);
       return 1;
     }
 
-  tmpdir = g_dir_make_tmp("dhf-bench-XXXXXX", &error);
+  tmpdir = g_dir_make_tmp ("dhf-bench-XXXXXX", &error);
   if (tmpdir == NULL)
-    fail("temporary directory", error);
-  node = build_node();
-  node_path = g_build_filename(tmpdir, "node.xml", NULL);
-  b.config = g_build_filename(tmpdir, "dhfd.conf", NULL);
-  config = g_strdup_printf("[Appliances]\nStorageDirectory=%s\n", tmpdir);
-  if (!g_file_set_contents(node_path, node, -1, &error)
-      || !g_file_set_contents(b.config, config, -1, &error))
-    fail("writing the test node", error);
-  b.uri = g_strconcat("test://", node_path, NULL);
+    fail ("temporary directory", error);
+  node = build_node ();
+  node_path = g_build_filename (tmpdir, "node.xml", NULL);
+  b.config = g_build_filename (tmpdir, "dhfd.conf", NULL);
+  config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n", tmpdir);
+  if (!g_file_set_contents (node_path, node, -1, &error)
+      || !g_file_set_contents (b.config, config, -1, &error))
+    fail ("writing the test node", error);
+  b.uri = g_strconcat ("test://", node_path, NULL);
 
-  b.bus = g_test_dbus_new(G_TEST_DBUS_NONE);
-  g_test_dbus_up(b.bus);
-  b.conn
-      = g_dbus_connection_new_for_address_sync(g_test_dbus_get_bus_address(b.bus),
-                                               G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-                                                   | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-                                               NULL, NULL, &error);
+  b.bus = g_test_dbus_new (G_TEST_DBUS_NONE);
+  g_test_dbus_up (b.bus);
+  b.conn = g_dbus_connection_new_for_address_sync (
+      g_test_dbus_get_bus_address (b.bus),
+      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
+          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+      NULL, NULL, &error);
   if (b.conn == NULL)
-    fail("connecting to the private bus", error);
-  sub = g_dbus_connection_signal_subscribe(b.conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
-                                           "NameOwnerChanged", "/org/freedesktop/DBus",
-                                           DHF_BUS_NAME, G_DBUS_SIGNAL_FLAGS_NONE,
-                                           on_name_owner_changed, &b, NULL);
+    fail ("connecting to the private bus", error);
+  sub = g_dbus_connection_signal_subscribe (b.conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
+                                            "NameOwnerChanged", "/org/freedesktop/DBus",
+                                            DHF_BUS_NAME, G_DBUS_SIGNAL_FLAGS_NONE,
+                                            on_name_owner_changed, &b, NULL);
 
   /* 1. Start to name owned, with N_APPLIANCES defined. */
   for (guint run = 0; run < STARTUP_RUNS; run++)
@@ -205,46 +205,46 @@ main(int argc, char **argv)
       gint64 t0, elapsed;
 
       b.owned = FALSE;
-      t0 = g_get_monotonic_time();
-      proc = spawn_dhfd(&b, &error);
+      t0 = g_get_monotonic_time ();
+      proc = spawn_dhfd (&b, &error);
       if (proc == NULL)
-        fail("spawning dhfd", error);
+        fail ("spawning dhfd", error);
       while (!b.owned)
         {
-          if (g_get_monotonic_time() - t0 > 30 * G_USEC_PER_SEC)
+          if (g_get_monotonic_time () - t0 > 30 * G_USEC_PER_SEC)
             {
-              g_printerr("dhf-bench-startup: dhfd did not own the name in 30 s\n");
+              g_printerr ("dhf-bench-startup: dhfd did not own the name in 30 s\n");
               return 1;
             }
-          g_main_context_iteration(NULL, TRUE);
+          g_main_context_iteration (NULL, TRUE);
         }
-      elapsed = g_get_monotonic_time() - t0;
-      g_array_append_val(startups, (gdouble){ elapsed / 1000.0 });
+      elapsed = g_get_monotonic_time () - t0;
+      g_array_append_val (startups, (gdouble){ elapsed / 1000.0 });
       if (run + 1 < STARTUP_RUNS)
         {
-          stop_dhfd(proc);
-          g_clear_object(&proc);
+          stop_dhfd (proc);
+          g_clear_object (&proc);
         }
     }
 
   /* 2. Memory once every appliance is on the bus. */
   {
-    g_autoptr(GVariant) objects = g_dbus_connection_call_sync(
+    g_autoptr (GVariant) objects = g_dbus_connection_call_sync (
         b.conn, DHF_BUS_NAME, DHF_OBJECT_PATH, "org.freedesktop.DBus.ObjectManager",
         "GetManagedObjects", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
-    g_autoptr(GVariant) dict = NULL;
+    g_autoptr (GVariant) dict = NULL;
 
     if (objects == NULL)
-      fail("GetManagedObjects", error);
-    dict = g_variant_get_child_value(objects, 0);
-    if (g_variant_n_children(dict) != N_APPLIANCES)
+      fail ("GetManagedObjects", error);
+    dict = g_variant_get_child_value (objects, 0);
+    if (g_variant_n_children (dict) != N_APPLIANCES)
       {
-        g_printerr("dhf-bench-startup: expected %u appliances, dhfd has %zu\n", N_APPLIANCES,
-                   g_variant_n_children(dict));
+        g_printerr ("dhf-bench-startup: expected %u appliances, dhfd has %zu\n", N_APPLIANCES,
+                    g_variant_n_children (dict));
         return 1;
       }
-    rss = status_kib(atoi(g_subprocess_get_identifier(proc)), "VmRSS:");
-    anon = status_kib(atoi(g_subprocess_get_identifier(proc)), "RssAnon:");
+    rss = status_kib (atoi (g_subprocess_get_identifier (proc)), "VmRSS:");
+    anon = status_kib (atoi (g_subprocess_get_identifier (proc)), "RssAnon:");
   }
 
   /* 3. Start round trips (each followed by an unmeasured Shutdown), and
@@ -253,64 +253,64 @@ main(int argc, char **argv)
     {
       for (guint i = 0; i < N_APPLIANCES; i++)
         {
-          g_autofree gchar *path = g_strdup_printf(DHF_APPLIANCE_PATH_PREFIX "/bench_2d%03u", i);
-          g_autoptr(GVariant) r1 = NULL;
-          g_autoptr(GVariant) r2 = NULL;
-          gint64 t0 = g_get_monotonic_time();
+          g_autofree gchar *path = g_strdup_printf (DHF_APPLIANCE_PATH_PREFIX "/bench_2d%03u", i);
+          g_autoptr (GVariant) r1 = NULL;
+          g_autoptr (GVariant) r2 = NULL;
+          gint64 t0 = g_get_monotonic_time ();
 
-          r1 = call(&b, path, "org.dhf.Framework1.Appliance", "Start", NULL, &error);
+          r1 = call (&b, path, "org.dhf.Framework1.Appliance", "Start", NULL, &error);
           if (r1 == NULL)
-            fail("Start", error);
-          g_array_append_val(starts, (gdouble){ (gdouble) (g_get_monotonic_time() - t0) });
-          t0 = g_get_monotonic_time();
-          r2 = call(&b, path, "org.freedesktop.DBus.Peer", "Ping", NULL, &error);
+            fail ("Start", error);
+          g_array_append_val (starts, (gdouble){ (gdouble) (g_get_monotonic_time () - t0) });
+          t0 = g_get_monotonic_time ();
+          r2 = call (&b, path, "org.freedesktop.DBus.Peer", "Ping", NULL, &error);
           if (r2 == NULL)
-            fail("Ping", error);
-          g_array_append_val(pings, (gdouble){ (gdouble) (g_get_monotonic_time() - t0) });
+            fail ("Ping", error);
+          g_array_append_val (pings, (gdouble){ (gdouble) (g_get_monotonic_time () - t0) });
         }
       for (guint i = 0; i < N_APPLIANCES; i++)
         {
-          g_autofree gchar *path = g_strdup_printf(DHF_APPLIANCE_PATH_PREFIX "/bench_2d%03u", i);
-          g_autoptr(GVariant) r = call(&b, path, "org.dhf.Framework1.Appliance", "Shutdown",
-                                       g_variant_new("(u)", 5000), &error);
+          g_autofree gchar *path = g_strdup_printf (DHF_APPLIANCE_PATH_PREFIX "/bench_2d%03u", i);
+          g_autoptr (GVariant) r = call (&b, path, "org.dhf.Framework1.Appliance", "Shutdown",
+                                         g_variant_new ("(u)", 5000), &error);
 
           if (r == NULL)
-            fail("Shutdown", error);
+            fail ("Shutdown", error);
         }
     }
 
-  start_ms = percentile(startups, 0.5);
-  start_p50 = percentile(starts, 0.5);
-  start_p99 = percentile(starts, 0.99);
-  ping_p50 = percentile(pings, 0.5);
-  printf("dhfd start to %s owned, %u appliances: median %.1f ms, min %.1f ms, max %.1f ms "
-         "(%u runs)\n",
-         DHF_BUS_NAME, N_APPLIANCES, start_ms, g_array_index(startups, gdouble, 0),
-         g_array_index(startups, gdouble, startups->len - 1), STARTUP_RUNS);
+  start_ms = percentile (startups, 0.5);
+  start_p50 = percentile (starts, 0.5);
+  start_p99 = percentile (starts, 0.99);
+  ping_p50 = percentile (pings, 0.5);
+  printf ("dhfd start to %s owned, %u appliances: median %.1f ms, min %.1f ms, max %.1f ms "
+          "(%u runs)\n",
+          DHF_BUS_NAME, N_APPLIANCES, start_ms, g_array_index (startups, gdouble, 0),
+          g_array_index (startups, gdouble, startups->len - 1), STARTUP_RUNS);
   /* Most of the RSS is shared library text (libvirt and its dependencies)
    * that every libvirt client maps; RssAnon is dhfd's own memory. */
-  printf("dhfd RSS with %u appliances: %ld KiB (of which anonymous, dhfd's own: %ld KiB)\n",
-         N_APPLIANCES, rss, anon);
-  printf("Start round trip over %u calls: p50 %.0f us, p99 %.0f us\n", starts->len, start_p50,
-         start_p99);
-  printf("floor (Peer.Ping to dhfd, same bus): p50 %.0f us; Start costs %.1fx the floor\n",
-         ping_p50, start_p50 / ping_p50);
-  printf("RESULT start_ms=%.1f rss_kib=%ld start_call_p50_us=%.0f start_call_p99_us=%.0f "
-         "rss_anon_kib=%ld ping_p50_us=%.0f start_call_ratio_to_ping=%.2f\n",
-         start_ms, rss, start_p50, start_p99, anon, ping_p50, start_p50 / ping_p50);
-  fflush(stdout);
+  printf ("dhfd RSS with %u appliances: %ld KiB (of which anonymous, dhfd's own: %ld KiB)\n",
+          N_APPLIANCES, rss, anon);
+  printf ("Start round trip over %u calls: p50 %.0f us, p99 %.0f us\n", starts->len, start_p50,
+          start_p99);
+  printf ("floor (Peer.Ping to dhfd, same bus): p50 %.0f us; Start costs %.1fx the floor\n",
+          ping_p50, start_p50 / ping_p50);
+  printf ("RESULT start_ms=%.1f rss_kib=%ld start_call_p50_us=%.0f start_call_p99_us=%.0f "
+          "rss_anon_kib=%ld ping_p50_us=%.0f start_call_ratio_to_ping=%.2f\n",
+          start_ms, rss, start_p50, start_p99, anon, ping_p50, start_p50 / ping_p50);
+  fflush (stdout);
 
-  stop_dhfd(proc);
-  g_dbus_connection_signal_unsubscribe(b.conn, sub);
-  g_dbus_connection_close_sync(b.conn, NULL, NULL);
-  g_clear_object(&b.conn);
-  g_test_dbus_down(b.bus);
-  g_clear_object(&b.bus);
-  g_unlink(node_path);
-  g_unlink(b.config);
-  g_rmdir(tmpdir);
-  g_free(b.dhfd);
-  g_free(b.uri);
-  g_free(b.config);
+  stop_dhfd (proc);
+  g_dbus_connection_signal_unsubscribe (b.conn, sub);
+  g_dbus_connection_close_sync (b.conn, NULL, NULL);
+  g_clear_object (&b.conn);
+  g_test_dbus_down (b.bus);
+  g_clear_object (&b.bus);
+  g_unlink (node_path);
+  g_unlink (b.config);
+  g_rmdir (tmpdir);
+  g_free (b.dhfd);
+  g_free (b.uri);
+  g_free (b.config);
   return 0;
 }

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "dhf-appliance.h"
+#include "dhf-log.h"
 
 struct _DhfAppliance
 {
@@ -26,42 +27,42 @@ struct _DhfAppliance
   gboolean op_running;
 };
 
-G_DEFINE_TYPE(DhfAppliance, dhf_appliance, DHF_DBUS_TYPE_APPLIANCE_SKELETON)
+G_DEFINE_TYPE (DhfAppliance, dhf_appliance, DHF_DBUS_TYPE_APPLIANCE_SKELETON)
 
 typedef struct
 {
-  void (*run)(gpointer call);
+  void (*run) (gpointer call);
   gpointer call;
 } PendingOp;
 
 static void
-run_next_op(DhfAppliance *self)
+run_next_op (DhfAppliance *self)
 {
   g_autofree PendingOp *op = NULL;
 
-  if (self->op_running || g_queue_is_empty(&self->pending))
+  if (self->op_running || g_queue_is_empty (&self->pending))
     return;
-  op = g_queue_pop_head(&self->pending);
+  op = g_queue_pop_head (&self->pending);
   self->op_running = TRUE;
-  op->run(op->call);
+  op->run (op->call);
 }
 
 static void
-enqueue_op(DhfAppliance *self, void (*run)(gpointer call), gpointer call)
+enqueue_op (DhfAppliance *self, void (*run) (gpointer call), gpointer call)
 {
-  PendingOp *op = g_new0(PendingOp, 1);
+  PendingOp *op = g_new0 (PendingOp, 1);
 
   op->run = run;
   op->call = call;
-  g_queue_push_tail(&self->pending, op);
-  run_next_op(self);
+  g_queue_push_tail (&self->pending, op);
+  run_next_op (self);
 }
 
 static void
-op_finished(DhfAppliance *self)
+op_finished (DhfAppliance *self)
 {
   self->op_running = FALSE;
-  run_next_op(self);
+  run_next_op (self);
 }
 
 enum
@@ -84,131 +85,133 @@ typedef struct
 } ShutdownWaiter;
 
 static void
-shutdown_waiter_free(ShutdownWaiter *waiter)
+shutdown_waiter_free (ShutdownWaiter *waiter)
 {
-  g_clear_handle_id(&waiter->timeout_id, g_source_remove);
-  g_clear_object(&waiter->invocation);
-  g_free(waiter);
+  g_clear_handle_id (&waiter->timeout_id, g_source_remove);
+  g_clear_object (&waiter->invocation);
+  g_free (waiter);
 }
 
 gchar *
-dhf_appliance_path_for_name(const gchar *name)
+dhf_appliance_path_for_name (const gchar *name)
 {
-  g_autofree gchar *escaped = g_dbus_escape_object_path(name);
+  g_autofree gchar *escaped = g_dbus_escape_object_path (name);
 
-  return g_strconcat(DHF_APPLIANCE_PATH_PREFIX "/", escaped, NULL);
+  return g_strconcat (DHF_APPLIANCE_PATH_PREFIX "/", escaped, NULL);
 }
 
 const gchar *
-dhf_appliance_get_uuid(DhfAppliance *self)
+dhf_appliance_get_uuid (DhfAppliance *self)
 {
   return self->uuid;
 }
 
 const gchar *
-dhf_appliance_get_object_path(DhfAppliance *self)
+dhf_appliance_get_object_path (DhfAppliance *self)
 {
   return self->object_path;
 }
 
 DhfApplianceState
-dhf_appliance_get_state_enum(DhfAppliance *self)
+dhf_appliance_get_state_enum (DhfAppliance *self)
 {
   return self->state;
 }
 
 const DhfDomainMetadata *
-dhf_appliance_get_metadata(DhfAppliance *self)
+dhf_appliance_get_metadata (DhfAppliance *self)
 {
   return self->metadata;
 }
 
 static void
-update_metadata(DhfAppliance *self, const DhfDomainInfo *info)
+update_metadata (DhfAppliance *self, const DhfDomainInfo *info)
 {
-  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE(self);
-  g_autoptr(GError) error = NULL;
+  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE (self);
+  g_autoptr (GError) error = NULL;
   const DhfManifest *manifest;
 
-  if (g_strcmp0(self->raw_metadata, info->metadata) == 0 && self->raw_metadata != NULL)
+  if (g_strcmp0 (self->raw_metadata, info->metadata) == 0 && self->raw_metadata != NULL)
     return;
-  g_free(self->raw_metadata);
-  self->raw_metadata = g_strdup(info->metadata);
-  g_clear_pointer(&self->metadata, dhf_domain_metadata_free);
+  g_free (self->raw_metadata);
+  self->raw_metadata = g_strdup (info->metadata);
+  g_clear_pointer (&self->metadata, dhf_domain_metadata_free);
   if (info->metadata != NULL)
     {
-      self->metadata = dhf_domain_metadata_parse(info->metadata, &error);
+      self->metadata = dhf_domain_metadata_parse (info->metadata, &error);
       if (self->metadata == NULL)
-        g_warning("%s: ignoring unreadable dhf metadata: %s", info->name, error->message);
+        g_warning ("%s: ignoring unreadable dhf metadata: %s", info->name, error->message);
     }
   if (self->metadata == NULL)
     {
-      dhf_dbus_appliance_set_managed(iface, FALSE);
-      dhf_dbus_appliance_set_role(iface, "environment");
-      dhf_dbus_appliance_set_vendor(iface, "");
-      dhf_dbus_appliance_set_version(iface, "");
+      dhf_dbus_appliance_set_managed (iface, FALSE);
+      dhf_dbus_appliance_set_role (iface, "environment");
+      dhf_dbus_appliance_set_vendor (iface, "");
+      dhf_dbus_appliance_set_version (iface, "");
       return;
     }
   manifest = self->metadata->manifest;
-  dhf_dbus_appliance_set_managed(iface, TRUE);
-  dhf_dbus_appliance_set_role(iface, dhf_appliance_role_to_string(dhf_manifest_get_role(manifest)));
-  dhf_dbus_appliance_set_vendor(iface, dhf_manifest_get_vendor(manifest));
-  dhf_dbus_appliance_set_version(iface, dhf_manifest_get_version(manifest));
+  dhf_dbus_appliance_set_managed (iface, TRUE);
+  dhf_dbus_appliance_set_role (iface,
+                               dhf_appliance_role_to_string (dhf_manifest_get_role (manifest)));
+  dhf_dbus_appliance_set_vendor (iface, dhf_manifest_get_vendor (manifest));
+  dhf_dbus_appliance_set_version (iface, dhf_manifest_get_version (manifest));
 }
 
 static void
-complete_shutdown_waiters(DhfAppliance *self)
+complete_shutdown_waiters (DhfAppliance *self)
 {
-  g_autoptr(GPtrArray) waiters = NULL;
+  g_autoptr (GPtrArray) waiters = NULL;
 
   if (self->shutdown_waiters->len == 0)
     return;
-  waiters = g_steal_pointer(&self->shutdown_waiters);
-  self->shutdown_waiters = g_ptr_array_new_with_free_func((GDestroyNotify) shutdown_waiter_free);
+  waiters = g_steal_pointer (&self->shutdown_waiters);
+  self->shutdown_waiters = g_ptr_array_new_with_free_func ((GDestroyNotify) shutdown_waiter_free);
   for (guint i = 0; i < waiters->len; i++)
     {
-      ShutdownWaiter *waiter = g_ptr_array_index(waiters, i);
+      ShutdownWaiter *waiter = g_ptr_array_index (waiters, i);
 
-      dhf_dbus_appliance_complete_shutdown(DHF_DBUS_APPLIANCE(self),
-                                           g_steal_pointer(&waiter->invocation), waiter->forced);
+      dhf_dbus_appliance_complete_shutdown (DHF_DBUS_APPLIANCE (self),
+                                            g_steal_pointer (&waiter->invocation), waiter->forced);
     }
-  op_finished(self);
+  op_finished (self);
 }
 
 void
-dhf_appliance_update(DhfAppliance *self, const DhfDomainInfo *info)
+dhf_appliance_update (DhfAppliance *self, const DhfDomainInfo *info)
 {
-  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE(self);
+  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE (self);
   gboolean changed = self->state != info->state
-                     || g_strcmp0(dhf_dbus_appliance_get_state_reason(iface), info->reason) != 0;
+                     || g_strcmp0 (dhf_dbus_appliance_get_state_reason (iface), info->reason) != 0;
 
-  dhf_dbus_appliance_set_name(iface, info->name);
-  dhf_dbus_appliance_set_uuid(iface, info->uuid);
-  dhf_dbus_appliance_set_autostart(iface, info->autostart);
-  dhf_dbus_appliance_set_memory(iface, info->memory);
-  dhf_dbus_appliance_set_vcpus(iface, info->vcpus);
-  update_metadata(self, info);
+  dhf_dbus_appliance_set_name (iface, info->name);
+  dhf_dbus_appliance_set_uuid (iface, info->uuid);
+  dhf_dbus_appliance_set_autostart (iface, info->autostart);
+  dhf_dbus_appliance_set_memory (iface, info->memory);
+  dhf_dbus_appliance_set_vcpus (iface, info->vcpus);
+  update_metadata (self, info);
   self->state = info->state;
-  dhf_dbus_appliance_set_state(iface, dhf_appliance_state_to_string(info->state));
-  dhf_dbus_appliance_set_state_reason(iface, info->reason);
+  dhf_dbus_appliance_set_state (iface, dhf_appliance_state_to_string (info->state));
+  dhf_dbus_appliance_set_state_reason (iface, info->reason);
   /* PropertiesChanged goes out now, ahead of any method reply that
    * follows, instead of from a later idle. */
-  g_dbus_interface_skeleton_flush(G_DBUS_INTERFACE_SKELETON(self));
+  g_dbus_interface_skeleton_flush (G_DBUS_INTERFACE_SKELETON (self));
   if (changed)
     {
-      g_debug("%s: %s (%s)", info->name, dhf_appliance_state_to_string(info->state), info->reason);
-      g_signal_emit(self, signals[SIGNAL_STATE_CHANGED], 0);
+      dhf_log_appliance (G_LOG_LEVEL_INFO, info->name, "%s: %s (%s)", info->name,
+                         dhf_appliance_state_to_string (info->state), info->reason);
+      g_signal_emit (self, signals[SIGNAL_STATE_CHANGED], 0);
     }
   if (self->state == DHF_APPLIANCE_STATE_SHUTOFF)
-    complete_shutdown_waiters(self);
+    complete_shutdown_waiters (self);
 }
 
 /* The domain is gone (undefined, or a transient domain stopped): a pending
  * Shutdown has reached its goal. */
 void
-dhf_appliance_vanished(DhfAppliance *self)
+dhf_appliance_vanished (DhfAppliance *self)
 {
-  complete_shutdown_waiters(self);
+  complete_shutdown_waiters (self);
 }
 
 /* --- method plumbing -------------------------------------------------- */
@@ -222,98 +225,98 @@ typedef struct
 } Call;
 
 static void
-call_free(Call *call)
+call_free (Call *call)
 {
-  g_clear_object(&call->self);
-  g_clear_object(&call->invocation);
-  g_free(call);
+  g_clear_object (&call->self);
+  g_clear_object (&call->invocation);
+  g_free (call);
 }
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(Call, call_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Call, call_free)
 
 static Call *
-call_new(DhfAppliance *self, GDBusMethodInvocation *invocation, DhfDomainOp op)
+call_new (DhfAppliance *self, GDBusMethodInvocation *invocation, DhfDomainOp op)
 {
-  Call *call = g_new0(Call, 1);
+  Call *call = g_new0 (Call, 1);
 
-  call->self = g_object_ref(self);
+  call->self = g_object_ref (self);
   call->invocation = invocation; /* the handler owns the invocation until it completes it */
   call->op = op;
   return call;
 }
 
 static void
-call_fail(Call *call, GError *error)
+call_fail (Call *call, GError *error)
 {
-  g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), error);
+  g_dbus_method_invocation_return_gerror (g_steal_pointer (&call->invocation), error);
 }
 
 /* Ends a call that held the appliance's operation slot. */
 static void
-call_fail_op(Call *call, GError *error)
+call_fail_op (Call *call, GError *error)
 {
-  call_fail(call, error);
-  op_finished(call->self);
+  call_fail (call, error);
+  op_finished (call->self);
 }
 
 static void
-complete_call(Call *call)
+complete_call (Call *call)
 {
-  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE(call->self);
-  GDBusMethodInvocation *invocation = g_steal_pointer(&call->invocation);
+  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE (call->self);
+  GDBusMethodInvocation *invocation = g_steal_pointer (&call->invocation);
 
   switch (call->op)
     {
       case DHF_DOMAIN_OP_START:
-        dhf_dbus_appliance_complete_start(iface, invocation);
+        dhf_dbus_appliance_complete_start (iface, invocation);
         break;
       case DHF_DOMAIN_OP_SUSPEND:
-        dhf_dbus_appliance_complete_pause(iface, invocation);
+        dhf_dbus_appliance_complete_pause (iface, invocation);
         break;
       case DHF_DOMAIN_OP_RESUME:
-        dhf_dbus_appliance_complete_resume(iface, invocation);
+        dhf_dbus_appliance_complete_resume (iface, invocation);
         break;
       default:
-        g_assert_not_reached();
+        g_assert_not_reached ();
     }
-  op_finished(call->self);
+  op_finished (call->self);
 }
 
 static void
-on_refreshed(GObject *source, GAsyncResult *result, gpointer user_data)
+on_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(Call) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (Call) call = user_data;
+  g_autoptr (GError) error = NULL;
 
   /* The operation itself succeeded; a failed refresh only means the
    * properties catch up with the next event. */
-  if (!dhf_hypervisor_refresh_finish(DHF_HYPERVISOR(source), result, &error))
-    g_debug("refresh after %u failed: %s", call->op, error->message);
-  complete_call(call);
+  if (!dhf_hypervisor_refresh_finish (DHF_HYPERVISOR (source), result, &error))
+    g_debug ("refresh after %u failed: %s", call->op, error->message);
+  complete_call (call);
 }
 
 static void
-on_op_done(GObject *source, GAsyncResult *result, gpointer user_data)
+on_op_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(Call) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (Call) call = user_data;
+  g_autoptr (GError) error = NULL;
   Call *owned;
 
-  if (!dhf_hypervisor_domain_op_finish(DHF_HYPERVISOR(source), result, &error))
+  if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
     {
-      call_fail_op(call, error);
+      call_fail_op (call, error);
       return;
     }
   /* Answer only once D-Bus shows the new state, so that a caller reading
    * State after the reply sees the result of its own call. */
-  owned = g_steal_pointer(&call);
-  dhf_hypervisor_refresh_async(owned->self->hypervisor, owned->self->uuid, on_refreshed, owned);
+  owned = g_steal_pointer (&call);
+  dhf_hypervisor_refresh_async (owned->self->hypervisor, owned->self->uuid, on_refreshed, owned);
 }
 
 static gboolean
-check_state_for_op(DhfAppliance *self, DhfDomainOp op, GError **error)
+check_state_for_op (DhfAppliance *self, DhfDomainOp op, GError **error)
 {
-  const gchar *name = dhf_dbus_appliance_get_name(DHF_DBUS_APPLIANCE(self));
+  const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (self));
   DhfApplianceState state = self->state;
   gboolean ok = TRUE;
   const gchar *why = NULL;
@@ -340,71 +343,73 @@ check_state_for_op(DhfAppliance *self, DhfDomainOp op, GError **error)
         break;
     }
   if (!ok)
-    g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_STATE, "appliance '%s' %s (it is %s)", name,
-                why, dhf_appliance_state_to_string(state));
+    g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE, "appliance '%s' %s (it is %s)", name,
+                 why, dhf_appliance_state_to_string (state));
   return ok;
 }
 
 static void
-run_simple_op(gpointer user_data)
+run_simple_op (gpointer user_data)
 {
-  g_autoptr(Call) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (Call) call = user_data;
+  g_autoptr (GError) error = NULL;
   DhfAppliance *self = call->self;
   DhfDomainOp op;
 
-  if (!check_state_for_op(self, call->op, &error))
+  if (!check_state_for_op (self, call->op, &error))
     {
-      call_fail_op(call, error);
+      call_fail_op (call, error);
       return;
     }
   op = call->op;
-  dhf_hypervisor_domain_op_async(self->hypervisor, self->uuid, op, NULL, on_op_done,
-                                 g_steal_pointer(&call));
+  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, op, NULL, on_op_done,
+                                  g_steal_pointer (&call));
 }
 
 static void
-on_authorized(GObject *source, GAsyncResult *result, gpointer user_data)
+on_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(Call) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (Call) call = user_data;
+  g_autoptr (GError) error = NULL;
   Call *owned;
 
-  if (!dhf_authority_check_finish(DHF_AUTHORITY(source), result, &error))
+  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
-      call_fail(call, error);
+      call_fail (call, error);
       return;
     }
-  owned = g_steal_pointer(&call);
-  enqueue_op(owned->self, run_simple_op, owned);
+  owned = g_steal_pointer (&call);
+  enqueue_op (owned->self, run_simple_op, owned);
 }
 
 static gboolean
-handle_simple_op(DhfAppliance *self, GDBusMethodInvocation *invocation, DhfDomainOp op,
-                 const gchar *action_id)
+handle_simple_op (DhfAppliance *self, GDBusMethodInvocation *invocation, DhfDomainOp op,
+                  const gchar *action_id)
 {
-  dhf_authority_check_async(self->authority, invocation, action_id, NULL, on_authorized,
-                            call_new(self, invocation, op));
+  dhf_authority_check_async (self->authority, invocation, action_id, NULL, on_authorized,
+                             call_new (self, invocation, op));
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
 static gboolean
-handle_start(DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
+handle_start (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
 {
-  return handle_simple_op(DHF_APPLIANCE(iface), invocation, DHF_DOMAIN_OP_START, DHF_ACTION_START);
+  return handle_simple_op (DHF_APPLIANCE (iface), invocation, DHF_DOMAIN_OP_START,
+                           DHF_ACTION_START);
 }
 
 static gboolean
-handle_pause(DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
+handle_pause (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
 {
-  return handle_simple_op(DHF_APPLIANCE(iface), invocation, DHF_DOMAIN_OP_SUSPEND,
-                          DHF_ACTION_PAUSE);
+  return handle_simple_op (DHF_APPLIANCE (iface), invocation, DHF_DOMAIN_OP_SUSPEND,
+                           DHF_ACTION_PAUSE);
 }
 
 static gboolean
-handle_resume(DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
+handle_resume (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
 {
-  return handle_simple_op(DHF_APPLIANCE(iface), invocation, DHF_DOMAIN_OP_RESUME, DHF_ACTION_PAUSE);
+  return handle_simple_op (DHF_APPLIANCE (iface), invocation, DHF_DOMAIN_OP_RESUME,
+                           DHF_ACTION_PAUSE);
 }
 
 /* --- Shutdown: graceful, then forced ---------------------------------- */
@@ -418,11 +423,11 @@ typedef struct
 } ShutdownCall;
 
 static ShutdownWaiter *
-find_waiter(DhfAppliance *self, guint64 serial)
+find_waiter (DhfAppliance *self, guint64 serial)
 {
   for (guint i = 0; i < self->shutdown_waiters->len; i++)
     {
-      ShutdownWaiter *waiter = g_ptr_array_index(self->shutdown_waiters, i);
+      ShutdownWaiter *waiter = g_ptr_array_index (self->shutdown_waiters, i);
 
       if (waiter->serial == serial)
         return waiter;
@@ -431,203 +436,204 @@ find_waiter(DhfAppliance *self, guint64 serial)
 }
 
 static void
-fail_waiter(DhfAppliance *self, ShutdownWaiter *waiter, const GError *error)
+fail_waiter (DhfAppliance *self, ShutdownWaiter *waiter, const GError *error)
 {
   /* The waiter may already have completed (the domain shut off meanwhile). */
-  if (!g_ptr_array_find(self->shutdown_waiters, waiter, NULL))
+  if (!g_ptr_array_find (self->shutdown_waiters, waiter, NULL))
     return;
-  g_dbus_method_invocation_return_gerror(g_steal_pointer(&waiter->invocation), error);
-  g_ptr_array_remove(self->shutdown_waiters, waiter);
+  g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
+  g_ptr_array_remove (self->shutdown_waiters, waiter);
   if (self->shutdown_waiters->len == 0)
-    op_finished(self);
+    op_finished (self);
 }
 
 static void
-on_destroy_done(GObject *source, GAsyncResult *result, gpointer user_data)
+on_destroy_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(DhfAppliance) self = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfAppliance) self = user_data;
+  g_autoptr (GError) error = NULL;
 
-  if (!dhf_hypervisor_domain_op_finish(DHF_HYPERVISOR(source), result, &error))
+  if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
     {
       /* Every waiter is answered: the forced stop they all wait on failed. */
       while (self->shutdown_waiters->len > 0)
-        fail_waiter(self, g_ptr_array_index(self->shutdown_waiters, 0), error);
+        fail_waiter (self, g_ptr_array_index (self->shutdown_waiters, 0), error);
       return;
     }
-  dhf_hypervisor_refresh_async(self->hypervisor, self->uuid, NULL, NULL);
+  dhf_hypervisor_refresh_async (self->hypervisor, self->uuid, NULL, NULL);
 }
 
 static gboolean
-on_shutdown_timeout(gpointer user_data)
+on_shutdown_timeout (gpointer user_data)
 {
   ShutdownWaiter *waiter = user_data;
   DhfAppliance *self = waiter->self;
-  const gchar *name = dhf_dbus_appliance_get_name(DHF_DBUS_APPLIANCE(self));
+  const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (self));
 
   waiter->timeout_id = 0;
   waiter->forced = TRUE;
-  g_message("%s did not shut down in time; forcing it off", name);
-  dhf_hypervisor_domain_op_async(self->hypervisor, self->uuid, DHF_DOMAIN_OP_DESTROY, NULL,
-                                 on_destroy_done, g_object_ref(self));
+  dhf_log_appliance (G_LOG_LEVEL_MESSAGE, name, "%s did not shut down in time; forcing it off",
+                     name);
+  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_DESTROY, NULL,
+                                  on_destroy_done, g_object_ref (self));
   return G_SOURCE_REMOVE;
 }
 
 static void
-on_shutdown_requested(GObject *source, GAsyncResult *result, gpointer user_data)
+on_shutdown_requested (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autofree ShutdownCall *call = user_data;
-  g_autoptr(DhfAppliance) self = call->self;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfAppliance) self = call->self;
+  g_autoptr (GError) error = NULL;
   ShutdownWaiter *waiter;
 
-  if (!dhf_hypervisor_domain_op_finish(DHF_HYPERVISOR(source), result, &error))
+  if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
     {
-      waiter = find_waiter(self, call->serial);
+      waiter = find_waiter (self, call->serial);
       if (waiter != NULL)
-        fail_waiter(self, waiter, error);
+        fail_waiter (self, waiter, error);
       return;
     }
-  waiter = find_waiter(self, call->serial);
+  waiter = find_waiter (self, call->serial);
   if (waiter == NULL)
     return; /* already shut off */
-  waiter->timeout_id = g_timeout_add(call->timeout_ms, on_shutdown_timeout, waiter);
+  waiter->timeout_id = g_timeout_add (call->timeout_ms, on_shutdown_timeout, waiter);
   /* Drivers that stop at once may not send an event. */
-  dhf_hypervisor_refresh_async(self->hypervisor, self->uuid, NULL, NULL);
+  dhf_hypervisor_refresh_async (self->hypervisor, self->uuid, NULL, NULL);
 }
 
 static void
-run_shutdown(gpointer user_data)
+run_shutdown (gpointer user_data)
 {
   g_autofree ShutdownCall *call = user_data;
   DhfAppliance *self = call->self;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   ShutdownWaiter *waiter = call->waiter;
 
-  if (!check_state_for_op(self, DHF_DOMAIN_OP_SHUTDOWN, &error))
+  if (!check_state_for_op (self, DHF_DOMAIN_OP_SHUTDOWN, &error))
     {
-      g_dbus_method_invocation_return_gerror(g_steal_pointer(&waiter->invocation), error);
-      shutdown_waiter_free(waiter);
-      op_finished(self);
-      g_object_unref(self);
+      g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
+      shutdown_waiter_free (waiter);
+      op_finished (self);
+      g_object_unref (self);
       return;
     }
   /* Registered before the request, so an immediate stop is not missed. */
   waiter->serial = call->serial = ++self->waiter_serial;
-  g_ptr_array_add(self->shutdown_waiters, waiter);
+  g_ptr_array_add (self->shutdown_waiters, waiter);
   call->waiter = NULL;
-  dhf_hypervisor_domain_op_async(self->hypervisor, self->uuid, DHF_DOMAIN_OP_SHUTDOWN, NULL,
-                                 on_shutdown_requested, g_steal_pointer(&call));
+  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_SHUTDOWN, NULL,
+                                  on_shutdown_requested, g_steal_pointer (&call));
 }
 
 static void
-on_shutdown_authorized(GObject *source, GAsyncResult *result, gpointer user_data)
+on_shutdown_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ShutdownCall *call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  if (!dhf_authority_check_finish(DHF_AUTHORITY(source), result, &error))
+  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
-      g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->waiter->invocation), error);
-      shutdown_waiter_free(call->waiter);
-      g_object_unref(call->self);
-      g_free(call);
+      g_dbus_method_invocation_return_gerror (g_steal_pointer (&call->waiter->invocation), error);
+      shutdown_waiter_free (call->waiter);
+      g_object_unref (call->self);
+      g_free (call);
       return;
     }
-  enqueue_op(call->self, run_shutdown, call);
+  enqueue_op (call->self, run_shutdown, call);
 }
 
 static gboolean
-handle_shutdown(DhfDBusAppliance *iface, GDBusMethodInvocation *invocation, guint timeout_ms)
+handle_shutdown (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation, guint timeout_ms)
 {
-  DhfAppliance *self = DHF_APPLIANCE(iface);
-  ShutdownCall *call = g_new0(ShutdownCall, 1);
+  DhfAppliance *self = DHF_APPLIANCE (iface);
+  ShutdownCall *call = g_new0 (ShutdownCall, 1);
 
-  call->self = g_object_ref(self);
-  call->waiter = g_new0(ShutdownWaiter, 1);
+  call->self = g_object_ref (self);
+  call->waiter = g_new0 (ShutdownWaiter, 1);
   call->waiter->self = self;
   call->waiter->invocation = invocation;
   call->timeout_ms = timeout_ms != 0 ? timeout_ms : self->default_shutdown_timeout_s * 1000;
-  dhf_authority_check_async(self->authority, invocation, DHF_ACTION_STOP, NULL,
-                            on_shutdown_authorized, call);
+  dhf_authority_check_async (self->authority, invocation, DHF_ACTION_STOP, NULL,
+                             on_shutdown_authorized, call);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
 /* --- GObject ---------------------------------------------------------- */
 
 DhfAppliance *
-dhf_appliance_new(DhfHypervisor *hypervisor, DhfAuthority *authority,
-                  guint default_shutdown_timeout_s, const DhfDomainInfo *info)
+dhf_appliance_new (DhfHypervisor *hypervisor, DhfAuthority *authority,
+                   guint default_shutdown_timeout_s, const DhfDomainInfo *info)
 {
-  DhfAppliance *self = g_object_new(DHF_TYPE_APPLIANCE, NULL);
+  DhfAppliance *self = g_object_new (DHF_TYPE_APPLIANCE, NULL);
 
-  self->hypervisor = g_object_ref(hypervisor);
-  self->authority = g_object_ref(authority);
+  self->hypervisor = g_object_ref (hypervisor);
+  self->authority = g_object_ref (authority);
   self->default_shutdown_timeout_s = default_shutdown_timeout_s;
-  self->uuid = g_strdup(info->uuid);
-  self->object_path = dhf_appliance_path_for_name(info->name);
+  self->uuid = g_strdup (info->uuid);
+  self->object_path = dhf_appliance_path_for_name (info->name);
   self->state = info->state;
-  dhf_appliance_update(self, info);
+  dhf_appliance_update (self, info);
   return self;
 }
 
 static void
-dhf_appliance_init(DhfAppliance *self)
+dhf_appliance_init (DhfAppliance *self)
 {
-  self->shutdown_waiters = g_ptr_array_new_with_free_func((GDestroyNotify) shutdown_waiter_free);
-  g_signal_connect(self, "handle-start", G_CALLBACK(handle_start), NULL);
-  g_signal_connect(self, "handle-shutdown", G_CALLBACK(handle_shutdown), NULL);
-  g_signal_connect(self, "handle-pause", G_CALLBACK(handle_pause), NULL);
-  g_signal_connect(self, "handle-resume", G_CALLBACK(handle_resume), NULL);
+  self->shutdown_waiters = g_ptr_array_new_with_free_func ((GDestroyNotify) shutdown_waiter_free);
+  g_signal_connect (self, "handle-start", G_CALLBACK (handle_start), NULL);
+  g_signal_connect (self, "handle-shutdown", G_CALLBACK (handle_shutdown), NULL);
+  g_signal_connect (self, "handle-pause", G_CALLBACK (handle_pause), NULL);
+  g_signal_connect (self, "handle-resume", G_CALLBACK (handle_resume), NULL);
 }
 
 static void
-dhf_appliance_dispose(GObject *object)
+dhf_appliance_dispose (GObject *object)
 {
-  DhfAppliance *self = DHF_APPLIANCE(object);
+  DhfAppliance *self = DHF_APPLIANCE (object);
 
   if (self->shutdown_waiters != NULL)
     {
       for (guint i = 0; i < self->shutdown_waiters->len; i++)
         {
-          ShutdownWaiter *waiter = g_ptr_array_index(self->shutdown_waiters, i);
+          ShutdownWaiter *waiter = g_ptr_array_index (self->shutdown_waiters, i);
 
           if (waiter->invocation != NULL)
-            g_dbus_method_invocation_return_error(g_steal_pointer(&waiter->invocation), DHF_ERROR,
-                                                  DHF_ERROR_CANCELLED, "dhfd is shutting down");
+            g_dbus_method_invocation_return_error (g_steal_pointer (&waiter->invocation), DHF_ERROR,
+                                                   DHF_ERROR_CANCELLED, "dhfd is shutting down");
         }
-      g_clear_pointer(&self->shutdown_waiters, g_ptr_array_unref);
+      g_clear_pointer (&self->shutdown_waiters, g_ptr_array_unref);
     }
   /* Queued calls hold a reference to the appliance, so the queue is empty
    * by the time it is disposed. */
-  g_warn_if_fail(g_queue_is_empty(&self->pending));
-  g_clear_object(&self->hypervisor);
-  g_clear_object(&self->authority);
-  G_OBJECT_CLASS(dhf_appliance_parent_class)->dispose(object);
+  g_warn_if_fail (g_queue_is_empty (&self->pending));
+  g_clear_object (&self->hypervisor);
+  g_clear_object (&self->authority);
+  G_OBJECT_CLASS (dhf_appliance_parent_class)->dispose (object);
 }
 
 static void
-dhf_appliance_finalize(GObject *object)
+dhf_appliance_finalize (GObject *object)
 {
-  DhfAppliance *self = DHF_APPLIANCE(object);
+  DhfAppliance *self = DHF_APPLIANCE (object);
 
-  g_free(self->uuid);
-  g_free(self->object_path);
-  g_free(self->raw_metadata);
-  g_clear_pointer(&self->metadata, dhf_domain_metadata_free);
-  G_OBJECT_CLASS(dhf_appliance_parent_class)->finalize(object);
+  g_free (self->uuid);
+  g_free (self->object_path);
+  g_free (self->raw_metadata);
+  g_clear_pointer (&self->metadata, dhf_domain_metadata_free);
+  G_OBJECT_CLASS (dhf_appliance_parent_class)->finalize (object);
 }
 
 static void
-dhf_appliance_class_init(DhfApplianceClass *klass)
+dhf_appliance_class_init (DhfApplianceClass *klass)
 {
-  GObjectClass *object_class = G_OBJECT_CLASS(klass);
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
 
   object_class->dispose = dhf_appliance_dispose;
   object_class->finalize = dhf_appliance_finalize;
 
   /* state-changed: State or StateReason changed */
   signals[SIGNAL_STATE_CHANGED]
-      = g_signal_new("state-changed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
-                     NULL, G_TYPE_NONE, 0);
+      = g_signal_new ("state-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 0);
 }

@@ -14,14 +14,14 @@ G_BEGIN_DECLS
 #define DHF_ACTION_STOP    "org.dhf.framework1.appliance.stop"
 #define DHF_ACTION_PAUSE   "org.dhf.framework1.appliance.pause"
 
-#define DHF_TYPE_AUTHORITY (dhf_authority_get_type())
-G_DECLARE_FINAL_TYPE(DhfAuthority, dhf_authority, DHF, AUTHORITY, GObject)
+#define DHF_TYPE_AUTHORITY (dhf_authority_get_type ())
+G_DECLARE_FINAL_TYPE (DhfAuthority, dhf_authority, DHF, AUTHORITY, GObject)
 
-DhfAuthority *dhf_authority_new(DhfAuthMode mode, GDBusConnection *connection);
-DhfAuthMode dhf_authority_get_mode(DhfAuthority *self);
-void dhf_authority_check_async(DhfAuthority *self, GDBusMethodInvocation *invocation,
-                               const gchar *action_id, GCancellable *cancellable,
-                               GAsyncReadyCallback callback, gpointer user_data);
-gboolean dhf_authority_check_finish(DhfAuthority *self, GAsyncResult *result, GError **error);
+DhfAuthority *dhf_authority_new (DhfAuthMode mode, GDBusConnection *connection);
+DhfAuthMode dhf_authority_get_mode (DhfAuthority *self);
+void dhf_authority_check_async (DhfAuthority *self, GDBusMethodInvocation *invocation,
+                                const gchar *action_id, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data);
+gboolean dhf_authority_check_finish (DhfAuthority *self, GAsyncResult *result, GError **error);
 
 G_END_DECLS

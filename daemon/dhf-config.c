@@ -22,55 +22,55 @@ static const struct
 #define MAX_SHUTDOWN_TIMEOUT_S (24 * 3600)
 
 DhfConfig *
-dhf_config_new(void)
+dhf_config_new (void)
 {
-  DhfConfig *self = g_new0(DhfConfig, 1);
+  DhfConfig *self = g_new0 (DhfConfig, 1);
 
-  self->hypervisor_uri = g_strdup("qemu:///system");
-  self->domain_type = g_strdup("auto");
-  self->storage_dir = g_strdup(DHF_LOCALSTATEDIR "/images");
+  self->hypervisor_uri = g_strdup ("qemu:///system");
+  self->domain_type = g_strdup ("auto");
+  self->storage_dir = g_strdup (DHF_LOCALSTATEDIR "/images");
   self->shutdown_timeout_s = 30;
   self->auth_mode = DHF_AUTH_MODE_AUTO;
   return self;
 }
 
 void
-dhf_config_free(DhfConfig *self)
+dhf_config_free (DhfConfig *self)
 {
   if (self == NULL)
     return;
-  g_free(self->hypervisor_uri);
-  g_free(self->domain_type);
-  g_free(self->storage_dir);
-  g_free(self);
+  g_free (self->hypervisor_uri);
+  g_free (self->domain_type);
+  g_free (self->storage_dir);
+  g_free (self);
 }
 
 static gboolean
-is_known_key(const gchar *group, const gchar *key)
+is_known_key (const gchar *group, const gchar *key)
 {
-  for (guint i = 0; i < G_N_ELEMENTS(known_keys); i++)
+  for (guint i = 0; i < G_N_ELEMENTS (known_keys); i++)
     {
-      if (g_str_equal(known_keys[i].group, group) && g_str_equal(known_keys[i].key, key))
+      if (g_str_equal (known_keys[i].group, group) && g_str_equal (known_keys[i].key, key))
         return TRUE;
     }
   return FALSE;
 }
 
 static gboolean
-check_known_keys(GKeyFile *kf, GError **error)
+check_known_keys (GKeyFile *kf, GError **error)
 {
-  g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
 
   for (guint i = 0; groups[i] != NULL; i++)
     {
-      g_auto(GStrv) keys = g_key_file_get_keys(kf, groups[i], NULL, NULL);
+      g_auto (GStrv) keys = g_key_file_get_keys (kf, groups[i], NULL, NULL);
 
       for (guint j = 0; keys != NULL && keys[j] != NULL; j++)
         {
-          if (!is_known_key(groups[i], keys[j]))
+          if (!is_known_key (groups[i], keys[j]))
             {
-              g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: unknown key",
-                          groups[i], keys[j]);
+              g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: unknown key",
+                           groups[i], keys[j]);
               return FALSE;
             }
         }
@@ -78,12 +78,12 @@ check_known_keys(GKeyFile *kf, GError **error)
         {
           gboolean group_known = FALSE;
 
-          for (guint k = 0; k < G_N_ELEMENTS(known_keys); k++)
-            group_known |= g_str_equal(known_keys[k].group, groups[i]);
+          for (guint k = 0; k < G_N_ELEMENTS (known_keys); k++)
+            group_known |= g_str_equal (known_keys[k].group, groups[i]);
           if (!group_known)
             {
-              g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s]: unknown group",
-                          groups[i]);
+              g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s]: unknown group",
+                           groups[i]);
               return FALSE;
             }
         }
@@ -93,89 +93,89 @@ check_known_keys(GKeyFile *kf, GError **error)
 
 /* Reads an optional string key into *out; FALSE only on a malformed value. */
 static gboolean
-read_string(GKeyFile *kf, const gchar *group, const gchar *key, gchar **out, GError **error)
+read_string (GKeyFile *kf, const gchar *group, const gchar *key, gchar **out, GError **error)
 {
-  g_autoptr(GError) local_error = NULL;
-  g_autofree gchar *value = g_key_file_get_string(kf, group, key, &local_error);
+  g_autoptr (GError) local_error = NULL;
+  g_autofree gchar *value = g_key_file_get_string (kf, group, key, &local_error);
 
   if (value == NULL)
     {
-      if (g_error_matches(local_error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND)
-          || g_error_matches(local_error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND))
+      if (g_error_matches (local_error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND)
+          || g_error_matches (local_error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND))
         return TRUE;
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: %s", group, key,
-                  local_error->message);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: %s", group, key,
+                   local_error->message);
       return FALSE;
     }
-  g_strstrip(value);
+  g_strstrip (value);
   if (value[0] == '\0')
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: empty value", group, key);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "[%s] %s: empty value", group, key);
       return FALSE;
     }
-  g_free(*out);
-  *out = g_steal_pointer(&value);
+  g_free (*out);
+  *out = g_steal_pointer (&value);
   return TRUE;
 }
 
 static gboolean
-apply_keyfile(DhfConfig *self, GKeyFile *kf, GError **error)
+apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 {
   g_autofree gchar *timeout = NULL;
   g_autofree gchar *mode = NULL;
 
-  if (!check_known_keys(kf, error))
+  if (!check_known_keys (kf, error))
     return FALSE;
-  if (!read_string(kf, "Hypervisor", "URI", &self->hypervisor_uri, error))
+  if (!read_string (kf, "Hypervisor", "URI", &self->hypervisor_uri, error))
     return FALSE;
-  if (!read_string(kf, "Hypervisor", "DomainType", &self->domain_type, error))
+  if (!read_string (kf, "Hypervisor", "DomainType", &self->domain_type, error))
     return FALSE;
-  if (!g_strv_contains((const gchar *const[]){ "auto", "kvm", "qemu", "xen", "test", NULL },
-                       self->domain_type))
+  if (!g_strv_contains ((const gchar *const[]){ "auto", "kvm", "qemu", "xen", "test", NULL },
+                        self->domain_type))
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                  "[Hypervisor] DomainType: expected auto, kvm, qemu, xen or test, not '%s'",
-                  self->domain_type);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[Hypervisor] DomainType: expected auto, kvm, qemu, xen or test, not '%s'",
+                   self->domain_type);
       return FALSE;
     }
-  if (!read_string(kf, "Appliances", "StorageDirectory", &self->storage_dir, error))
+  if (!read_string (kf, "Appliances", "StorageDirectory", &self->storage_dir, error))
     return FALSE;
-  if (!g_path_is_absolute(self->storage_dir))
+  if (!g_path_is_absolute (self->storage_dir))
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                  "[Appliances] StorageDirectory: expected an absolute path, not '%s'",
-                  self->storage_dir);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[Appliances] StorageDirectory: expected an absolute path, not '%s'",
+                   self->storage_dir);
       return FALSE;
     }
-  if (!read_string(kf, "Appliances", "ShutdownTimeout", &timeout, error))
+  if (!read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
     return FALSE;
   if (timeout != NULL)
     {
       guint64 value = 0;
 
-      if (!g_ascii_string_to_unsigned(timeout, 10, 1, MAX_SHUTDOWN_TIMEOUT_S, &value, NULL))
+      if (!g_ascii_string_to_unsigned (timeout, 10, 1, MAX_SHUTDOWN_TIMEOUT_S, &value, NULL))
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                      "[Appliances] ShutdownTimeout: expected seconds from 1 to %u, not '%s'",
-                      MAX_SHUTDOWN_TIMEOUT_S, timeout);
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "[Appliances] ShutdownTimeout: expected seconds from 1 to %u, not '%s'",
+                       MAX_SHUTDOWN_TIMEOUT_S, timeout);
           return FALSE;
         }
       self->shutdown_timeout_s = (guint) value;
     }
-  if (!read_string(kf, "Authorization", "Mode", &mode, error))
+  if (!read_string (kf, "Authorization", "Mode", &mode, error))
     return FALSE;
   if (mode != NULL)
     {
-      if (g_str_equal(mode, "auto"))
+      if (g_str_equal (mode, "auto"))
         self->auth_mode = DHF_AUTH_MODE_AUTO;
-      else if (g_str_equal(mode, "polkit"))
+      else if (g_str_equal (mode, "polkit"))
         self->auth_mode = DHF_AUTH_MODE_POLKIT;
-      else if (g_str_equal(mode, "peer-uid"))
+      else if (g_str_equal (mode, "peer-uid"))
         self->auth_mode = DHF_AUTH_MODE_PEER_UID;
       else
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                      "[Authorization] Mode: expected auto, polkit or peer-uid, not '%s'", mode);
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "[Authorization] Mode: expected auto, polkit or peer-uid, not '%s'", mode);
           return FALSE;
         }
     }
@@ -183,36 +183,37 @@ apply_keyfile(DhfConfig *self, GKeyFile *kf, GError **error)
 }
 
 gboolean
-dhf_config_load_data(DhfConfig *self, const gchar *data, const gchar *origin, GError **error)
+dhf_config_load_data (DhfConfig *self, const gchar *data, const gchar *origin, GError **error)
 {
-  g_autoptr(GKeyFile) kf = g_key_file_new();
-  g_autoptr(GError) local_error = NULL;
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local_error = NULL;
 
-  if (!g_key_file_load_from_data(kf, data, (gsize) -1, G_KEY_FILE_NONE, &local_error))
+  if (!g_key_file_load_from_data (kf, data, (gsize) -1, G_KEY_FILE_NONE, &local_error))
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "%s: %s", origin, local_error->message);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "%s: %s", origin,
+                   local_error->message);
       return FALSE;
     }
-  if (!apply_keyfile(self, kf, error))
+  if (!apply_keyfile (self, kf, error))
     {
-      g_prefix_error(error, "%s: ", origin);
+      g_prefix_error (error, "%s: ", origin);
       return FALSE;
     }
   return TRUE;
 }
 
 gboolean
-dhf_config_load(DhfConfig *self, const gchar *path, gboolean must_exist, GError **error)
+dhf_config_load (DhfConfig *self, const gchar *path, gboolean must_exist, GError **error)
 {
   g_autofree gchar *data = NULL;
-  g_autoptr(GError) local_error = NULL;
+  g_autoptr (GError) local_error = NULL;
 
-  if (!g_file_get_contents(path, &data, NULL, &local_error))
+  if (!g_file_get_contents (path, &data, NULL, &local_error))
     {
-      if (!must_exist && g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+      if (!must_exist && g_error_matches (local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
         return TRUE;
-      g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "%s", local_error->message);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "%s", local_error->message);
       return FALSE;
     }
-  return dhf_config_load_data(self, data, path, error);
+  return dhf_config_load_data (self, data, path, error);
 }

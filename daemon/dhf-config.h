@@ -25,11 +25,11 @@ typedef struct
   DhfAuthMode auth_mode;
 } DhfConfig;
 
-DhfConfig *dhf_config_new(void);
-gboolean dhf_config_load(DhfConfig *self, const gchar *path, gboolean must_exist, GError **error);
-gboolean dhf_config_load_data(DhfConfig *self, const gchar *data, const gchar *origin,
-                              GError **error);
-void dhf_config_free(DhfConfig *self);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfConfig, dhf_config_free)
+DhfConfig *dhf_config_new (void);
+gboolean dhf_config_load (DhfConfig *self, const gchar *path, gboolean must_exist, GError **error);
+gboolean dhf_config_load_data (DhfConfig *self, const gchar *data, const gchar *origin,
+                               GError **error);
+void dhf_config_free (DhfConfig *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfConfig, dhf_config_free)
 
 G_END_DECLS

@@ -35,7 +35,7 @@ struct _DhfDaemon
   gint exit_status;
 };
 
-G_DEFINE_TYPE(DhfDaemon, dhf_daemon, G_TYPE_OBJECT)
+G_DEFINE_TYPE (DhfDaemon, dhf_daemon, G_TYPE_OBJECT)
 
 enum
 {
@@ -46,14 +46,14 @@ enum
 static guint signals[N_SIGNALS];
 
 static void
-stop(DhfDaemon *self, gint exit_status)
+stop (DhfDaemon *self, gint exit_status)
 {
   self->exit_status = exit_status;
-  g_signal_emit(self, signals[SIGNAL_STOPPED], 0);
+  g_signal_emit (self, signals[SIGNAL_STOPPED], 0);
 }
 
 gint
-dhf_daemon_get_exit_status(DhfDaemon *self)
+dhf_daemon_get_exit_status (DhfDaemon *self)
 {
   return self->exit_status;
 }
@@ -61,168 +61,168 @@ dhf_daemon_get_exit_status(DhfDaemon *self)
 /* --- status ----------------------------------------------------------- */
 
 static void
-publish_status(DhfDaemon *self)
+publish_status (DhfDaemon *self)
 {
-  g_autoptr(GPtrArray) reasons = g_ptr_array_new();
+  g_autoptr (GPtrArray) reasons = g_ptr_array_new ();
   GHashTableIter iter;
   gpointer value;
 
-  g_hash_table_iter_init(&iter, self->status_reasons);
-  while (g_hash_table_iter_next(&iter, NULL, &value))
-    g_ptr_array_add(reasons, value);
-  g_ptr_array_sort(reasons, (GCompareFunc) g_strcmp0);
-  g_ptr_array_add(reasons, NULL);
-  dhf_dbus_manager_set_status(self->manager, reasons->len > 1 ? "degraded" : "running");
-  dhf_dbus_manager_set_status_reasons(self->manager, (const gchar *const *) reasons->pdata);
+  g_hash_table_iter_init (&iter, self->status_reasons);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (reasons, value);
+  g_ptr_array_sort (reasons, (GCompareFunc) g_strcmp0);
+  g_ptr_array_add (reasons, NULL);
+  dhf_dbus_manager_set_status (self->manager, reasons->len > 1 ? "degraded" : "running");
+  dhf_dbus_manager_set_status_reasons (self->manager, (const gchar *const *) reasons->pdata);
 }
 
 /* Marks dhfd degraded for one reason (text) or clears it (NULL). */
 static void
-set_status_reason(DhfDaemon *self, const gchar *key, const gchar *text)
+set_status_reason (DhfDaemon *self, const gchar *key, const gchar *text)
 {
   if (text != NULL)
-    g_hash_table_replace(self->status_reasons, g_strdup(key), g_strdup(text));
+    g_hash_table_replace (self->status_reasons, g_strdup (key), g_strdup (text));
   else
-    g_hash_table_remove(self->status_reasons, key);
-  publish_status(self);
+    g_hash_table_remove (self->status_reasons, key);
+  publish_status (self);
 }
 
 /* --- appliance objects ------------------------------------------------ */
 
 static void
-on_appliance_state_changed(DhfAppliance *appliance, DhfDaemon *self)
+on_appliance_state_changed (DhfAppliance *appliance, DhfDaemon *self)
 {
-  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE(appliance);
+  DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE (appliance);
 
-  dhf_dbus_manager_emit_state_changed(
-      self->manager, dhf_appliance_get_object_path(appliance), dhf_dbus_appliance_get_name(iface),
-      dhf_dbus_appliance_get_state(iface), dhf_dbus_appliance_get_state_reason(iface));
+  dhf_dbus_manager_emit_state_changed (
+      self->manager, dhf_appliance_get_object_path (appliance), dhf_dbus_appliance_get_name (iface),
+      dhf_dbus_appliance_get_state (iface), dhf_dbus_appliance_get_state_reason (iface));
 }
 
 static void
-add_appliance(DhfDaemon *self, const DhfDomainInfo *info)
+add_appliance (DhfDaemon *self, const DhfDomainInfo *info)
 {
-  g_autoptr(DhfAppliance) appliance = NULL;
-  g_autoptr(DhfDBusObjectSkeleton) object = NULL;
+  g_autoptr (DhfAppliance) appliance = NULL;
+  g_autoptr (DhfDBusObjectSkeleton) object = NULL;
 
-  appliance = dhf_appliance_new(self->hypervisor, self->authority, self->config->shutdown_timeout_s,
-                                info);
-  g_signal_connect(appliance, "state-changed", G_CALLBACK(on_appliance_state_changed), self);
-  object = dhf_dbus_object_skeleton_new(dhf_appliance_get_object_path(appliance));
-  dhf_dbus_object_skeleton_set_appliance(object, DHF_DBUS_APPLIANCE(appliance));
-  g_dbus_object_manager_server_export(self->object_manager, G_DBUS_OBJECT_SKELETON(object));
-  g_hash_table_replace(self->by_name, g_strdup(info->name), appliance);
-  g_hash_table_replace(self->by_uuid, g_strdup(info->uuid), g_object_ref(appliance));
-  g_debug("appliance %s appeared at %s", info->name, dhf_appliance_get_object_path(appliance));
+  appliance = dhf_appliance_new (self->hypervisor, self->authority,
+                                 self->config->shutdown_timeout_s, info);
+  g_signal_connect (appliance, "state-changed", G_CALLBACK (on_appliance_state_changed), self);
+  object = dhf_dbus_object_skeleton_new (dhf_appliance_get_object_path (appliance));
+  dhf_dbus_object_skeleton_set_appliance (object, DHF_DBUS_APPLIANCE (appliance));
+  g_dbus_object_manager_server_export (self->object_manager, G_DBUS_OBJECT_SKELETON (object));
+  g_hash_table_replace (self->by_name, g_strdup (info->name), appliance);
+  g_hash_table_replace (self->by_uuid, g_strdup (info->uuid), g_object_ref (appliance));
+  g_debug ("appliance %s appeared at %s", info->name, dhf_appliance_get_object_path (appliance));
 }
 
 static void
-remove_appliance(DhfDaemon *self, DhfAppliance *appliance)
+remove_appliance (DhfDaemon *self, DhfAppliance *appliance)
 {
-  g_autoptr(DhfAppliance) keep = g_object_ref(appliance);
-  const gchar *name = dhf_dbus_appliance_get_name(DHF_DBUS_APPLIANCE(appliance));
+  g_autoptr (DhfAppliance) keep = g_object_ref (appliance);
+  const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance));
 
-  g_debug("appliance %s disappeared", name);
-  dhf_appliance_vanished(appliance);
-  g_signal_handlers_disconnect_by_data(appliance, self);
-  g_dbus_object_manager_server_unexport(self->object_manager,
-                                        dhf_appliance_get_object_path(appliance));
-  g_hash_table_remove(self->by_name, name);
-  g_hash_table_remove(self->by_uuid, dhf_appliance_get_uuid(appliance));
+  g_debug ("appliance %s disappeared", name);
+  dhf_appliance_vanished (appliance);
+  g_signal_handlers_disconnect_by_data (appliance, self);
+  g_dbus_object_manager_server_unexport (self->object_manager,
+                                         dhf_appliance_get_object_path (appliance));
+  g_hash_table_remove (self->by_name, name);
+  g_hash_table_remove (self->by_uuid, dhf_appliance_get_uuid (appliance));
 }
 
 static void
-apply_domain_info(DhfDaemon *self, const DhfDomainInfo *info)
+apply_domain_info (DhfDaemon *self, const DhfDomainInfo *info)
 {
-  DhfAppliance *appliance = g_hash_table_lookup(self->by_uuid, info->uuid);
+  DhfAppliance *appliance = g_hash_table_lookup (self->by_uuid, info->uuid);
 
   /* Object paths follow names, so a renamed domain is a new object. */
   if (appliance != NULL
-      && g_strcmp0(dhf_dbus_appliance_get_name(DHF_DBUS_APPLIANCE(appliance)), info->name) != 0)
+      && g_strcmp0 (dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance)), info->name) != 0)
     {
-      remove_appliance(self, appliance);
+      remove_appliance (self, appliance);
       appliance = NULL;
     }
   if (appliance == NULL)
     {
-      DhfAppliance *clash = g_hash_table_lookup(self->by_name, info->name);
+      DhfAppliance *clash = g_hash_table_lookup (self->by_name, info->name);
 
       /* A name reused by a new domain (undefine + define elsewhere). */
       if (clash != NULL)
-        remove_appliance(self, clash);
-      add_appliance(self, info);
+        remove_appliance (self, clash);
+      add_appliance (self, info);
       return;
     }
-  dhf_appliance_update(appliance, info);
+  dhf_appliance_update (appliance, info);
 }
 
 static void
-on_domain_changed(DhfHypervisor *hypervisor, const DhfDomainInfo *info, DhfDaemon *self)
+on_domain_changed (DhfHypervisor *hypervisor, const DhfDomainInfo *info, DhfDaemon *self)
 {
-  apply_domain_info(self, info);
+  apply_domain_info (self, info);
 }
 
 static void
-on_domain_removed(DhfHypervisor *hypervisor, const gchar *uuid, DhfDaemon *self)
+on_domain_removed (DhfHypervisor *hypervisor, const gchar *uuid, DhfDaemon *self)
 {
-  DhfAppliance *appliance = g_hash_table_lookup(self->by_uuid, uuid);
+  DhfAppliance *appliance = g_hash_table_lookup (self->by_uuid, uuid);
 
   if (appliance != NULL)
-    remove_appliance(self, appliance);
+    remove_appliance (self, appliance);
 }
 
-static void own_name(DhfDaemon *self);
+static void own_name (DhfDaemon *self);
 
 /* After every (re)connect: the full list. Whatever changed while dhfd was
  * disconnected shows up as added or removed objects and StateChanged. */
 static void
-on_synced(DhfHypervisor *hypervisor, GPtrArray *infos, DhfDaemon *self)
+on_synced (DhfHypervisor *hypervisor, GPtrArray *infos, DhfDaemon *self)
 {
-  g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-  g_autoptr(GPtrArray) gone = g_ptr_array_new();
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GPtrArray) gone = g_ptr_array_new ();
   GHashTableIter iter;
   gpointer key, value;
 
   for (guint i = 0; i < infos->len; i++)
     {
-      const DhfDomainInfo *info = g_ptr_array_index(infos, i);
+      const DhfDomainInfo *info = g_ptr_array_index (infos, i);
 
-      g_hash_table_add(seen, info->uuid);
-      apply_domain_info(self, info);
+      g_hash_table_add (seen, info->uuid);
+      apply_domain_info (self, info);
     }
-  g_hash_table_iter_init(&iter, self->by_uuid);
-  while (g_hash_table_iter_next(&iter, &key, &value))
+  g_hash_table_iter_init (&iter, self->by_uuid);
+  while (g_hash_table_iter_next (&iter, &key, &value))
     {
-      if (!g_hash_table_contains(seen, key))
-        g_ptr_array_add(gone, value);
+      if (!g_hash_table_contains (seen, key))
+        g_ptr_array_add (gone, value);
     }
   for (guint i = 0; i < gone->len; i++)
-    remove_appliance(self, g_ptr_array_index(gone, i));
-  own_name(self);
+    remove_appliance (self, g_ptr_array_index (gone, i));
+  own_name (self);
 }
 
 static void
-on_hypervisor_connected(DhfHypervisor *hypervisor, GParamSpec *pspec, DhfDaemon *self)
+on_hypervisor_connected (DhfHypervisor *hypervisor, GParamSpec *pspec, DhfDaemon *self)
 {
-  gboolean connected = dhf_hypervisor_is_connected(hypervisor);
+  gboolean connected = dhf_hypervisor_is_connected (hypervisor);
   g_autofree gchar *why = NULL;
 
-  dhf_dbus_manager_set_hypervisor_connected(self->manager, connected);
+  dhf_dbus_manager_set_hypervisor_connected (self->manager, connected);
   if (!connected)
-    why = g_strdup_printf("hypervisor %s unreachable; reconnecting",
-                          dhf_hypervisor_get_uri(hypervisor));
-  set_status_reason(self, "hypervisor", why);
+    why = g_strdup_printf ("hypervisor %s unreachable; reconnecting",
+                           dhf_hypervisor_get_uri (hypervisor));
+  set_status_reason (self, "hypervisor", why);
 }
 
 static void
-on_connect_failed(DhfHypervisor *hypervisor, const gchar *message, DhfDaemon *self)
+on_connect_failed (DhfHypervisor *hypervisor, const gchar *message, DhfDaemon *self)
 {
-  g_autofree gchar *why = g_strdup_printf("hypervisor %s unreachable (%s); reconnecting",
-                                          dhf_hypervisor_get_uri(hypervisor), message);
+  g_autofree gchar *why = g_strdup_printf ("hypervisor %s unreachable (%s); reconnecting",
+                                           dhf_hypervisor_get_uri (hypervisor), message);
 
-  set_status_reason(self, "hypervisor", why);
+  set_status_reason (self, "hypervisor", why);
   /* Serve anyway: clients see the degraded status instead of no daemon. */
-  own_name(self);
+  own_name (self);
 }
 
 /* --- Manager methods -------------------------------------------------- */
@@ -241,267 +241,268 @@ typedef struct
 } ManagerCall;
 
 static void
-manager_call_free(ManagerCall *call)
+manager_call_free (ManagerCall *call)
 {
-  g_clear_object(&call->self);
-  g_clear_object(&call->invocation);
-  g_clear_pointer(&call->manifest, dhf_manifest_unref);
-  g_free(call->name);
-  g_free(call->uuid);
-  g_free(call);
+  g_clear_object (&call->self);
+  g_clear_object (&call->invocation);
+  g_clear_pointer (&call->manifest, dhf_manifest_unref);
+  g_free (call->name);
+  g_free (call->uuid);
+  g_free (call);
 }
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(ManagerCall, manager_call_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ManagerCall, manager_call_free)
 
 static ManagerCall *
-manager_call_new(DhfDaemon *self, GDBusMethodInvocation *invocation)
+manager_call_new (DhfDaemon *self, GDBusMethodInvocation *invocation)
 {
-  ManagerCall *call = g_new0(ManagerCall, 1);
+  ManagerCall *call = g_new0 (ManagerCall, 1);
 
-  call->self = g_object_ref(self);
+  call->self = g_object_ref (self);
   call->invocation = invocation; /* the handler owns the invocation until it completes it */
   return call;
 }
 
 static void
-manager_call_fail(ManagerCall *call, const GError *error)
+manager_call_fail (ManagerCall *call, const GError *error)
 {
-  g_dbus_method_invocation_return_gerror(g_steal_pointer(&call->invocation), error);
+  g_dbus_method_invocation_return_gerror (g_steal_pointer (&call->invocation), error);
 }
 
 /* Checks a{sv} options against a typed allow-list; anything else is an
  * error, so a misspelt option never silently does nothing. */
 static GVariantDict *
-parse_options(GVariant *options, const gchar *const *names, const gchar *const *types,
-              GError **error)
+parse_options (GVariant *options, const gchar *const *names, const gchar *const *types,
+               GError **error)
 {
   GVariantIter iter;
   const gchar *key;
   GVariant *value;
 
-  g_variant_iter_init(&iter, options);
-  while (g_variant_iter_next(&iter, "{&sv}", &key, &value))
+  g_variant_iter_init (&iter, options);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
     {
-      g_autoptr(GVariant) owned = value;
+      g_autoptr (GVariant) owned = value;
       guint i;
 
-      for (i = 0; names[i] != NULL && !g_str_equal(names[i], key); i++)
+      for (i = 0; names[i] != NULL && !g_str_equal (names[i], key); i++)
         ;
       if (names[i] == NULL)
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "unknown option '%s'", key);
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "unknown option '%s'", key);
           return NULL;
         }
-      if (!g_variant_is_of_type(value, G_VARIANT_TYPE(types[i])))
+      if (!g_variant_is_of_type (value, G_VARIANT_TYPE (types[i])))
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                      "option '%s' must be of type '%s', not '%s'", key, types[i],
-                      g_variant_get_type_string(value));
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "option '%s' must be of type '%s', not '%s'", key, types[i],
+                       g_variant_get_type_string (value));
           return NULL;
         }
     }
-  return g_variant_dict_new(options);
+  return g_variant_dict_new (options);
 }
 
 static void
-on_install_refreshed(GObject *source, GAsyncResult *result, gpointer user_data)
+on_install_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(ManagerCall) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (ManagerCall) call = user_data;
+  g_autoptr (GError) error = NULL;
   DhfAppliance *appliance;
 
-  if (!dhf_hypervisor_refresh_finish(DHF_HYPERVISOR(source), result, &error))
+  if (!dhf_hypervisor_refresh_finish (DHF_HYPERVISOR (source), result, &error))
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return;
     }
-  appliance = g_hash_table_lookup(call->self->by_uuid, call->uuid);
+  appliance = g_hash_table_lookup (call->self->by_uuid, call->uuid);
   if (appliance == NULL)
     {
-      g_set_error(&error, DHF_ERROR, DHF_ERROR_FAILED,
-                  "the appliance was defined but vanished at once");
-      manager_call_fail(call, error);
+      g_set_error (&error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "the appliance was defined but vanished at once");
+      manager_call_fail (call, error);
       return;
     }
-  dhf_dbus_manager_complete_install(call->self->manager, g_steal_pointer(&call->invocation),
-                                    dhf_appliance_get_object_path(appliance), call->upgraded);
+  dhf_dbus_manager_complete_install (call->self->manager, g_steal_pointer (&call->invocation),
+                                     dhf_appliance_get_object_path (appliance), call->upgraded);
 }
 
 static void
-on_installed(GObject *source, GAsyncResult *result, gpointer user_data)
+on_installed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(ManagerCall) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (ManagerCall) call = user_data;
+  g_autoptr (GError) error = NULL;
   ManagerCall *owned;
 
-  call->uuid = dhf_installer_install_finish(DHF_INSTALLER(source), result, &call->upgraded, &error);
+  call->uuid
+      = dhf_installer_install_finish (DHF_INSTALLER (source), result, &call->upgraded, &error);
   if (call->uuid == NULL)
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return;
     }
   /* Reply once the object is on the bus, so the returned path resolves. */
-  owned = g_steal_pointer(&call);
-  dhf_hypervisor_refresh_async(owned->self->hypervisor, owned->uuid, on_install_refreshed, owned);
+  owned = g_steal_pointer (&call);
+  dhf_hypervisor_refresh_async (owned->self->hypervisor, owned->uuid, on_install_refreshed, owned);
 }
 
 static void
-on_install_authorized(GObject *source, GAsyncResult *result, gpointer user_data)
+on_install_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(ManagerCall) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (ManagerCall) call = user_data;
+  g_autoptr (GError) error = NULL;
   DhfAppliance *installed;
 
-  if (!dhf_authority_check_finish(DHF_AUTHORITY(source), result, &error))
+  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return;
     }
-  installed = g_hash_table_lookup(call->self->by_name, dhf_manifest_get_name(call->manifest));
-  dhf_installer_install_async(call->self->installer, call->manifest, installed,
-                              call->allow_downgrade, on_installed, call);
+  installed = g_hash_table_lookup (call->self->by_name, dhf_manifest_get_name (call->manifest));
+  dhf_installer_install_async (call->self->installer, call->manifest, installed,
+                               call->allow_downgrade, on_installed, call);
   call = NULL;
 }
 
 static gboolean
-handle_install(DhfDBusManager *manager, GDBusMethodInvocation *invocation,
-               const gchar *manifest_text, GVariant *options, DhfDaemon *self)
+handle_install (DhfDBusManager *manager, GDBusMethodInvocation *invocation,
+                const gchar *manifest_text, GVariant *options, DhfDaemon *self)
 {
   static const gchar *const names[] = { "base-directory", "allow-downgrade", NULL };
   static const gchar *const types[] = { "s", "b" };
-  g_autoptr(ManagerCall) call = manager_call_new(self, invocation);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GVariantDict) dict = parse_options(options, names, types, &error);
+  g_autoptr (ManagerCall) call = manager_call_new (self, invocation);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) dict = parse_options (options, names, types, &error);
   const gchar *base_dir = NULL;
 
   if (dict == NULL)
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return G_DBUS_METHOD_INVOCATION_HANDLED;
     }
-  if (g_variant_dict_lookup(dict, "base-directory", "&s", &base_dir))
+  if (g_variant_dict_lookup (dict, "base-directory", "&s", &base_dir))
     {
-      if (!g_path_is_absolute(base_dir))
+      if (!g_path_is_absolute (base_dir))
         {
-          g_set_error(&error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                      "option 'base-directory' must be an absolute path, not '%s'", base_dir);
-          manager_call_fail(call, error);
+          g_set_error (&error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "option 'base-directory' must be an absolute path, not '%s'", base_dir);
+          manager_call_fail (call, error);
           return G_DBUS_METHOD_INVOCATION_HANDLED;
         }
     }
-  g_variant_dict_lookup(dict, "allow-downgrade", "b", &call->allow_downgrade);
+  g_variant_dict_lookup (dict, "allow-downgrade", "b", &call->allow_downgrade);
   /* Parsing is cheap and bounded (DHF_MANIFEST_MAX_SIZE), so it runs here;
    * an invalid manifest fails before anything is authorized or touched. */
-  call->manifest = dhf_manifest_parse(manifest_text, -1, base_dir, &error);
+  call->manifest = dhf_manifest_parse (manifest_text, -1, base_dir, &error);
   if (call->manifest == NULL)
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return G_DBUS_METHOD_INVOCATION_HANDLED;
     }
-  dhf_authority_check_async(self->authority, invocation, DHF_ACTION_INSTALL, NULL,
-                            on_install_authorized, g_steal_pointer(&call));
+  dhf_authority_check_async (self->authority, invocation, DHF_ACTION_INSTALL, NULL,
+                             on_install_authorized, g_steal_pointer (&call));
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
 static void
-on_removed(GObject *source, GAsyncResult *result, gpointer user_data)
+on_removed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(ManagerCall) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (ManagerCall) call = user_data;
+  g_autoptr (GError) error = NULL;
   DhfAppliance *appliance;
 
-  if (!dhf_installer_remove_finish(DHF_INSTALLER(source), result, &error))
+  if (!dhf_installer_remove_finish (DHF_INSTALLER (source), result, &error))
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return;
     }
   /* Drop the object now rather than waiting for the event, so the name is
    * free for a reinstall as soon as the caller hears back. */
-  appliance = g_hash_table_lookup(call->self->by_name, call->name);
+  appliance = g_hash_table_lookup (call->self->by_name, call->name);
   if (appliance != NULL)
-    remove_appliance(call->self, appliance);
-  dhf_dbus_manager_complete_remove(call->self->manager, g_steal_pointer(&call->invocation));
+    remove_appliance (call->self, appliance);
+  dhf_dbus_manager_complete_remove (call->self->manager, g_steal_pointer (&call->invocation));
 }
 
 static void
-on_remove_authorized(GObject *source, GAsyncResult *result, gpointer user_data)
+on_remove_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr(ManagerCall) call = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (ManagerCall) call = user_data;
+  g_autoptr (GError) error = NULL;
   DhfAppliance *appliance;
   ManagerCall *owned;
 
-  if (!dhf_authority_check_finish(DHF_AUTHORITY(source), result, &error))
+  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return;
     }
-  appliance = g_hash_table_lookup(call->self->by_name, call->name);
+  appliance = g_hash_table_lookup (call->self->by_name, call->name);
   if (appliance == NULL)
     {
-      g_set_error(&error, DHF_ERROR, DHF_ERROR_NOT_FOUND, "no appliance named '%s'", call->name);
-      manager_call_fail(call, error);
+      g_set_error (&error, DHF_ERROR, DHF_ERROR_NOT_FOUND, "no appliance named '%s'", call->name);
+      manager_call_fail (call, error);
       return;
     }
-  owned = g_steal_pointer(&call);
-  dhf_installer_remove_async(owned->self->installer, appliance, owned->force, owned->keep_storage,
-                             on_removed, owned);
+  owned = g_steal_pointer (&call);
+  dhf_installer_remove_async (owned->self->installer, appliance, owned->force, owned->keep_storage,
+                              on_removed, owned);
 }
 
 static gboolean
-handle_remove(DhfDBusManager *manager, GDBusMethodInvocation *invocation, const gchar *name,
-              GVariant *options, DhfDaemon *self)
+handle_remove (DhfDBusManager *manager, GDBusMethodInvocation *invocation, const gchar *name,
+               GVariant *options, DhfDaemon *self)
 {
   static const gchar *const names[] = { "force", "keep-storage", NULL };
   static const gchar *const types[] = { "b", "b" };
-  g_autoptr(ManagerCall) call = manager_call_new(self, invocation);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GVariantDict) dict = parse_options(options, names, types, &error);
+  g_autoptr (ManagerCall) call = manager_call_new (self, invocation);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) dict = parse_options (options, names, types, &error);
 
   if (dict == NULL)
     {
-      manager_call_fail(call, error);
+      manager_call_fail (call, error);
       return G_DBUS_METHOD_INVOCATION_HANDLED;
     }
-  call->name = g_strdup(name);
-  g_variant_dict_lookup(dict, "force", "b", &call->force);
-  g_variant_dict_lookup(dict, "keep-storage", "b", &call->keep_storage);
-  dhf_authority_check_async(self->authority, invocation, DHF_ACTION_REMOVE, NULL,
-                            on_remove_authorized, g_steal_pointer(&call));
+  call->name = g_strdup (name);
+  g_variant_dict_lookup (dict, "force", "b", &call->force);
+  g_variant_dict_lookup (dict, "keep-storage", "b", &call->keep_storage);
+  dhf_authority_check_async (self->authority, invocation, DHF_ACTION_REMOVE, NULL,
+                             on_remove_authorized, g_steal_pointer (&call));
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
 /* --- bus name --------------------------------------------------------- */
 
 static void
-on_name_acquired(GDBusConnection *connection, const gchar *name, gpointer user_data)
+on_name_acquired (GDBusConnection *connection, const gchar *name, gpointer user_data)
 {
   DhfDaemon *self = user_data;
 
   self->name_acquired = TRUE;
-  g_message("serving %s (%u appliances)", name, g_hash_table_size(self->by_uuid));
+  g_message ("serving %s (%u appliances)", name, g_hash_table_size (self->by_uuid));
 }
 
 static void
-on_name_lost(GDBusConnection *connection, const gchar *name, gpointer user_data)
+on_name_lost (GDBusConnection *connection, const gchar *name, gpointer user_data)
 {
   DhfDaemon *self = user_data;
 
   if (self->name_acquired)
     {
-      g_message("%s was taken over by another dhfd; exiting", name);
-      stop(self, 0);
+      g_message ("%s was taken over by another dhfd; exiting", name);
+      stop (self, 0);
       return;
     }
-  g_printerr("dhfd: cannot own %s: %s\n", name,
-             connection == NULL ? "no bus connection"
-                                : "another dhfd owns it (use --replace) or the bus policy "
-                                  "forbids it");
-  stop(self, 1);
+  g_printerr ("dhfd: cannot own %s: %s\n", name,
+              connection == NULL ? "no bus connection"
+                                 : "another dhfd owns it (use --replace) or the bus policy "
+                                   "forbids it");
+  stop (self, 1);
 }
 
 static void
-own_name(DhfDaemon *self)
+own_name (DhfDaemon *self)
 {
   GBusNameOwnerFlags flags = G_BUS_NAME_OWNER_FLAGS_ALLOW_REPLACEMENT;
 
@@ -509,163 +510,163 @@ own_name(DhfDaemon *self)
     return;
   if (self->replace)
     flags |= G_BUS_NAME_OWNER_FLAGS_REPLACE;
-  self->owner_id = g_bus_own_name_on_connection(self->connection, DHF_BUS_NAME, flags,
-                                                on_name_acquired, on_name_lost, self, NULL);
+  self->owner_id = g_bus_own_name_on_connection (self->connection, DHF_BUS_NAME, flags,
+                                                 on_name_acquired, on_name_lost, self, NULL);
 }
 
 static void
-on_connection_closed(GDBusConnection *connection, gboolean remote_peer_vanished, GError *error,
-                     gpointer user_data)
+on_connection_closed (GDBusConnection *connection, gboolean remote_peer_vanished, GError *error,
+                      gpointer user_data)
 {
   DhfDaemon *self = user_data;
 
-  g_warning("lost the D-Bus connection: %s", error != NULL ? error->message : "closed");
-  stop(self, 1);
+  g_warning ("lost the D-Bus connection: %s", error != NULL ? error->message : "closed");
+  stop (self, 1);
 }
 
 static GDBusConnection *
-connect_bus(DhfDaemon *self, GError **error)
+connect_bus (DhfDaemon *self, GError **error)
 {
   switch (self->bus_kind)
     {
       case DHF_BUS_SYSTEM:
-        return g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, error);
+        return g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, error);
       case DHF_BUS_SESSION:
-        return g_bus_get_sync(G_BUS_TYPE_SESSION, NULL, error);
+        return g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, error);
       case DHF_BUS_ADDRESS:
-        return g_dbus_connection_new_for_address_sync(
+        return g_dbus_connection_new_for_address_sync (
             self->address,
             G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
                 | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
             NULL, NULL, error);
     }
-  g_assert_not_reached();
+  g_assert_not_reached ();
 }
 
 gboolean
-dhf_daemon_start(DhfDaemon *self, GError **error)
+dhf_daemon_start (DhfDaemon *self, GError **error)
 {
   DhfAuthMode mode = self->config->auth_mode;
 
-  self->connection = connect_bus(self, error);
+  self->connection = connect_bus (self, error);
   if (self->connection == NULL)
     {
-      g_prefix_error(error, "connecting to the bus: ");
+      g_prefix_error (error, "connecting to the bus: ");
       return FALSE;
     }
-  g_dbus_connection_set_exit_on_close(self->connection, FALSE);
-  g_signal_connect(self->connection, "closed", G_CALLBACK(on_connection_closed), self);
+  g_dbus_connection_set_exit_on_close (self->connection, FALSE);
+  g_signal_connect (self->connection, "closed", G_CALLBACK (on_connection_closed), self);
 
   if (mode == DHF_AUTH_MODE_AUTO)
     mode = self->bus_kind == DHF_BUS_SYSTEM ? DHF_AUTH_MODE_POLKIT : DHF_AUTH_MODE_PEER_UID;
-  self->authority = dhf_authority_new(mode, self->connection);
-  self->hypervisor = dhf_hypervisor_new(self->config->hypervisor_uri);
-  self->installer = dhf_installer_new(self->hypervisor, self->config);
+  self->authority = dhf_authority_new (mode, self->connection);
+  self->hypervisor = dhf_hypervisor_new (self->config->hypervisor_uri);
+  self->installer = dhf_installer_new (self->hypervisor, self->config);
 
-  self->manager = dhf_dbus_manager_skeleton_new();
-  dhf_dbus_manager_set_version(self->manager, DHF_VERSION);
-  dhf_dbus_manager_set_hypervisor(self->manager, self->config->hypervisor_uri);
-  dhf_dbus_manager_set_hypervisor_connected(self->manager, FALSE);
-  publish_status(self);
-  g_signal_connect(self->manager, "handle-install", G_CALLBACK(handle_install), self);
-  g_signal_connect(self->manager, "handle-remove", G_CALLBACK(handle_remove), self);
-  if (!g_dbus_interface_skeleton_export(G_DBUS_INTERFACE_SKELETON(self->manager), self->connection,
-                                        DHF_OBJECT_PATH, error))
+  self->manager = dhf_dbus_manager_skeleton_new ();
+  dhf_dbus_manager_set_version (self->manager, DHF_VERSION);
+  dhf_dbus_manager_set_hypervisor (self->manager, self->config->hypervisor_uri);
+  dhf_dbus_manager_set_hypervisor_connected (self->manager, FALSE);
+  publish_status (self);
+  g_signal_connect (self->manager, "handle-install", G_CALLBACK (handle_install), self);
+  g_signal_connect (self->manager, "handle-remove", G_CALLBACK (handle_remove), self);
+  if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (self->manager),
+                                         self->connection, DHF_OBJECT_PATH, error))
     {
-      g_prefix_error(error, "exporting the Manager: ");
+      g_prefix_error (error, "exporting the Manager: ");
       return FALSE;
     }
-  self->object_manager = g_dbus_object_manager_server_new(DHF_OBJECT_PATH);
-  g_dbus_object_manager_server_set_connection(self->object_manager, self->connection);
+  self->object_manager = g_dbus_object_manager_server_new (DHF_OBJECT_PATH);
+  g_dbus_object_manager_server_set_connection (self->object_manager, self->connection);
 
-  g_signal_connect(self->hypervisor, "synced", G_CALLBACK(on_synced), self);
-  g_signal_connect(self->hypervisor, "domain-changed", G_CALLBACK(on_domain_changed), self);
-  g_signal_connect(self->hypervisor, "domain-removed", G_CALLBACK(on_domain_removed), self);
-  g_signal_connect(self->hypervisor, "connect-failed", G_CALLBACK(on_connect_failed), self);
-  g_signal_connect(self->hypervisor, "notify::connected", G_CALLBACK(on_hypervisor_connected),
-                   self);
+  g_signal_connect (self->hypervisor, "synced", G_CALLBACK (on_synced), self);
+  g_signal_connect (self->hypervisor, "domain-changed", G_CALLBACK (on_domain_changed), self);
+  g_signal_connect (self->hypervisor, "domain-removed", G_CALLBACK (on_domain_removed), self);
+  g_signal_connect (self->hypervisor, "connect-failed", G_CALLBACK (on_connect_failed), self);
+  g_signal_connect (self->hypervisor, "notify::connected", G_CALLBACK (on_hypervisor_connected),
+                    self);
   /* The name is owned after the first sync (or the first failure), so the
    * first client already sees every appliance. */
-  dhf_hypervisor_start(self->hypervisor);
+  dhf_hypervisor_start (self->hypervisor);
   return TRUE;
 }
 
 /* --- GObject ---------------------------------------------------------- */
 
 DhfDaemon *
-dhf_daemon_new(DhfConfig *config, DhfBusKind bus_kind, const gchar *address, gboolean replace)
+dhf_daemon_new (DhfConfig *config, DhfBusKind bus_kind, const gchar *address, gboolean replace)
 {
-  DhfDaemon *self = g_object_new(DHF_TYPE_DAEMON, NULL);
+  DhfDaemon *self = g_object_new (DHF_TYPE_DAEMON, NULL);
 
   self->config = config;
   self->bus_kind = bus_kind;
-  self->address = g_strdup(address);
+  self->address = g_strdup (address);
   self->replace = replace;
   return self;
 }
 
 static void
-dhf_daemon_init(DhfDaemon *self)
+dhf_daemon_init (DhfDaemon *self)
 {
-  self->by_uuid = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
-  self->by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  self->status_reasons = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  self->by_uuid = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_object_unref);
+  self->by_name = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->status_reasons = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 }
 
 static void
-dhf_daemon_dispose(GObject *object)
+dhf_daemon_dispose (GObject *object)
 {
-  DhfDaemon *self = DHF_DAEMON(object);
+  DhfDaemon *self = DHF_DAEMON (object);
 
-  g_clear_handle_id(&self->owner_id, g_bus_unown_name);
+  g_clear_handle_id (&self->owner_id, g_bus_unown_name);
   if (self->hypervisor != NULL)
-    g_signal_handlers_disconnect_by_data(self->hypervisor, self);
+    g_signal_handlers_disconnect_by_data (self->hypervisor, self);
   if (self->connection != NULL)
-    g_signal_handlers_disconnect_by_data(self->connection, self);
+    g_signal_handlers_disconnect_by_data (self->connection, self);
   if (self->by_uuid != NULL)
     {
       GHashTableIter iter;
       gpointer value;
 
-      g_hash_table_iter_init(&iter, self->by_uuid);
-      while (g_hash_table_iter_next(&iter, NULL, &value))
-        g_signal_handlers_disconnect_by_data(value, self);
+      g_hash_table_iter_init (&iter, self->by_uuid);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        g_signal_handlers_disconnect_by_data (value, self);
     }
-  g_clear_pointer(&self->by_name, g_hash_table_unref);
-  g_clear_pointer(&self->by_uuid, g_hash_table_unref);
-  g_clear_object(&self->object_manager);
+  g_clear_pointer (&self->by_name, g_hash_table_unref);
+  g_clear_pointer (&self->by_uuid, g_hash_table_unref);
+  g_clear_object (&self->object_manager);
   if (self->manager != NULL)
-    g_dbus_interface_skeleton_unexport(G_DBUS_INTERFACE_SKELETON(self->manager));
-  g_clear_object(&self->manager);
-  g_clear_object(&self->installer);
-  g_clear_object(&self->hypervisor);
-  g_clear_object(&self->authority);
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (self->manager));
+  g_clear_object (&self->manager);
+  g_clear_object (&self->installer);
+  g_clear_object (&self->hypervisor);
+  g_clear_object (&self->authority);
   if (self->connection != NULL)
-    g_dbus_connection_flush_sync(self->connection, NULL, NULL);
-  g_clear_object(&self->connection);
-  G_OBJECT_CLASS(dhf_daemon_parent_class)->dispose(object);
+    g_dbus_connection_flush_sync (self->connection, NULL, NULL);
+  g_clear_object (&self->connection);
+  G_OBJECT_CLASS (dhf_daemon_parent_class)->dispose (object);
 }
 
 static void
-dhf_daemon_finalize(GObject *object)
+dhf_daemon_finalize (GObject *object)
 {
-  DhfDaemon *self = DHF_DAEMON(object);
+  DhfDaemon *self = DHF_DAEMON (object);
 
-  g_clear_pointer(&self->status_reasons, g_hash_table_unref);
-  g_clear_pointer(&self->config, dhf_config_free);
-  g_free(self->address);
-  G_OBJECT_CLASS(dhf_daemon_parent_class)->finalize(object);
+  g_clear_pointer (&self->status_reasons, g_hash_table_unref);
+  g_clear_pointer (&self->config, dhf_config_free);
+  g_free (self->address);
+  G_OBJECT_CLASS (dhf_daemon_parent_class)->finalize (object);
 }
 
 static void
-dhf_daemon_class_init(DhfDaemonClass *klass)
+dhf_daemon_class_init (DhfDaemonClass *klass)
 {
-  GObjectClass *object_class = G_OBJECT_CLASS(klass);
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
 
   object_class->dispose = dhf_daemon_dispose;
   object_class->finalize = dhf_daemon_finalize;
 
   /* stopped: dhfd should exit (see dhf_daemon_get_exit_status()) */
-  signals[SIGNAL_STOPPED] = g_signal_new("stopped", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0,
-                                         NULL, NULL, NULL, G_TYPE_NONE, 0);
+  signals[SIGNAL_STOPPED] = g_signal_new ("stopped", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST,
+                                          0, NULL, NULL, NULL, G_TYPE_NONE, 0);
 }

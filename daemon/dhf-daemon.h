@@ -17,12 +17,12 @@ typedef enum
   DHF_BUS_ADDRESS,
 } DhfBusKind;
 
-#define DHF_TYPE_DAEMON (dhf_daemon_get_type())
-G_DECLARE_FINAL_TYPE(DhfDaemon, dhf_daemon, DHF, DAEMON, GObject)
+#define DHF_TYPE_DAEMON (dhf_daemon_get_type ())
+G_DECLARE_FINAL_TYPE (DhfDaemon, dhf_daemon, DHF, DAEMON, GObject)
 
-DhfDaemon *dhf_daemon_new(DhfConfig *config, DhfBusKind bus_kind, const gchar *address,
-                          gboolean replace);
-gboolean dhf_daemon_start(DhfDaemon *self, GError **error);
-gint dhf_daemon_get_exit_status(DhfDaemon *self);
+DhfDaemon *dhf_daemon_new (DhfConfig *config, DhfBusKind bus_kind, const gchar *address,
+                           gboolean replace);
+gboolean dhf_daemon_start (DhfDaemon *self, GError **error);
+gint dhf_daemon_get_exit_status (DhfDaemon *self);
 
 G_END_DECLS

@@ -13,31 +13,31 @@ typedef enum
 } DomainFamily;
 
 static gboolean
-domain_family_from_type(const gchar *domain_type, DomainFamily *family)
+domain_family_from_type (const gchar *domain_type, DomainFamily *family)
 {
-  if (g_strcmp0(domain_type, "kvm") == 0 || g_strcmp0(domain_type, "qemu") == 0)
+  if (g_strcmp0 (domain_type, "kvm") == 0 || g_strcmp0 (domain_type, "qemu") == 0)
     *family = FAMILY_QEMU;
-  else if (g_strcmp0(domain_type, "xen") == 0)
+  else if (g_strcmp0 (domain_type, "xen") == 0)
     *family = FAMILY_XEN;
-  else if (g_strcmp0(domain_type, "test") == 0)
+  else if (g_strcmp0 (domain_type, "test") == 0)
     *family = FAMILY_TEST;
   else
     return FALSE;
   return TRUE;
 }
 
-static void append_escaped(GString *xml, const gchar *format, ...) G_GNUC_PRINTF(2, 3);
+static void append_escaped (GString *xml, const gchar *format, ...) G_GNUC_PRINTF (2, 3);
 
 static void
-append_escaped(GString *xml, const gchar *format, ...)
+append_escaped (GString *xml, const gchar *format, ...)
 {
   g_autofree gchar *text = NULL;
   va_list args;
 
-  va_start(args, format);
-  text = g_markup_vprintf_escaped(format, args);
-  va_end(args);
-  g_string_append(xml, text);
+  va_start (args, format);
+  text = g_markup_vprintf_escaped (format, args);
+  va_end (args);
+  g_string_append (xml, text);
 }
 
 /* Building */
@@ -52,63 +52,65 @@ append_escaped(GString *xml, const gchar *format, ...)
  *   <metadata>, carrying the canonical manifest
  */
 gchar *
-dhf_domain_metadata_build(const DhfManifest *manifest, const gchar *disk_path,
-                          const gchar *installed)
+dhf_domain_metadata_build (const DhfManifest *manifest, const gchar *disk_path,
+                           const gchar *installed)
 {
-  g_autoptr(GString) xml = g_string_new(NULL);
+  g_autoptr (GString) xml = g_string_new (NULL);
   g_autofree gchar *json = NULL;
 
-  g_return_val_if_fail(manifest != NULL, NULL);
+  g_return_val_if_fail (manifest != NULL, NULL);
 
-  json = dhf_manifest_to_json(manifest);
-  append_escaped(
+  json = dhf_manifest_to_json (manifest);
+  append_escaped (
       xml, "<" DHF_METADATA_PREFIX ":appliance xmlns:" DHF_METADATA_PREFIX "='%s' schema='%d'>",
       DHF_METADATA_NS_URI, DHF_METADATA_SCHEMA);
-  append_escaped(xml, "<" DHF_METADATA_PREFIX ":manifest>%s</" DHF_METADATA_PREFIX ":manifest>",
-                 json);
+  append_escaped (xml, "<" DHF_METADATA_PREFIX ":manifest>%s</" DHF_METADATA_PREFIX ":manifest>",
+                  json);
   if (disk_path != NULL)
-    append_escaped(xml, "<" DHF_METADATA_PREFIX ":storage>%s</" DHF_METADATA_PREFIX ":storage>",
-                   disk_path);
+    append_escaped (xml, "<" DHF_METADATA_PREFIX ":storage>%s</" DHF_METADATA_PREFIX ":storage>",
+                    disk_path);
   if (installed != NULL)
-    append_escaped(xml, "<" DHF_METADATA_PREFIX ":installed>%s</" DHF_METADATA_PREFIX ":installed>",
-                   installed);
-  g_string_append(xml, "</" DHF_METADATA_PREFIX ":appliance>");
-  return g_string_free(g_steal_pointer(&xml), FALSE);
+    append_escaped (xml,
+                    "<" DHF_METADATA_PREFIX ":installed>%s</" DHF_METADATA_PREFIX ":installed>",
+                    installed);
+  g_string_append (xml, "</" DHF_METADATA_PREFIX ":appliance>");
+  return g_string_free (g_steal_pointer (&xml), FALSE);
 }
 
 static void
-append_disk(GString *xml, DomainFamily family, const gchar *path, DhfDiskFormat format)
+append_disk (GString *xml, DomainFamily family, const gchar *path, DhfDiskFormat format)
 {
   gboolean xen = family == FAMILY_XEN;
 
-  g_string_append(xml, "    <disk type='file' device='disk'>\n");
-  append_escaped(xml, "      <driver name='qemu' type='%s'/>\n", dhf_disk_format_to_string(format));
-  append_escaped(xml, "      <source file='%s'/>\n", path);
-  append_escaped(xml, "      <target dev='%s' bus='%s'/>\n", xen ? "xvda" : "vda",
-                 xen ? "xen" : "virtio");
-  g_string_append(xml, "    </disk>\n");
+  g_string_append (xml, "    <disk type='file' device='disk'>\n");
+  append_escaped (xml, "      <driver name='qemu' type='%s'/>\n",
+                  dhf_disk_format_to_string (format));
+  append_escaped (xml, "      <source file='%s'/>\n", path);
+  append_escaped (xml, "      <target dev='%s' bus='%s'/>\n", xen ? "xvda" : "vda",
+                  xen ? "xen" : "virtio");
+  g_string_append (xml, "    </disk>\n");
 }
 
 static void
-append_channel(GString *xml, DomainFamily family)
+append_channel (GString *xml, DomainFamily family)
 {
   if (family == FAMILY_XEN)
     {
-      g_string_append(xml, "    <channel type='pty'>\n"
-                           "      <target type='xen' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
-                           "    </channel>\n");
+      g_string_append (xml, "    <channel type='pty'>\n"
+                            "      <target type='xen' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
+                            "    </channel>\n");
       return;
     }
   /* libvirt picks the socket path for a bind-mode unix channel. */
-  g_string_append(xml, "    <controller type='virtio-serial'/>\n"
-                       "    <channel type='unix'>\n"
-                       "      <source mode='bind'/>\n"
-                       "      <target type='virtio' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
-                       "    </channel>\n");
+  g_string_append (xml, "    <controller type='virtio-serial'/>\n"
+                        "    <channel type='unix'>\n"
+                        "      <source mode='bind'/>\n"
+                        "      <target type='virtio' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
+                        "    </channel>\n");
 }
 
 static void
-append_graphics(GString *xml, DomainFamily family, DhfDisplayType display)
+append_graphics (GString *xml, DomainFamily family, DhfDisplayType display)
 {
   const gchar *type;
 
@@ -125,13 +127,13 @@ append_graphics(GString *xml, DomainFamily family, DhfDisplayType display)
         return;
     }
   /* Only the local viewer (dhf's compositor) may connect. */
-  append_escaped(xml,
-                 "    <graphics type='%s' autoport='yes'>\n"
-                 "      <listen type='address' address='127.0.0.1'/>\n"
-                 "    </graphics>\n",
-                 type);
-  append_escaped(xml, "    <video>\n      <model type='%s'/>\n    </video>\n",
-                 family == FAMILY_XEN ? "vga" : "virtio");
+  append_escaped (xml,
+                  "    <graphics type='%s' autoport='yes'>\n"
+                  "      <listen type='address' address='127.0.0.1'/>\n"
+                  "    </graphics>\n",
+                  type);
+  append_escaped (xml, "    <video>\n      <model type='%s'/>\n    </video>\n",
+                  family == FAMILY_XEN ? "vga" : "virtio");
 }
 
 /**
@@ -145,53 +147,53 @@ append_graphics(GString *xml, DomainFamily family, DhfDisplayType display)
  * Returns: (transfer full): the domain XML
  */
 gchar *
-dhf_domain_xml_build(const DhfManifest *manifest, const DhfDomainXmlOptions *options)
+dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *options)
 {
-  g_autoptr(GString) xml = g_string_new(NULL);
+  g_autoptr (GString) xml = g_string_new (NULL);
   g_autofree gchar *metadata = NULL;
   DomainFamily family;
 
-  g_return_val_if_fail(manifest != NULL, NULL);
-  g_return_val_if_fail(options != NULL, NULL);
-  if (!domain_family_from_type(options->domain_type, &family))
-    g_return_val_if_reached(NULL);
+  g_return_val_if_fail (manifest != NULL, NULL);
+  g_return_val_if_fail (options != NULL, NULL);
+  if (!domain_family_from_type (options->domain_type, &family))
+    g_return_val_if_reached (NULL);
 
-  metadata = dhf_domain_metadata_build(manifest, options->disk_path, options->installed);
+  metadata = dhf_domain_metadata_build (manifest, options->disk_path, options->installed);
 
-  append_escaped(xml, "<domain type='%s'>\n", options->domain_type);
-  append_escaped(xml, "  <name>%s</name>\n", dhf_manifest_get_name(manifest));
+  append_escaped (xml, "<domain type='%s'>\n", options->domain_type);
+  append_escaped (xml, "  <name>%s</name>\n", dhf_manifest_get_name (manifest));
   if (options->uuid != NULL)
-    append_escaped(xml, "  <uuid>%s</uuid>\n", options->uuid);
-  append_escaped(xml, "  <title>%s %s</title>\n", dhf_manifest_get_vendor(manifest),
-                 dhf_manifest_get_name(manifest));
-  if (dhf_manifest_get_description(manifest) != NULL)
-    append_escaped(xml, "  <description>%s</description>\n",
-                   dhf_manifest_get_description(manifest));
-  g_string_append_printf(xml, "  <metadata>%s</metadata>\n", metadata);
-  g_string_append_printf(xml, "  <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n",
-                         (dhf_manifest_get_memory(manifest) + 1023) / 1024);
-  g_string_append_printf(xml, "  <vcpu>%u</vcpu>\n", dhf_manifest_get_vcpus(manifest));
-  g_string_append(xml, "  <os>\n"
-                       "    <type arch='x86_64'>hvm</type>\n"
-                       "    <boot dev='hd'/>\n"
-                       "  </os>\n"
-                       "  <features>\n"
-                       "    <acpi/>\n"
-                       "    <apic/>\n"
-                       "  </features>\n"
-                       "  <on_poweroff>destroy</on_poweroff>\n"
-                       "  <on_reboot>restart</on_reboot>\n"
-                       "  <on_crash>destroy</on_crash>\n"
-                       "  <devices>\n");
+    append_escaped (xml, "  <uuid>%s</uuid>\n", options->uuid);
+  append_escaped (xml, "  <title>%s %s</title>\n", dhf_manifest_get_vendor (manifest),
+                  dhf_manifest_get_name (manifest));
+  if (dhf_manifest_get_description (manifest) != NULL)
+    append_escaped (xml, "  <description>%s</description>\n",
+                    dhf_manifest_get_description (manifest));
+  g_string_append_printf (xml, "  <metadata>%s</metadata>\n", metadata);
+  g_string_append_printf (xml, "  <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n",
+                          (dhf_manifest_get_memory (manifest) + 1023) / 1024);
+  g_string_append_printf (xml, "  <vcpu>%u</vcpu>\n", dhf_manifest_get_vcpus (manifest));
+  g_string_append (xml, "  <os>\n"
+                        "    <type arch='x86_64'>hvm</type>\n"
+                        "    <boot dev='hd'/>\n"
+                        "  </os>\n"
+                        "  <features>\n"
+                        "    <acpi/>\n"
+                        "    <apic/>\n"
+                        "  </features>\n"
+                        "  <on_poweroff>destroy</on_poweroff>\n"
+                        "  <on_reboot>restart</on_reboot>\n"
+                        "  <on_crash>destroy</on_crash>\n"
+                        "  <devices>\n");
   if (options->disk_path != NULL)
-    append_disk(xml, family, options->disk_path, dhf_manifest_get_disk_format(manifest));
+    append_disk (xml, family, options->disk_path, dhf_manifest_get_disk_format (manifest));
   if (family == FAMILY_QEMU)
-    g_string_append(xml, "    <controller type='usb' model='qemu-xhci'/>\n");
-  append_channel(xml, family);
-  append_graphics(xml, family, dhf_manifest_get_display(manifest));
-  g_string_append(xml, "  </devices>\n"
-                       "</domain>\n");
-  return g_string_free(g_steal_pointer(&xml), FALSE);
+    g_string_append (xml, "    <controller type='usb' model='qemu-xhci'/>\n");
+  append_channel (xml, family);
+  append_graphics (xml, family, dhf_manifest_get_display (manifest));
+  g_string_append (xml, "  </devices>\n"
+                        "</domain>\n");
+  return g_string_free (g_steal_pointer (&xml), FALSE);
 }
 
 /* Parsing */
@@ -214,100 +216,100 @@ typedef struct
 {
   guint depth;           /* of the element being read; the root is 1 */
   MetadataField reading; /* the field whose text is being collected */
-  GString *fields[G_N_ELEMENTS(field_names)];
+  GString *fields[G_N_ELEMENTS (field_names)];
 } MetadataParser;
 
 /* libvirt hands the element back without its prefix; the domain XML has it. */
 static const gchar *
-local_name(const gchar *name)
+local_name (const gchar *name)
 {
-  const gchar *colon = strrchr(name, ':');
+  const gchar *colon = strrchr (name, ':');
 
   return colon != NULL ? colon + 1 : name;
 }
 
 static gboolean
-check_root(const gchar *element_name, const gchar **attribute_names, const gchar **attribute_values,
-           GError **error)
+check_root (const gchar *element_name, const gchar **attribute_names,
+            const gchar **attribute_values, GError **error)
 {
   const gchar *schema = NULL;
-  g_autofree gchar *expected_schema = g_strdup_printf("%d", DHF_METADATA_SCHEMA);
+  g_autofree gchar *expected_schema = g_strdup_printf ("%d", DHF_METADATA_SCHEMA);
 
-  if (!g_str_equal(local_name(element_name), "appliance"))
+  if (!g_str_equal (local_name (element_name), "appliance"))
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_FAILED, "expected an <appliance> element, found <%s>",
-                  element_name);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "expected an <appliance> element, found <%s>", element_name);
       return FALSE;
     }
   for (guint i = 0; attribute_names[i] != NULL; i++)
     {
       const gchar *name = attribute_names[i];
 
-      if (g_str_equal(name, "schema"))
+      if (g_str_equal (name, "schema"))
         schema = attribute_values[i];
-      else if ((g_str_equal(name, "xmlns") || g_str_has_prefix(name, "xmlns:"))
-               && !g_str_equal(attribute_values[i], DHF_METADATA_NS_URI))
+      else if ((g_str_equal (name, "xmlns") || g_str_has_prefix (name, "xmlns:"))
+               && !g_str_equal (attribute_values[i], DHF_METADATA_NS_URI))
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_FAILED, "unexpected namespace \"%s\"",
-                      attribute_values[i]);
+          g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "unexpected namespace \"%s\"",
+                       attribute_values[i]);
           return FALSE;
         }
     }
   if (schema == NULL)
     {
-      g_set_error_literal(error, DHF_ERROR, DHF_ERROR_FAILED, "no schema attribute");
+      g_set_error_literal (error, DHF_ERROR, DHF_ERROR_FAILED, "no schema attribute");
       return FALSE;
     }
-  if (!g_str_equal(schema, expected_schema))
+  if (!g_str_equal (schema, expected_schema))
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_FAILED,
-                  "unsupported schema \"%s\" (this dhfd reads schema %d)", schema,
-                  DHF_METADATA_SCHEMA);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "unsupported schema \"%s\" (this dhfd reads schema %d)", schema,
+                   DHF_METADATA_SCHEMA);
       return FALSE;
     }
   return TRUE;
 }
 
 static void
-metadata_start_element(GMarkupParseContext *context, const gchar *element_name,
-                       const gchar **attribute_names, const gchar **attribute_values,
-                       gpointer user_data, GError **error)
+metadata_start_element (GMarkupParseContext *context, const gchar *element_name,
+                        const gchar **attribute_names, const gchar **attribute_values,
+                        gpointer user_data, GError **error)
 {
   MetadataParser *parser = user_data;
 
   parser->depth++;
   if (parser->depth == 1)
     {
-      check_root(element_name, attribute_names, attribute_values, error);
+      check_root (element_name, attribute_names, attribute_values, error);
       return;
     }
   if (parser->reading != FIELD_NONE)
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_FAILED, "unexpected element <%s> in <%s>",
-                  element_name, field_names[parser->reading]);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "unexpected element <%s> in <%s>",
+                   element_name, field_names[parser->reading]);
       return;
     }
   if (parser->depth != 2)
     return;
   /* Unknown elements are skipped: later dhfd versions may add some. */
-  for (guint i = FIELD_MANIFEST; i < G_N_ELEMENTS(field_names); i++)
+  for (guint i = FIELD_MANIFEST; i < G_N_ELEMENTS (field_names); i++)
     {
-      if (!g_str_equal(local_name(element_name), field_names[i]))
+      if (!g_str_equal (local_name (element_name), field_names[i]))
         continue;
       if (parser->fields[i] != NULL)
         {
-          g_set_error(error, DHF_ERROR, DHF_ERROR_FAILED, "more than one <%s> element",
-                      field_names[i]);
+          g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "more than one <%s> element",
+                       field_names[i]);
           return;
         }
-      parser->fields[i] = g_string_new(NULL);
+      parser->fields[i] = g_string_new (NULL);
       parser->reading = (MetadataField) i;
     }
 }
 
 static void
-metadata_end_element(GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
-                     GError **error)
+metadata_end_element (GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
+                      GError **error)
 {
   MetadataParser *parser = user_data;
 
@@ -317,13 +319,13 @@ metadata_end_element(GMarkupParseContext *context, const gchar *element_name, gp
 }
 
 static void
-metadata_text(GMarkupParseContext *context, const gchar *text, gsize text_len, gpointer user_data,
-              GError **error)
+metadata_text (GMarkupParseContext *context, const gchar *text, gsize text_len, gpointer user_data,
+               GError **error)
 {
   MetadataParser *parser = user_data;
 
   if (parser->reading != FIELD_NONE)
-    g_string_append_len(parser->fields[parser->reading], text, (gssize) text_len);
+    g_string_append_len (parser->fields[parser->reading], text, (gssize) text_len);
 }
 
 static const GMarkupParser metadata_parser = {
@@ -333,55 +335,55 @@ static const GMarkupParser metadata_parser = {
 };
 
 static void
-metadata_parser_clear(MetadataParser *parser)
+metadata_parser_clear (MetadataParser *parser)
 {
-  for (guint i = 0; i < G_N_ELEMENTS(parser->fields); i++)
+  for (guint i = 0; i < G_N_ELEMENTS (parser->fields); i++)
     {
       if (parser->fields[i] != NULL)
-        g_string_free(parser->fields[i], TRUE);
+        g_string_free (parser->fields[i], TRUE);
     }
 }
 
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MetadataParser, metadata_parser_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MetadataParser, metadata_parser_clear)
 
 static gchar *
-take_field(MetadataParser *parser, MetadataField field)
+take_field (MetadataParser *parser, MetadataField field)
 {
-  GString *text = g_steal_pointer(&parser->fields[field]);
+  GString *text = g_steal_pointer (&parser->fields[field]);
 
   if (text == NULL)
     return NULL;
   if (text->len == 0)
     {
-      g_string_free(text, TRUE);
+      g_string_free (text, TRUE);
       return NULL;
     }
-  return g_string_free(text, FALSE);
+  return g_string_free (text, FALSE);
 }
 
 static gboolean
-storage_path_is_valid(const gchar *path)
+storage_path_is_valid (const gchar *path)
 {
   g_autofree gchar *canonical = NULL;
 
-  if (!g_path_is_absolute(path))
+  if (!g_path_is_absolute (path))
     return FALSE;
-  canonical = g_canonicalize_filename(path, NULL);
-  return g_str_equal(canonical, path);
+  canonical = g_canonicalize_filename (path, NULL);
+  return g_str_equal (canonical, path);
 }
 
 static gboolean
-parse_markup(MetadataParser *parser, const gchar *xml, GError **error)
+parse_markup (MetadataParser *parser, const gchar *xml, GError **error)
 {
-  g_autoptr(GMarkupParseContext) context
-      = g_markup_parse_context_new(&metadata_parser, G_MARKUP_TREAT_CDATA_AS_TEXT, parser, NULL);
-  g_autoptr(GError) local_error = NULL;
+  g_autoptr (GMarkupParseContext) context
+      = g_markup_parse_context_new (&metadata_parser, G_MARKUP_TREAT_CDATA_AS_TEXT, parser, NULL);
+  g_autoptr (GError) local_error = NULL;
 
-  if (g_markup_parse_context_parse(context, xml, -1, &local_error)
-      && g_markup_parse_context_end_parse(context, &local_error))
+  if (g_markup_parse_context_parse (context, xml, -1, &local_error)
+      && g_markup_parse_context_end_parse (context, &local_error))
     return TRUE;
   /* Our own errors are DHF_ERROR already; GMarkup's become FAILED too. */
-  g_set_error_literal(error, DHF_ERROR, DHF_ERROR_FAILED, local_error->message);
+  g_set_error_literal (error, DHF_ERROR, DHF_ERROR_FAILED, local_error->message);
   return FALSE;
 }
 
@@ -398,54 +400,54 @@ parse_markup(MetadataParser *parser, const gchar *xml, GError **error)
  *   %DHF_ERROR_FAILED (bad XML) or %DHF_ERROR_INVALID_MANIFEST
  */
 DhfDomainMetadata *
-dhf_domain_metadata_parse(const gchar *xml, GError **error)
+dhf_domain_metadata_parse (const gchar *xml, GError **error)
 {
-  g_auto(MetadataParser) parser = { 0 };
-  g_autoptr(DhfDomainMetadata) metadata = NULL;
+  g_auto (MetadataParser) parser = { 0 };
+  g_autoptr (DhfDomainMetadata) metadata = NULL;
   g_autofree gchar *manifest_text = NULL;
 
-  g_return_val_if_fail(xml != NULL, NULL);
-  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  g_return_val_if_fail (xml != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  if (!parse_markup(&parser, xml, error))
+  if (!parse_markup (&parser, xml, error))
     {
-      g_prefix_error(error, "dhf metadata: ");
+      g_prefix_error (error, "dhf metadata: ");
       return NULL;
     }
   if (parser.fields[FIELD_MANIFEST] == NULL)
     {
-      g_set_error_literal(error, DHF_ERROR, DHF_ERROR_FAILED,
-                          "dhf metadata: no <manifest> element");
+      g_set_error_literal (error, DHF_ERROR, DHF_ERROR_FAILED,
+                           "dhf metadata: no <manifest> element");
       return NULL;
     }
 
-  metadata = g_new0(DhfDomainMetadata, 1);
-  manifest_text = g_string_free(g_steal_pointer(&parser.fields[FIELD_MANIFEST]), FALSE);
-  metadata->manifest = dhf_manifest_parse(manifest_text, -1, NULL, error);
+  metadata = g_new0 (DhfDomainMetadata, 1);
+  manifest_text = g_string_free (g_steal_pointer (&parser.fields[FIELD_MANIFEST]), FALSE);
+  metadata->manifest = dhf_manifest_parse (manifest_text, -1, NULL, error);
   if (metadata->manifest == NULL)
     {
-      g_prefix_error(error, "dhf metadata: ");
+      g_prefix_error (error, "dhf metadata: ");
       return NULL;
     }
-  metadata->disk_path = take_field(&parser, FIELD_STORAGE);
-  metadata->installed = take_field(&parser, FIELD_INSTALLED);
+  metadata->disk_path = take_field (&parser, FIELD_STORAGE);
+  metadata->installed = take_field (&parser, FIELD_INSTALLED);
   /* dhfd deletes this file on Remove: never anything but a plain path. */
-  if (metadata->disk_path != NULL && !storage_path_is_valid(metadata->disk_path))
+  if (metadata->disk_path != NULL && !storage_path_is_valid (metadata->disk_path))
     {
-      g_set_error_literal(error, DHF_ERROR, DHF_ERROR_FAILED,
-                          "dhf metadata: <storage> is not an absolute, canonical path");
+      g_set_error_literal (error, DHF_ERROR, DHF_ERROR_FAILED,
+                           "dhf metadata: <storage> is not an absolute, canonical path");
       return NULL;
     }
-  return g_steal_pointer(&metadata);
+  return g_steal_pointer (&metadata);
 }
 
 void
-dhf_domain_metadata_free(DhfDomainMetadata *metadata)
+dhf_domain_metadata_free (DhfDomainMetadata *metadata)
 {
   if (metadata == NULL)
     return;
-  g_clear_pointer(&metadata->manifest, dhf_manifest_unref);
-  g_free(metadata->disk_path);
-  g_free(metadata->installed);
-  g_free(metadata);
+  g_clear_pointer (&metadata->manifest, dhf_manifest_unref);
+  g_free (metadata->disk_path);
+  g_free (metadata->installed);
+  g_free (metadata);
 }

@@ -29,11 +29,11 @@ typedef struct
   gchar *installed;      /* or NULL */
 } DhfDomainMetadata;
 
-gchar *dhf_domain_xml_build(const DhfManifest *manifest, const DhfDomainXmlOptions *options);
-gchar *dhf_domain_metadata_build(const DhfManifest *manifest, const gchar *disk_path,
-                                 const gchar *installed);
-DhfDomainMetadata *dhf_domain_metadata_parse(const gchar *xml, GError **error);
-void dhf_domain_metadata_free(DhfDomainMetadata *metadata);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfDomainMetadata, dhf_domain_metadata_free)
+gchar *dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *options);
+gchar *dhf_domain_metadata_build (const DhfManifest *manifest, const gchar *disk_path,
+                                  const gchar *installed);
+DhfDomainMetadata *dhf_domain_metadata_parse (const gchar *xml, GError **error);
+void dhf_domain_metadata_free (DhfDomainMetadata *metadata);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfDomainMetadata, dhf_domain_metadata_free)
 
 G_END_DECLS

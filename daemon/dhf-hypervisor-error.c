@@ -7,7 +7,7 @@
 #include "dhf-hypervisor-error.h"
 
 DhfError
-dhf_hypervisor_error_code(int vir_domain, int vir_code)
+dhf_hypervisor_error_code (int vir_domain, int vir_code)
 {
   switch (vir_code)
     {
@@ -52,29 +52,29 @@ dhf_hypervisor_error_code(int vir_domain, int vir_code)
 /* Reads libvirt's thread-local last error, so it must run on the thread
  * that made the failing call. */
 void
-dhf_hypervisor_set_error(GError **error, const gchar *what)
+dhf_hypervisor_set_error (GError **error, const gchar *what)
 {
-  virErrorPtr err = virGetLastError();
+  virErrorPtr err = virGetLastError ();
 
   if (err == NULL || err->code == VIR_ERR_OK)
     {
-      g_set_error(error, DHF_ERROR, DHF_ERROR_HYPERVISOR, "%s: unknown libvirt error", what);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_HYPERVISOR, "%s: unknown libvirt error", what);
       return;
     }
-  g_set_error(error, DHF_ERROR, dhf_hypervisor_error_code(err->domain, err->code), "%s: %s", what,
-              err->message != NULL ? err->message : "unknown libvirt error");
-  virResetLastError();
+  g_set_error (error, DHF_ERROR, dhf_hypervisor_error_code (err->domain, err->code), "%s: %s", what,
+               err->message != NULL ? err->message : "unknown libvirt error");
+  virResetLastError ();
 }
 
 static void
-ignore_error(void *opaque, virErrorPtr err)
+ignore_error (void *opaque, virErrorPtr err)
 {
   /* Errors reach callers as GErrors; libvirt's default handler would also
    * print every one of them to stderr. */
 }
 
 void
-dhf_hypervisor_silence_default_handler(void)
+dhf_hypervisor_silence_default_handler (void)
 {
-  virSetErrorFunc(NULL, ignore_error);
+  virSetErrorFunc (NULL, ignore_error);
 }

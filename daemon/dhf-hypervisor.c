@@ -11,7 +11,7 @@
 #include "dhf-hypervisor.h"
 #include "dhf-hypervisor-error.h"
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (virDomain, virDomainFree)
 
 #define RECONNECT_MIN_MS     250
 #define RECONNECT_MAX_MS     5000
@@ -42,7 +42,7 @@ struct _DhfHypervisor
   GThreadPool *serial;
 };
 
-G_DEFINE_TYPE(DhfHypervisor, dhf_hypervisor, G_TYPE_OBJECT)
+G_DEFINE_TYPE (DhfHypervisor, dhf_hypervisor, G_TYPE_OBJECT)
 
 enum
 {
@@ -84,51 +84,51 @@ typedef struct
 } Job;
 
 static void
-job_free(Job *job)
+job_free (Job *job)
 {
-  g_clear_object(&job->self);
-  g_free(job->uuid);
-  g_clear_object(&job->task);
-  g_clear_error(&job->error);
-  g_clear_pointer(&job->infos, g_ptr_array_unref);
-  g_clear_pointer(&job->info, dhf_domain_info_free);
-  g_free(job->domain_type);
-  g_free(job);
+  g_clear_object (&job->self);
+  g_free (job->uuid);
+  g_clear_object (&job->task);
+  g_clear_error (&job->error);
+  g_clear_pointer (&job->infos, g_ptr_array_unref);
+  g_clear_pointer (&job->info, dhf_domain_info_free);
+  g_free (job->domain_type);
+  g_free (job);
 }
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(Job, job_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Job, job_free)
 
-static void schedule_reconnect(DhfHypervisor *self);
-static void queue_job(DhfHypervisor *self, JobKind kind, const gchar *uuid, GTask *task);
+static void schedule_reconnect (DhfHypervisor *self);
+static void queue_job (DhfHypervisor *self, JobKind kind, const gchar *uuid, GTask *task);
 
 /* --- domain snapshots ------------------------------------------------- */
 
 DhfDomainInfo *
-dhf_domain_info_copy(const DhfDomainInfo *info)
+dhf_domain_info_copy (const DhfDomainInfo *info)
 {
-  DhfDomainInfo *copy = g_memdup2(info, sizeof *info);
+  DhfDomainInfo *copy = g_memdup2 (info, sizeof *info);
 
-  copy->uuid = g_strdup(info->uuid);
-  copy->name = g_strdup(info->name);
-  copy->reason = g_strdup(info->reason);
-  copy->metadata = g_strdup(info->metadata);
+  copy->uuid = g_strdup (info->uuid);
+  copy->name = g_strdup (info->name);
+  copy->reason = g_strdup (info->reason);
+  copy->metadata = g_strdup (info->metadata);
   return copy;
 }
 
 void
-dhf_domain_info_free(DhfDomainInfo *info)
+dhf_domain_info_free (DhfDomainInfo *info)
 {
   if (info == NULL)
     return;
-  g_free(info->uuid);
-  g_free(info->name);
-  g_free(info->reason);
-  g_free(info->metadata);
-  g_free(info);
+  g_free (info->uuid);
+  g_free (info->name);
+  g_free (info->reason);
+  g_free (info->metadata);
+  g_free (info);
 }
 
 static const gchar *
-reason_to_string(int state, int reason)
+reason_to_string (int state, int reason)
 {
   switch (state)
     {
@@ -210,7 +210,7 @@ reason_to_string(int state, int reason)
 }
 
 static DhfApplianceState
-state_from_libvirt(int state)
+state_from_libvirt (int state)
 {
   switch (state)
     {
@@ -236,184 +236,184 @@ state_from_libvirt(int state)
 /* The installed (persistent) definition carries what dhf installed; a
  * transient domain only has its live one. */
 static gchar *
-read_metadata(virDomainPtr dom, gboolean persistent)
+read_metadata (virDomainPtr dom, gboolean persistent)
 {
   unsigned int flags = persistent ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_CURRENT;
-  char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI, flags);
+  char *xml = virDomainGetMetadata (dom, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI, flags);
   gchar *copy;
 
   if (xml == NULL && persistent)
-    xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI,
-                               VIR_DOMAIN_AFFECT_CURRENT);
+    xml = virDomainGetMetadata (dom, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI,
+                                VIR_DOMAIN_AFFECT_CURRENT);
   if (xml == NULL)
     {
-      virResetLastError();
+      virResetLastError ();
       return NULL;
     }
-  copy = g_strdup(xml);
-  free(xml);
+  copy = g_strdup (xml);
+  free (xml);
   return copy;
 }
 
 /* Worker thread. */
 static DhfDomainInfo *
-domain_info_read(virDomainPtr dom, GError **error)
+domain_info_read (virDomainPtr dom, GError **error)
 {
-  g_autoptr(DhfDomainInfo) info = g_new0(DhfDomainInfo, 1);
+  g_autoptr (DhfDomainInfo) info = g_new0 (DhfDomainInfo, 1);
   char uuid[VIR_UUID_STRING_BUFLEN];
   const char *name;
   int state = VIR_DOMAIN_NOSTATE, reason = 0, autostart = 0, persistent, active;
   virDomainInfo vinfo;
 
-  if (virDomainGetUUIDString(dom, uuid) < 0 || (name = virDomainGetName(dom)) == NULL)
+  if (virDomainGetUUIDString (dom, uuid) < 0 || (name = virDomainGetName (dom)) == NULL)
     {
-      dhf_hypervisor_set_error(error, "reading domain identity");
+      dhf_hypervisor_set_error (error, "reading domain identity");
       return NULL;
     }
-  info->uuid = g_strdup(uuid);
-  info->name = g_strdup(name);
-  if (virDomainGetState(dom, &state, &reason, 0) < 0 || virDomainGetInfo(dom, &vinfo) < 0)
+  info->uuid = g_strdup (uuid);
+  info->name = g_strdup (name);
+  if (virDomainGetState (dom, &state, &reason, 0) < 0 || virDomainGetInfo (dom, &vinfo) < 0)
     {
-      dhf_hypervisor_set_error(error, name);
+      dhf_hypervisor_set_error (error, name);
       return NULL;
     }
-  persistent = virDomainIsPersistent(dom);
-  active = virDomainIsActive(dom);
+  persistent = virDomainIsPersistent (dom);
+  active = virDomainIsActive (dom);
   if (persistent < 0 || active < 0)
     {
-      dhf_hypervisor_set_error(error, name);
+      dhf_hypervisor_set_error (error, name);
       return NULL;
     }
-  if (persistent && virDomainGetAutostart(dom, &autostart) < 0)
+  if (persistent && virDomainGetAutostart (dom, &autostart) < 0)
     {
-      virResetLastError();
+      virResetLastError ();
       autostart = 0;
     }
-  info->state = state_from_libvirt(state);
-  info->reason = g_strdup(reason_to_string(state, reason));
+  info->state = state_from_libvirt (state);
+  info->reason = g_strdup (reason_to_string (state, reason));
   info->active = active == 1;
   info->persistent = persistent == 1;
   info->autostart = autostart != 0;
   info->memory = (guint64) vinfo.maxMem * 1024;
   info->vcpus = vinfo.nrVirtCpu;
-  info->metadata = read_metadata(dom, info->persistent);
-  return g_steal_pointer(&info);
+  info->metadata = read_metadata (dom, info->persistent);
+  return g_steal_pointer (&info);
 }
 
 /* --- connection ------------------------------------------------------- */
 
 static virConnectPtr
-take_conn(DhfHypervisor *self)
+take_conn (DhfHypervisor *self)
 {
   virConnectPtr conn;
 
-  g_mutex_lock(&self->lock);
+  g_mutex_lock (&self->lock);
   conn = self->conn;
   if (conn != NULL)
-    virConnectRef(conn);
-  g_mutex_unlock(&self->lock);
+    virConnectRef (conn);
+  g_mutex_unlock (&self->lock);
   return conn;
 }
 
 static gboolean
-unavailable_error(GError **error, DhfHypervisor *self)
+unavailable_error (GError **error, DhfHypervisor *self)
 {
-  g_set_error(error, DHF_ERROR, DHF_ERROR_HYPERVISOR_UNAVAILABLE,
-              "not connected to the hypervisor at %s; dhfd is reconnecting", self->uri);
+  g_set_error (error, DHF_ERROR, DHF_ERROR_HYPERVISOR_UNAVAILABLE,
+               "not connected to the hypervisor at %s; dhfd is reconnecting", self->uri);
   return FALSE;
 }
 
 static int
-on_lifecycle_event(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
+on_lifecycle_event (virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
 {
   DhfHypervisor *self = opaque;
   char uuid[VIR_UUID_STRING_BUFLEN];
 
-  if (virDomainGetUUIDString(dom, uuid) == 0)
+  if (virDomainGetUUIDString (dom, uuid) == 0)
     {
-      g_debug("libvirt event %d/%d for %s", event, detail, virDomainGetName(dom));
-      queue_job(self, JOB_REFRESH, uuid, NULL);
+      g_debug ("libvirt event %d/%d for %s", event, detail, virDomainGetName (dom));
+      queue_job (self, JOB_REFRESH, uuid, NULL);
     }
   return 0;
 }
 
 static void
-on_metadata_event(virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri, void *opaque)
+on_metadata_event (virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri, void *opaque)
 {
   DhfHypervisor *self = opaque;
   char uuid[VIR_UUID_STRING_BUFLEN];
 
-  if (virDomainGetUUIDString(dom, uuid) == 0)
-    queue_job(self, JOB_REFRESH, uuid, NULL);
+  if (virDomainGetUUIDString (dom, uuid) == 0)
+    queue_job (self, JOB_REFRESH, uuid, NULL);
 }
 
 static gboolean
-drop_conn_idle(gpointer data)
+drop_conn_idle (gpointer data)
 {
-  virConnectClose(data);
+  virConnectClose (data);
   return G_SOURCE_REMOVE;
 }
 
 static void
-set_connected(DhfHypervisor *self, gboolean connected)
+set_connected (DhfHypervisor *self, gboolean connected)
 {
   if (self->connected == connected)
     return;
   self->connected = connected;
-  g_object_notify_by_pspec(G_OBJECT(self), props[PROP_CONNECTED]);
+  g_object_notify_by_pspec (G_OBJECT (self), props[PROP_CONNECTED]);
 }
 
 /* Runs on the main context (libvirt's event loop is the GLib one). */
 static void
-on_connection_closed(virConnectPtr conn, int reason, void *opaque)
+on_connection_closed (virConnectPtr conn, int reason, void *opaque)
 {
   DhfHypervisor *self = opaque;
   virConnectPtr old = NULL;
 
-  g_warning("lost the connection to %s (reason %d); reconnecting", self->uri, reason);
-  g_mutex_lock(&self->lock);
+  g_warning ("lost the connection to %s (reason %d); reconnecting", self->uri, reason);
+  g_mutex_lock (&self->lock);
   if (self->conn == conn)
     {
       old = self->conn;
       self->conn = NULL;
     }
-  g_mutex_unlock(&self->lock);
+  g_mutex_unlock (&self->lock);
   /* libvirt still holds the connection while this callback runs. */
   if (old != NULL)
-    g_idle_add(drop_conn_idle, old);
-  set_connected(self, FALSE);
-  schedule_reconnect(self);
+    g_idle_add (drop_conn_idle, old);
+  set_connected (self, FALSE);
+  schedule_reconnect (self);
 }
 
 static gchar *
-detect_domain_type(virConnectPtr conn)
+detect_domain_type (virConnectPtr conn)
 {
-  const char *type = virConnectGetType(conn);
+  const char *type = virConnectGetType (conn);
   g_autofree gchar *caps = NULL;
   char *raw;
 
   if (type == NULL)
-    return g_strdup("qemu");
-  if (g_ascii_strcasecmp(type, "Test") == 0)
-    return g_strdup("test");
-  if (g_ascii_strcasecmp(type, "Xen") == 0 || g_ascii_strcasecmp(type, "libxl") == 0)
-    return g_strdup("xen");
+    return g_strdup ("qemu");
+  if (g_ascii_strcasecmp (type, "Test") == 0)
+    return g_strdup ("test");
+  if (g_ascii_strcasecmp (type, "Xen") == 0 || g_ascii_strcasecmp (type, "libxl") == 0)
+    return g_strdup ("xen");
   /* KVM is usable only when QEMU itself reports it for this host. */
-  raw = virConnectGetDomainCapabilities(conn, NULL, "x86_64", NULL, "kvm", 0);
+  raw = virConnectGetDomainCapabilities (conn, NULL, "x86_64", NULL, "kvm", 0);
   if (raw == NULL)
     {
-      virResetLastError();
-      return g_strdup("qemu");
+      virResetLastError ();
+      return g_strdup ("qemu");
     }
-  caps = g_strdup(raw);
-  free(raw);
-  return g_strdup(strstr(caps, "<domain>kvm</domain>") != NULL ? "kvm" : "qemu");
+  caps = g_strdup (raw);
+  free (raw);
+  return g_strdup (strstr (caps, "<domain>kvm</domain>") != NULL ? "kvm" : "qemu");
 }
 
 /* Worker thread: open, subscribe, then list, so that no event between the
  * listing and the subscription can be missed. */
 static void
-job_connect(Job *job)
+job_connect (Job *job)
 {
   DhfHypervisor *self = job->self;
   virConnectPtr conn;
@@ -421,115 +421,115 @@ job_connect(Job *job)
   int event_ids[2];
   int n;
 
-  conn = virConnectOpen(self->uri);
+  conn = virConnectOpen (self->uri);
   if (conn == NULL)
     {
-      dhf_hypervisor_set_error(&job->error, self->uri);
+      dhf_hypervisor_set_error (&job->error, self->uri);
       return;
     }
   /* Remote connections notice a vanished libvirtd within ~15 s even if no
    * socket error arrives; local drivers return 1 (unsupported), harmless. */
-  if (virConnectSetKeepAlive(conn, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) < 0)
-    virResetLastError();
-  if (virConnectRegisterCloseCallback(conn, on_connection_closed, self, NULL) < 0)
-    virResetLastError();
-  event_ids[0]
-      = virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle_event), self, NULL);
+  if (virConnectSetKeepAlive (conn, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) < 0)
+    virResetLastError ();
+  if (virConnectRegisterCloseCallback (conn, on_connection_closed, self, NULL) < 0)
+    virResetLastError ();
+  event_ids[0] = virConnectDomainEventRegisterAny (conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                   VIR_DOMAIN_EVENT_CALLBACK (on_lifecycle_event),
+                                                   self, NULL);
   if (event_ids[0] < 0)
     {
-      dhf_hypervisor_set_error(&job->error, "subscribing to domain events");
-      virConnectClose(conn);
+      dhf_hypervisor_set_error (&job->error, "subscribing to domain events");
+      virConnectClose (conn);
       return;
     }
-  event_ids[1]
-      = virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
-                                         VIR_DOMAIN_EVENT_CALLBACK(on_metadata_event), self, NULL);
+  event_ids[1] = virConnectDomainEventRegisterAny (conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                                                   VIR_DOMAIN_EVENT_CALLBACK (on_metadata_event),
+                                                   self, NULL);
   if (event_ids[1] < 0)
-    virResetLastError();
+    virResetLastError ();
 
-  job->domain_type = detect_domain_type(conn);
-  n = virConnectListAllDomains(conn, &domains, 0);
+  job->domain_type = detect_domain_type (conn);
+  n = virConnectListAllDomains (conn, &domains, 0);
   if (n < 0)
     {
-      dhf_hypervisor_set_error(&job->error, "listing domains");
-      virConnectClose(conn);
+      dhf_hypervisor_set_error (&job->error, "listing domains");
+      virConnectClose (conn);
       return;
     }
-  job->infos = g_ptr_array_new_with_free_func((GDestroyNotify) dhf_domain_info_free);
+  job->infos = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_domain_info_free);
   for (int i = 0; i < n; i++)
     {
-      g_autoptr(GError) local_error = NULL;
-      DhfDomainInfo *info = domain_info_read(domains[i], &local_error);
+      g_autoptr (GError) local_error = NULL;
+      DhfDomainInfo *info = domain_info_read (domains[i], &local_error);
 
       /* A domain undefined while we list is simply not there. */
       if (info != NULL)
-        g_ptr_array_add(job->infos, info);
+        g_ptr_array_add (job->infos, info);
       else
-        g_debug("skipping a domain: %s", local_error->message);
-      virDomainFree(domains[i]);
+        g_debug ("skipping a domain: %s", local_error->message);
+      virDomainFree (domains[i]);
     }
-  free(domains);
+  free (domains);
 
-  g_mutex_lock(&self->lock);
-  g_clear_pointer(&self->conn, virConnectClose);
+  g_mutex_lock (&self->lock);
+  g_clear_pointer (&self->conn, virConnectClose);
   self->conn = conn;
-  memcpy(self->event_ids, event_ids, sizeof event_ids);
-  g_mutex_unlock(&self->lock);
+  memcpy (self->event_ids, event_ids, sizeof event_ids);
+  g_mutex_unlock (&self->lock);
 }
 
 static void
-job_refresh(Job *job)
+job_refresh (Job *job)
 {
-  virConnectPtr conn = take_conn(job->self);
-  g_autoptr(virDomain) dom = NULL;
+  virConnectPtr conn = take_conn (job->self);
+  g_autoptr (virDomain) dom = NULL;
 
   if (conn == NULL)
     {
-      unavailable_error(&job->error, job->self);
+      unavailable_error (&job->error, job->self);
       return;
     }
-  dom = virDomainLookupByUUIDString(conn, job->uuid);
+  dom = virDomainLookupByUUIDString (conn, job->uuid);
   if (dom == NULL)
     {
-      virErrorPtr err = virGetLastError();
+      virErrorPtr err = virGetLastError ();
 
       /* Gone is an answer, not a failure. */
       if (err == NULL || err->code != VIR_ERR_NO_DOMAIN)
-        dhf_hypervisor_set_error(&job->error, job->uuid);
-      virResetLastError();
+        dhf_hypervisor_set_error (&job->error, job->uuid);
+      virResetLastError ();
     }
   else
     {
-      job->info = domain_info_read(dom, &job->error);
+      job->info = domain_info_read (dom, &job->error);
     }
-  virConnectClose(conn);
+  virConnectClose (conn);
 }
 
 static gboolean
-reconnect_cb(gpointer data)
+reconnect_cb (gpointer data)
 {
   DhfHypervisor *self = data;
 
   self->reconnect_id = 0;
-  queue_job(self, JOB_CONNECT, NULL, NULL);
+  queue_job (self, JOB_CONNECT, NULL, NULL);
   return G_SOURCE_REMOVE;
 }
 
 static void
-schedule_reconnect(DhfHypervisor *self)
+schedule_reconnect (DhfHypervisor *self)
 {
   if (self->reconnect_id != 0 || self->connect_queued)
     return;
-  self->reconnect_id = g_timeout_add(self->reconnect_delay_ms, reconnect_cb, self);
-  self->reconnect_delay_ms = MIN(self->reconnect_delay_ms * 2, RECONNECT_MAX_MS);
+  self->reconnect_id = g_timeout_add (self->reconnect_delay_ms, reconnect_cb, self);
+  self->reconnect_delay_ms = MIN (self->reconnect_delay_ms * 2, RECONNECT_MAX_MS);
 }
 
 /* Main thread: publish what a job found, in the order jobs ran. */
 static gboolean
-job_complete(gpointer data)
+job_complete (gpointer data)
 {
-  g_autoptr(Job) job = data;
+  g_autoptr (Job) job = data;
   DhfHypervisor *self = job->self;
 
   switch (job->kind)
@@ -538,126 +538,126 @@ job_complete(gpointer data)
         self->connect_queued = FALSE;
         if (job->error != NULL)
           {
-            g_warning("cannot connect to %s: %s", self->uri, job->error->message);
-            g_signal_emit(self, signals[SIGNAL_CONNECT_FAILED], 0, job->error->message);
-            schedule_reconnect(self);
+            g_warning ("cannot connect to %s: %s", self->uri, job->error->message);
+            g_signal_emit (self, signals[SIGNAL_CONNECT_FAILED], 0, job->error->message);
+            schedule_reconnect (self);
             break;
           }
-        g_message("connected to %s (%u domains, new appliances are type %s)", self->uri,
-                  job->infos->len, job->domain_type);
+        g_message ("connected to %s (%u domains, new appliances are type %s)", self->uri,
+                   job->infos->len, job->domain_type);
         self->reconnect_delay_ms = RECONNECT_MIN_MS;
-        g_free(self->default_domain_type);
-        self->default_domain_type = g_steal_pointer(&job->domain_type);
-        g_signal_emit(self, signals[SIGNAL_SYNCED], 0, job->infos);
-        set_connected(self, TRUE);
+        g_free (self->default_domain_type);
+        self->default_domain_type = g_steal_pointer (&job->domain_type);
+        g_signal_emit (self, signals[SIGNAL_SYNCED], 0, job->infos);
+        set_connected (self, TRUE);
         break;
       case JOB_REFRESH:
         if (job->error != NULL)
           {
-            g_debug("refresh of %s failed: %s", job->uuid, job->error->message);
+            g_debug ("refresh of %s failed: %s", job->uuid, job->error->message);
             break;
           }
         if (job->info != NULL)
-          g_signal_emit(self, signals[SIGNAL_DOMAIN_CHANGED], 0, job->info);
+          g_signal_emit (self, signals[SIGNAL_DOMAIN_CHANGED], 0, job->info);
         else
-          g_signal_emit(self, signals[SIGNAL_DOMAIN_REMOVED], 0, job->uuid);
+          g_signal_emit (self, signals[SIGNAL_DOMAIN_REMOVED], 0, job->uuid);
         break;
     }
 
   if (job->task != NULL)
     {
       if (job->error != NULL)
-        g_task_return_error(job->task, g_steal_pointer(&job->error));
+        g_task_return_error (job->task, g_steal_pointer (&job->error));
       else
-        g_task_return_boolean(job->task, TRUE);
+        g_task_return_boolean (job->task, TRUE);
     }
   return G_SOURCE_REMOVE;
 }
 
 static void
-serial_worker(gpointer data, gpointer user_data)
+serial_worker (gpointer data, gpointer user_data)
 {
   Job *job = data;
 
   if (job->kind == JOB_CONNECT)
-    job_connect(job);
+    job_connect (job);
   else
-    job_refresh(job);
-  g_main_context_invoke(job->self->context, job_complete, job);
+    job_refresh (job);
+  g_main_context_invoke (job->self->context, job_complete, job);
 }
 
 static void
-queue_job(DhfHypervisor *self, JobKind kind, const gchar *uuid, GTask *task)
+queue_job (DhfHypervisor *self, JobKind kind, const gchar *uuid, GTask *task)
 {
-  Job *job = g_new0(Job, 1);
+  Job *job = g_new0 (Job, 1);
 
   if (kind == JOB_CONNECT)
     self->connect_queued = TRUE;
   job->kind = kind;
-  job->self = g_object_ref(self);
-  job->uuid = g_strdup(uuid);
-  job->task = task != NULL ? g_object_ref(task) : NULL;
-  g_thread_pool_push(self->serial, job, NULL);
+  job->self = g_object_ref (self);
+  job->uuid = g_strdup (uuid);
+  job->task = task != NULL ? g_object_ref (task) : NULL;
+  g_thread_pool_push (self->serial, job, NULL);
 }
 
 /* --- public API ------------------------------------------------------- */
 
 DhfHypervisor *
-dhf_hypervisor_new(const gchar *uri)
+dhf_hypervisor_new (const gchar *uri)
 {
   static gsize event_loop_registered = 0;
 
   /* libvirt's events must run on the GLib main loop, and the event
    * implementation has to be in place before the first virConnectOpen. */
-  if (g_once_init_enter(&event_loop_registered))
+  if (g_once_init_enter (&event_loop_registered))
     {
-      gvir_event_register();
-      dhf_hypervisor_silence_default_handler();
-      g_once_init_leave(&event_loop_registered, 1);
+      gvir_event_register ();
+      dhf_hypervisor_silence_default_handler ();
+      g_once_init_leave (&event_loop_registered, 1);
     }
-  return g_object_new(DHF_TYPE_HYPERVISOR, "uri", uri, NULL);
+  return g_object_new (DHF_TYPE_HYPERVISOR, "uri", uri, NULL);
 }
 
 void
-dhf_hypervisor_start(DhfHypervisor *self)
+dhf_hypervisor_start (DhfHypervisor *self)
 {
-  g_return_if_fail(DHF_IS_HYPERVISOR(self));
+  g_return_if_fail (DHF_IS_HYPERVISOR (self));
 
-  queue_job(self, JOB_CONNECT, NULL, NULL);
+  queue_job (self, JOB_CONNECT, NULL, NULL);
 }
 
 const gchar *
-dhf_hypervisor_get_uri(DhfHypervisor *self)
+dhf_hypervisor_get_uri (DhfHypervisor *self)
 {
   return self->uri;
 }
 
 gboolean
-dhf_hypervisor_is_connected(DhfHypervisor *self)
+dhf_hypervisor_is_connected (DhfHypervisor *self)
 {
   return self->connected;
 }
 
 const gchar *
-dhf_hypervisor_get_default_domain_type(DhfHypervisor *self)
+dhf_hypervisor_get_default_domain_type (DhfHypervisor *self)
 {
   return self->default_domain_type;
 }
 
 void
-dhf_hypervisor_refresh_async(DhfHypervisor *self, const gchar *uuid, GAsyncReadyCallback callback,
-                             gpointer user_data)
+dhf_hypervisor_refresh_async (DhfHypervisor *self, const gchar *uuid, GAsyncReadyCallback callback,
+                              gpointer user_data)
 {
-  g_autoptr(GTask) task = g_task_new(self, NULL, callback, user_data);
+  g_autoptr (GTask) task = g_task_new (self, NULL, callback, user_data);
 
-  g_task_set_source_tag(task, dhf_hypervisor_refresh_async);
-  queue_job(self, JOB_REFRESH, uuid, task);
+  g_task_set_source_tag (task, dhf_hypervisor_refresh_async);
+  queue_job (self, JOB_REFRESH, uuid, task);
 }
 
 gboolean
-dhf_hypervisor_refresh_finish(DhfHypervisor *self, GAsyncResult *result, GError **error)
+dhf_hypervisor_refresh_finish (DhfHypervisor *self, GAsyncResult *result, GError **error)
 {
-  return g_task_propagate_boolean(G_TASK(result), error);
+  return g_task_propagate_boolean (G_TASK (result), error);
 }
 
 typedef struct
@@ -670,17 +670,17 @@ typedef struct
 } OpData;
 
 static void
-op_data_free(OpData *data)
+op_data_free (OpData *data)
 {
   if (data->conn != NULL)
-    virConnectClose(data->conn);
-  g_free(data->uuid);
-  g_free(data->xml);
-  g_free(data);
+    virConnectClose (data->conn);
+  g_free (data->uuid);
+  g_free (data->xml);
+  g_free (data);
 }
 
 static const gchar *
-op_to_string(DhfDomainOp op)
+op_to_string (DhfDomainOp op)
 {
   static const gchar *const names[]
       = { "start", "shutdown", "destroy", "pause", "resume", "undefine" };
@@ -689,275 +689,275 @@ op_to_string(DhfDomainOp op)
 }
 
 static int
-run_undefine(virDomainPtr dom)
+run_undefine (virDomainPtr dom)
 {
   unsigned int flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                        | VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
 
-  if (virDomainUndefineFlags(dom, flags) == 0)
+  if (virDomainUndefineFlags (dom, flags) == 0)
     return 0;
   /* Drivers without snapshots or NVRAM reject those flags. */
-  virResetLastError();
-  return virDomainUndefine(dom);
+  virResetLastError ();
+  return virDomainUndefine (dom);
 }
 
 static void
-domain_op_thread(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+domain_op_thread (GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
 {
   OpData *data = task_data;
-  g_autoptr(virDomain) dom = virDomainLookupByUUIDString(data->conn, data->uuid);
-  g_autoptr(GError) error = NULL;
+  g_autoptr (virDomain) dom = virDomainLookupByUUIDString (data->conn, data->uuid);
+  g_autoptr (GError) error = NULL;
   int rc = -1;
 
   if (dom == NULL)
     {
-      dhf_hypervisor_set_error(&error, data->uuid);
-      g_task_return_error(task, g_steal_pointer(&error));
+      dhf_hypervisor_set_error (&error, data->uuid);
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
   switch (data->op)
     {
       case DHF_DOMAIN_OP_START:
-        rc = virDomainCreate(dom);
+        rc = virDomainCreate (dom);
         break;
       case DHF_DOMAIN_OP_SHUTDOWN:
-        rc = virDomainShutdown(dom);
+        rc = virDomainShutdown (dom);
         break;
       case DHF_DOMAIN_OP_DESTROY:
-        rc = virDomainDestroy(dom);
+        rc = virDomainDestroy (dom);
         break;
       case DHF_DOMAIN_OP_SUSPEND:
-        rc = virDomainSuspend(dom);
+        rc = virDomainSuspend (dom);
         break;
       case DHF_DOMAIN_OP_RESUME:
-        rc = virDomainResume(dom);
+        rc = virDomainResume (dom);
         break;
       case DHF_DOMAIN_OP_UNDEFINE:
-        rc = run_undefine(dom);
+        rc = run_undefine (dom);
         break;
     }
   if (rc < 0)
     {
       g_autofree gchar *what
-          = g_strdup_printf("%s %s", op_to_string(data->op), virDomainGetName(dom));
+          = g_strdup_printf ("%s %s", op_to_string (data->op), virDomainGetName (dom));
 
-      dhf_hypervisor_set_error(&error, what);
-      if (virConnectIsAlive(data->conn) != 1)
+      dhf_hypervisor_set_error (&error, what);
+      if (virConnectIsAlive (data->conn) != 1)
         error->code = DHF_ERROR_HYPERVISOR_UNAVAILABLE;
-      g_task_return_error(task, g_steal_pointer(&error));
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  g_task_return_boolean(task, TRUE);
+  g_task_return_boolean (task, TRUE);
 }
 
 void
-dhf_hypervisor_domain_op_async(DhfHypervisor *self, const gchar *uuid, DhfDomainOp op,
-                               GCancellable *cancellable, GAsyncReadyCallback callback,
-                               gpointer user_data)
+dhf_hypervisor_domain_op_async (DhfHypervisor *self, const gchar *uuid, DhfDomainOp op,
+                                GCancellable *cancellable, GAsyncReadyCallback callback,
+                                gpointer user_data)
 {
-  g_autoptr(GTask) task = g_task_new(self, cancellable, callback, user_data);
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GTask) task = g_task_new (self, cancellable, callback, user_data);
+  g_autoptr (GError) error = NULL;
   OpData *data;
 
-  g_task_set_source_tag(task, dhf_hypervisor_domain_op_async);
-  data = g_new0(OpData, 1);
-  data->conn = take_conn(self);
-  data->uuid = g_strdup(uuid);
+  g_task_set_source_tag (task, dhf_hypervisor_domain_op_async);
+  data = g_new0 (OpData, 1);
+  data->conn = take_conn (self);
+  data->uuid = g_strdup (uuid);
   data->op = op;
-  g_task_set_task_data(task, data, (GDestroyNotify) op_data_free);
+  g_task_set_task_data (task, data, (GDestroyNotify) op_data_free);
   if (data->conn == NULL)
     {
-      unavailable_error(&error, self);
-      g_task_return_error(task, g_steal_pointer(&error));
+      unavailable_error (&error, self);
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  g_task_run_in_thread(task, domain_op_thread);
+  g_task_run_in_thread (task, domain_op_thread);
 }
 
 gboolean
-dhf_hypervisor_domain_op_finish(DhfHypervisor *self, GAsyncResult *result, GError **error)
+dhf_hypervisor_domain_op_finish (DhfHypervisor *self, GAsyncResult *result, GError **error)
 {
-  return g_task_propagate_boolean(G_TASK(result), error);
+  return g_task_propagate_boolean (G_TASK (result), error);
 }
 
 static void
-define_thread(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+define_thread (GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
 {
   OpData *data = task_data;
-  g_autoptr(virDomain) dom = NULL;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (virDomain) dom = NULL;
+  g_autoptr (GError) error = NULL;
   char uuid[VIR_UUID_STRING_BUFLEN];
 
-  dom = virDomainDefineXMLFlags(data->conn, data->xml, VIR_DOMAIN_DEFINE_VALIDATE);
+  dom = virDomainDefineXMLFlags (data->conn, data->xml, VIR_DOMAIN_DEFINE_VALIDATE);
   if (dom == NULL)
     {
-      virErrorPtr err = virGetLastError();
+      virErrorPtr err = virGetLastError ();
 
       /* Not every driver validates against the schema. */
       if (err != NULL && (err->code == VIR_ERR_NO_SUPPORT || err->code == VIR_ERR_INVALID_ARG))
         {
-          virResetLastError();
-          dom = virDomainDefineXML(data->conn, data->xml);
+          virResetLastError ();
+          dom = virDomainDefineXML (data->conn, data->xml);
         }
     }
   if (dom == NULL)
     {
-      dhf_hypervisor_set_error(&error, "defining the domain");
-      g_task_return_error(task, g_steal_pointer(&error));
+      dhf_hypervisor_set_error (&error, "defining the domain");
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  if (virDomainSetAutostart(dom, data->autostart ? 1 : 0) < 0)
+  if (virDomainSetAutostart (dom, data->autostart ? 1 : 0) < 0)
     {
       /* The definition stands; only report what failed. */
-      dhf_hypervisor_set_error(&error, "setting autostart");
-      g_warning("%s", error->message);
-      g_clear_error(&error);
+      dhf_hypervisor_set_error (&error, "setting autostart");
+      g_warning ("%s", error->message);
+      g_clear_error (&error);
     }
-  if (virDomainGetUUIDString(dom, uuid) < 0)
+  if (virDomainGetUUIDString (dom, uuid) < 0)
     {
-      dhf_hypervisor_set_error(&error, "reading the new domain's UUID");
-      g_task_return_error(task, g_steal_pointer(&error));
+      dhf_hypervisor_set_error (&error, "reading the new domain's UUID");
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  g_task_return_pointer(task, g_strdup(uuid), g_free);
+  g_task_return_pointer (task, g_strdup (uuid), g_free);
 }
 
 void
-dhf_hypervisor_define_async(DhfHypervisor *self, const gchar *xml, gboolean autostart,
-                            GCancellable *cancellable, GAsyncReadyCallback callback,
-                            gpointer user_data)
+dhf_hypervisor_define_async (DhfHypervisor *self, const gchar *xml, gboolean autostart,
+                             GCancellable *cancellable, GAsyncReadyCallback callback,
+                             gpointer user_data)
 {
-  g_autoptr(GTask) task = g_task_new(self, cancellable, callback, user_data);
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GTask) task = g_task_new (self, cancellable, callback, user_data);
+  g_autoptr (GError) error = NULL;
   OpData *data;
 
-  g_task_set_source_tag(task, dhf_hypervisor_define_async);
-  data = g_new0(OpData, 1);
-  data->conn = take_conn(self);
-  data->xml = g_strdup(xml);
+  g_task_set_source_tag (task, dhf_hypervisor_define_async);
+  data = g_new0 (OpData, 1);
+  data->conn = take_conn (self);
+  data->xml = g_strdup (xml);
   data->autostart = autostart;
-  g_task_set_task_data(task, data, (GDestroyNotify) op_data_free);
+  g_task_set_task_data (task, data, (GDestroyNotify) op_data_free);
   if (data->conn == NULL)
     {
-      unavailable_error(&error, self);
-      g_task_return_error(task, g_steal_pointer(&error));
+      unavailable_error (&error, self);
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  g_task_run_in_thread(task, define_thread);
+  g_task_run_in_thread (task, define_thread);
 }
 
 gchar *
-dhf_hypervisor_define_finish(DhfHypervisor *self, GAsyncResult *result, GError **error)
+dhf_hypervisor_define_finish (DhfHypervisor *self, GAsyncResult *result, GError **error)
 {
-  return g_task_propagate_pointer(G_TASK(result), error);
+  return g_task_propagate_pointer (G_TASK (result), error);
 }
 
 /* --- GObject ---------------------------------------------------------- */
 
 static void
-dhf_hypervisor_init(DhfHypervisor *self)
+dhf_hypervisor_init (DhfHypervisor *self)
 {
-  g_mutex_init(&self->lock);
-  self->context = g_main_context_ref_thread_default();
+  g_mutex_init (&self->lock);
+  self->context = g_main_context_ref_thread_default ();
   self->reconnect_delay_ms = RECONNECT_MIN_MS;
-  self->serial = g_thread_pool_new(serial_worker, self, 1, FALSE, NULL);
+  self->serial = g_thread_pool_new (serial_worker, self, 1, FALSE, NULL);
 }
 
 static void
-dhf_hypervisor_dispose(GObject *object)
+dhf_hypervisor_dispose (GObject *object)
 {
-  DhfHypervisor *self = DHF_HYPERVISOR(object);
+  DhfHypervisor *self = DHF_HYPERVISOR (object);
 
-  g_clear_handle_id(&self->reconnect_id, g_source_remove);
+  g_clear_handle_id (&self->reconnect_id, g_source_remove);
   if (self->serial != NULL)
     {
-      g_thread_pool_free(self->serial, FALSE, TRUE);
+      g_thread_pool_free (self->serial, FALSE, TRUE);
       self->serial = NULL;
     }
-  g_mutex_lock(&self->lock);
+  g_mutex_lock (&self->lock);
   if (self->conn != NULL)
     {
-      virConnectUnregisterCloseCallback(self->conn, on_connection_closed);
-      for (guint i = 0; i < G_N_ELEMENTS(self->event_ids); i++)
+      virConnectUnregisterCloseCallback (self->conn, on_connection_closed);
+      for (guint i = 0; i < G_N_ELEMENTS (self->event_ids); i++)
         {
           if (self->event_ids[i] >= 0)
-            virConnectDomainEventDeregisterAny(self->conn, self->event_ids[i]);
+            virConnectDomainEventDeregisterAny (self->conn, self->event_ids[i]);
         }
-      g_clear_pointer(&self->conn, virConnectClose);
+      g_clear_pointer (&self->conn, virConnectClose);
     }
-  g_mutex_unlock(&self->lock);
-  G_OBJECT_CLASS(dhf_hypervisor_parent_class)->dispose(object);
+  g_mutex_unlock (&self->lock);
+  G_OBJECT_CLASS (dhf_hypervisor_parent_class)->dispose (object);
 }
 
 static void
-dhf_hypervisor_finalize(GObject *object)
+dhf_hypervisor_finalize (GObject *object)
 {
-  DhfHypervisor *self = DHF_HYPERVISOR(object);
+  DhfHypervisor *self = DHF_HYPERVISOR (object);
 
-  g_free(self->uri);
-  g_free(self->default_domain_type);
-  g_main_context_unref(self->context);
-  g_mutex_clear(&self->lock);
-  G_OBJECT_CLASS(dhf_hypervisor_parent_class)->finalize(object);
+  g_free (self->uri);
+  g_free (self->default_domain_type);
+  g_main_context_unref (self->context);
+  g_mutex_clear (&self->lock);
+  G_OBJECT_CLASS (dhf_hypervisor_parent_class)->finalize (object);
 }
 
 static void
-dhf_hypervisor_get_property(GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+dhf_hypervisor_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
-  DhfHypervisor *self = DHF_HYPERVISOR(object);
+  DhfHypervisor *self = DHF_HYPERVISOR (object);
 
   switch (prop_id)
     {
       case PROP_CONNECTED:
-        g_value_set_boolean(value, self->connected);
+        g_value_set_boolean (value, self->connected);
         break;
       default:
-        G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+        G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
 
 static void
-dhf_hypervisor_set_property(GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
+dhf_hypervisor_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
 {
-  DhfHypervisor *self = DHF_HYPERVISOR(object);
+  DhfHypervisor *self = DHF_HYPERVISOR (object);
 
-  if (g_str_equal(pspec->name, "uri"))
-    self->uri = g_value_dup_string(value);
+  if (g_str_equal (pspec->name, "uri"))
+    self->uri = g_value_dup_string (value);
   else
-    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
 }
 
 static void
-dhf_hypervisor_class_init(DhfHypervisorClass *klass)
+dhf_hypervisor_class_init (DhfHypervisorClass *klass)
 {
-  GObjectClass *object_class = G_OBJECT_CLASS(klass);
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
 
   object_class->dispose = dhf_hypervisor_dispose;
   object_class->finalize = dhf_hypervisor_finalize;
   object_class->get_property = dhf_hypervisor_get_property;
   object_class->set_property = dhf_hypervisor_set_property;
 
-  props[PROP_CONNECTED] = g_param_spec_boolean("connected", NULL, NULL, FALSE,
-                                               G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
-  g_object_class_install_properties(object_class, N_PROPS, props);
-  g_object_class_install_property(
+  props[PROP_CONNECTED] = g_param_spec_boolean ("connected", NULL, NULL, FALSE,
+                                                G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  g_object_class_install_properties (object_class, N_PROPS, props);
+  g_object_class_install_property (
       object_class, N_PROPS,
-      g_param_spec_string("uri", NULL, NULL, NULL,
-                          G_PARAM_WRITABLE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+      g_param_spec_string ("uri", NULL, NULL, NULL,
+                           G_PARAM_WRITABLE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
 
   /* synced: (GPtrArray of DhfDomainInfo) every domain, after each (re)connect */
-  signals[SIGNAL_SYNCED] = g_signal_new("synced", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0,
-                                        NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_PTR_ARRAY);
+  signals[SIGNAL_SYNCED] = g_signal_new ("synced", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                                         NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_PTR_ARRAY);
   /* domain-changed: (DhfDomainInfo) a fresh snapshot of one domain */
   signals[SIGNAL_DOMAIN_CHANGED]
-      = g_signal_new("domain-changed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
-                     NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
+      = g_signal_new ("domain-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 1, G_TYPE_POINTER);
   /* domain-removed: (UUID) the domain no longer exists */
   signals[SIGNAL_DOMAIN_REMOVED]
-      = g_signal_new("domain-removed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
-                     NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+      = g_signal_new ("domain-removed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
   /* connect-failed: (message) a connection attempt failed; dhfd retries */
   signals[SIGNAL_CONNECT_FAILED]
-      = g_signal_new("connect-failed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
-                     NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+      = g_signal_new ("connect-failed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
 }

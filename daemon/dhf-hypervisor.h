@@ -26,9 +26,9 @@ typedef struct
   gchar *metadata; /* dhf <metadata> element, NULL when the domain has none */
 } DhfDomainInfo;
 
-DhfDomainInfo *dhf_domain_info_copy(const DhfDomainInfo *info);
-void dhf_domain_info_free(DhfDomainInfo *info);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfDomainInfo, dhf_domain_info_free)
+DhfDomainInfo *dhf_domain_info_copy (const DhfDomainInfo *info);
+void dhf_domain_info_free (DhfDomainInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfDomainInfo, dhf_domain_info_free)
 
 typedef enum
 {
@@ -40,27 +40,28 @@ typedef enum
   DHF_DOMAIN_OP_UNDEFINE,
 } DhfDomainOp;
 
-#define DHF_TYPE_HYPERVISOR (dhf_hypervisor_get_type())
-G_DECLARE_FINAL_TYPE(DhfHypervisor, dhf_hypervisor, DHF, HYPERVISOR, GObject)
+#define DHF_TYPE_HYPERVISOR (dhf_hypervisor_get_type ())
+G_DECLARE_FINAL_TYPE (DhfHypervisor, dhf_hypervisor, DHF, HYPERVISOR, GObject)
 
-DhfHypervisor *dhf_hypervisor_new(const gchar *uri);
-void dhf_hypervisor_start(DhfHypervisor *self);
-const gchar *dhf_hypervisor_get_uri(DhfHypervisor *self);
-gboolean dhf_hypervisor_is_connected(DhfHypervisor *self);
-const gchar *dhf_hypervisor_get_default_domain_type(DhfHypervisor *self);
+DhfHypervisor *dhf_hypervisor_new (const gchar *uri);
+void dhf_hypervisor_start (DhfHypervisor *self);
+const gchar *dhf_hypervisor_get_uri (DhfHypervisor *self);
+gboolean dhf_hypervisor_is_connected (DhfHypervisor *self);
+const gchar *dhf_hypervisor_get_default_domain_type (DhfHypervisor *self);
 
-void dhf_hypervisor_refresh_async(DhfHypervisor *self, const gchar *uuid,
-                                  GAsyncReadyCallback callback, gpointer user_data);
-gboolean dhf_hypervisor_refresh_finish(DhfHypervisor *self, GAsyncResult *result, GError **error);
+void dhf_hypervisor_refresh_async (DhfHypervisor *self, const gchar *uuid,
+                                   GAsyncReadyCallback callback, gpointer user_data);
+gboolean dhf_hypervisor_refresh_finish (DhfHypervisor *self, GAsyncResult *result, GError **error);
 
-void dhf_hypervisor_domain_op_async(DhfHypervisor *self, const gchar *uuid, DhfDomainOp op,
-                                    GCancellable *cancellable, GAsyncReadyCallback callback,
-                                    gpointer user_data);
-gboolean dhf_hypervisor_domain_op_finish(DhfHypervisor *self, GAsyncResult *result, GError **error);
+void dhf_hypervisor_domain_op_async (DhfHypervisor *self, const gchar *uuid, DhfDomainOp op,
+                                     GCancellable *cancellable, GAsyncReadyCallback callback,
+                                     gpointer user_data);
+gboolean dhf_hypervisor_domain_op_finish (DhfHypervisor *self, GAsyncResult *result,
+                                          GError **error);
 
-void dhf_hypervisor_define_async(DhfHypervisor *self, const gchar *xml, gboolean autostart,
-                                 GCancellable *cancellable, GAsyncReadyCallback callback,
-                                 gpointer user_data);
-gchar *dhf_hypervisor_define_finish(DhfHypervisor *self, GAsyncResult *result, GError **error);
+void dhf_hypervisor_define_async (DhfHypervisor *self, const gchar *xml, gboolean autostart,
+                                  GCancellable *cancellable, GAsyncReadyCallback callback,
+                                  gpointer user_data);
+gchar *dhf_hypervisor_define_finish (DhfHypervisor *self, GAsyncResult *result, GError **error);
 
 G_END_DECLS

@@ -69,33 +69,33 @@ typedef struct
 
 typedef struct _DhfManifest DhfManifest;
 
-DhfManifest *dhf_manifest_parse(const gchar *text, gssize length, const gchar *base_dir,
-                                GError **error);
-DhfManifest *dhf_manifest_ref(DhfManifest *self);
-void dhf_manifest_unref(DhfManifest *self);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfManifest, dhf_manifest_unref)
+DhfManifest *dhf_manifest_parse (const gchar *text, gssize length, const gchar *base_dir,
+                                 GError **error);
+DhfManifest *dhf_manifest_ref (DhfManifest *self);
+void dhf_manifest_unref (DhfManifest *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfManifest, dhf_manifest_unref)
 
-const gchar *dhf_manifest_get_name(const DhfManifest *self);
-const gchar *dhf_manifest_get_vendor(const DhfManifest *self);
-const gchar *dhf_manifest_get_version(const DhfManifest *self);
-const gchar *dhf_manifest_get_description(const DhfManifest *self);
-DhfApplianceRole dhf_manifest_get_role(const DhfManifest *self);
-guint64 dhf_manifest_get_memory(const DhfManifest *self);
-guint dhf_manifest_get_vcpus(const DhfManifest *self);
-gboolean dhf_manifest_get_autostart(const DhfManifest *self);
-const gchar *dhf_manifest_get_disk_image(const DhfManifest *self);
-DhfDiskFormat dhf_manifest_get_disk_format(const DhfManifest *self);
-DhfNetworkMode dhf_manifest_get_network_mode(const DhfManifest *self);
-GPtrArray *dhf_manifest_get_forwards(const DhfManifest *self);
-DhfDisplayType dhf_manifest_get_display(const DhfManifest *self);
-const gchar *const *dhf_manifest_get_tags(const DhfManifest *self);
-GPtrArray *dhf_manifest_get_services(const DhfManifest *self);
-GPtrArray *dhf_manifest_get_devices(const DhfManifest *self);
-gchar *dhf_manifest_to_json(const DhfManifest *self);
+const gchar *dhf_manifest_get_name (const DhfManifest *self);
+const gchar *dhf_manifest_get_vendor (const DhfManifest *self);
+const gchar *dhf_manifest_get_version (const DhfManifest *self);
+const gchar *dhf_manifest_get_description (const DhfManifest *self);
+DhfApplianceRole dhf_manifest_get_role (const DhfManifest *self);
+guint64 dhf_manifest_get_memory (const DhfManifest *self);
+guint dhf_manifest_get_vcpus (const DhfManifest *self);
+gboolean dhf_manifest_get_autostart (const DhfManifest *self);
+const gchar *dhf_manifest_get_disk_image (const DhfManifest *self);
+DhfDiskFormat dhf_manifest_get_disk_format (const DhfManifest *self);
+DhfNetworkMode dhf_manifest_get_network_mode (const DhfManifest *self);
+GPtrArray *dhf_manifest_get_forwards (const DhfManifest *self);
+DhfDisplayType dhf_manifest_get_display (const DhfManifest *self);
+const gchar *const *dhf_manifest_get_tags (const DhfManifest *self);
+GPtrArray *dhf_manifest_get_services (const DhfManifest *self);
+GPtrArray *dhf_manifest_get_devices (const DhfManifest *self);
+gchar *dhf_manifest_to_json (const DhfManifest *self);
 
-gint dhf_version_compare(const gchar *a, const gchar *b);
-gboolean dhf_size_parse(const gchar *text, guint64 *bytes);
+gint dhf_version_compare (const gchar *a, const gchar *b);
+gboolean dhf_size_parse (const gchar *text, guint64 *bytes);
 
-const gchar *dhf_disk_format_to_string(DhfDiskFormat format);
+const gchar *dhf_disk_format_to_string (DhfDiskFormat format);
 
 G_END_DECLS

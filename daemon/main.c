@@ -8,21 +8,21 @@
 #include "dhf-daemon.h"
 
 static gboolean
-on_signal(gpointer user_data)
+on_signal (gpointer user_data)
 {
-  g_message("shutting down on request");
-  g_main_loop_quit(user_data);
+  g_message ("shutting down on request");
+  g_main_loop_quit (user_data);
   return G_SOURCE_CONTINUE;
 }
 
 static void
-on_stopped(DhfDaemon *daemon, GMainLoop *loop)
+on_stopped (DhfDaemon *daemon, GMainLoop *loop)
 {
-  g_main_loop_quit(loop);
+  g_main_loop_quit (loop);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
   gboolean opt_system = FALSE, opt_session = FALSE, opt_replace = FALSE, opt_verbose = FALSE;
   gboolean opt_version = FALSE;
@@ -43,29 +43,33 @@ main(int argc, char **argv)
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL },
     { NULL }
   };
-  g_autoptr(GOptionContext) context = g_option_context_new("- Desktop Hypervisor Framework daemon");
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfConfig) config = dhf_config_new();
-  g_autoptr(DhfDaemon) daemon = NULL;
-  g_autoptr(GMainLoop) loop = NULL;
+  g_autoptr (GOptionContext) context
+      = g_option_context_new ("- Desktop Hypervisor Framework daemon");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (DhfDaemon) daemon = NULL;
+  g_autoptr (GMainLoop) loop = NULL;
   DhfBusKind bus_kind = DHF_BUS_SYSTEM;
   gint status;
 
-  setlocale(LC_ALL, "");
-  g_option_context_add_main_entries(context, entries, NULL);
-  if (!g_option_context_parse(context, &argc, &argv, &error))
+  setlocale (LC_ALL, "");
+  /* Every log line goes to stderr (the journal under systemd), never to
+   * stdout, whatever its level. */
+  g_log_writer_default_set_use_stderr (TRUE);
+  g_option_context_add_main_entries (context, entries, NULL);
+  if (!g_option_context_parse (context, &argc, &argv, &error))
     {
-      g_printerr("dhfd: %s\n", error->message);
+      g_printerr ("dhfd: %s\n", error->message);
       return 2;
     }
   if (opt_version)
     {
-      g_print("dhfd %s\n", DHF_VERSION);
+      g_print ("dhfd %s\n", DHF_VERSION);
       return 0;
     }
   if (opt_system + opt_session + (opt_address != NULL) > 1)
     {
-      g_printerr("dhfd: --system, --session and --address exclude each other\n");
+      g_printerr ("dhfd: --system, --session and --address exclude each other\n");
       return 2;
     }
   if (opt_session)
@@ -74,36 +78,36 @@ main(int argc, char **argv)
     bus_kind = DHF_BUS_ADDRESS;
   /* Debug output from dhf only, not from every library underneath. */
   if (opt_verbose)
-    g_setenv("G_MESSAGES_DEBUG", G_LOG_DOMAIN, FALSE);
+    g_setenv ("G_MESSAGES_DEBUG", G_LOG_DOMAIN, FALSE);
 
-  if (!dhf_config_load(config, opt_config != NULL ? opt_config : DHF_CONFIG_DEFAULT_PATH,
-                       opt_config != NULL, &error))
+  if (!dhf_config_load (config, opt_config != NULL ? opt_config : DHF_CONFIG_DEFAULT_PATH,
+                        opt_config != NULL, &error))
     {
-      g_printerr("dhfd: configuration: %s\n", error->message);
+      g_printerr ("dhfd: configuration: %s\n", error->message);
       return 1;
     }
   if (opt_hypervisor != NULL)
     {
-      g_free(config->hypervisor_uri);
-      config->hypervisor_uri = g_strdup(opt_hypervisor);
+      g_free (config->hypervisor_uri);
+      config->hypervisor_uri = g_strdup (opt_hypervisor);
     }
 
-  loop = g_main_loop_new(NULL, FALSE);
-  daemon = dhf_daemon_new(g_steal_pointer(&config), bus_kind, opt_address, opt_replace);
-  g_signal_connect(daemon, "stopped", G_CALLBACK(on_stopped), loop);
-  g_unix_signal_add(SIGTERM, on_signal, loop);
-  g_unix_signal_add(SIGINT, on_signal, loop);
-  if (!dhf_daemon_start(daemon, &error))
+  loop = g_main_loop_new (NULL, FALSE);
+  daemon = dhf_daemon_new (g_steal_pointer (&config), bus_kind, opt_address, opt_replace);
+  g_signal_connect (daemon, "stopped", G_CALLBACK (on_stopped), loop);
+  g_unix_signal_add (SIGTERM, on_signal, loop);
+  g_unix_signal_add (SIGINT, on_signal, loop);
+  if (!dhf_daemon_start (daemon, &error))
     {
-      g_printerr("dhfd: %s\n", error->message);
+      g_printerr ("dhfd: %s\n", error->message);
       return 1;
     }
-  g_main_loop_run(loop);
-  status = dhf_daemon_get_exit_status(daemon);
-  g_clear_object(&daemon);
+  g_main_loop_run (loop);
+  status = dhf_daemon_get_exit_status (daemon);
+  g_clear_object (&daemon);
   /* Let what is still queued (bus messages, finished worker results) run
    * and free itself, so that shutdown leaves nothing behind. */
-  while (g_main_context_iteration(NULL, FALSE))
+  while (g_main_context_iteration (NULL, FALSE))
     ;
   return status;
 }

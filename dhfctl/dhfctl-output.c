@@ -19,7 +19,7 @@ struct _DhfctlTable
 /* Bidirectional embeddings, overrides and isolates reorder what follows
  * them on screen: a name could make a column lie about its neighbours. */
 static gboolean
-is_bidi_control(gunichar c)
+is_bidi_control (gunichar c)
 {
   return (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
@@ -27,162 +27,162 @@ is_bidi_control(gunichar c)
 /* Names, vendors and error texts come from manifests and domains, which are
  * untrusted: keep terminal control sequences out of the output. */
 gchar *
-dhfctl_sanitize(const gchar *text)
+dhfctl_sanitize (const gchar *text)
 {
-  g_autofree gchar *valid = g_utf8_make_valid(text != NULL ? text : "", -1);
-  g_autoptr(GString) out = g_string_sized_new(strlen(valid));
+  g_autofree gchar *valid = g_utf8_make_valid (text != NULL ? text : "", -1);
+  g_autoptr (GString) out = g_string_sized_new (strlen (valid));
 
-  for (const gchar *p = valid; *p != '\0'; p = g_utf8_next_char(p))
+  for (const gchar *p = valid; *p != '\0'; p = g_utf8_next_char (p))
     {
-      gunichar c = g_utf8_get_char(p);
+      gunichar c = g_utf8_get_char (p);
 
-      if (g_unichar_iscntrl(c) || is_bidi_control(c))
-        g_string_append_c(out, '?');
+      if (g_unichar_iscntrl (c) || is_bidi_control (c))
+        g_string_append_c (out, '?');
       else
-        g_string_append_len(out, p, g_utf8_next_char(p) - p);
+        g_string_append_len (out, p, g_utf8_next_char (p) - p);
     }
-  return g_string_free(g_steal_pointer(&out), FALSE);
+  return g_string_free (g_steal_pointer (&out), FALSE);
 }
 
 /* Terminal columns @text takes: wide (CJK) characters take two, combining
  * marks none. @text must be valid UTF-8. */
 gsize
-dhfctl_display_width(const gchar *text)
+dhfctl_display_width (const gchar *text)
 {
   gsize width = 0;
 
-  for (const gchar *p = text; *p != '\0'; p = g_utf8_next_char(p))
+  for (const gchar *p = text; *p != '\0'; p = g_utf8_next_char (p))
     {
-      gunichar c = g_utf8_get_char(p);
+      gunichar c = g_utf8_get_char (p);
 
-      if (g_unichar_iszerowidth(c))
+      if (g_unichar_iszerowidth (c))
         continue;
-      width += g_unichar_iswide(c) ? 2 : 1;
+      width += g_unichar_iswide (c) ? 2 : 1;
     }
   return width;
 }
 
 const gchar *
-dhfctl_or_dash(const gchar *text)
+dhfctl_or_dash (const gchar *text)
 {
   return text != NULL && *text != '\0' ? text : "-";
 }
 
 const gchar *
-dhfctl_yes_no(gboolean value)
+dhfctl_yes_no (gboolean value)
 {
   return value ? "yes" : "no";
 }
 
 DhfctlTable *
-dhfctl_table_new(guint n_columns)
+dhfctl_table_new (guint n_columns)
 {
-  DhfctlTable *table = g_new0(DhfctlTable, 1);
+  DhfctlTable *table = g_new0 (DhfctlTable, 1);
 
   table->n_columns = n_columns;
-  table->rows = g_ptr_array_new_with_free_func((GDestroyNotify) g_strfreev);
+  table->rows = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
   return table;
 }
 
 void
-dhfctl_table_free(DhfctlTable *table)
+dhfctl_table_free (DhfctlTable *table)
 {
-  g_ptr_array_unref(table->rows);
-  g_free(table);
+  g_ptr_array_unref (table->rows);
+  g_free (table);
 }
 
 /* Takes exactly n_columns cells (NULL cells print as empty), then NULL. */
 void
-dhfctl_table_add_row(DhfctlTable *table, ...)
+dhfctl_table_add_row (DhfctlTable *table, ...)
 {
-  gchar **row = g_new0(gchar *, table->n_columns + 1);
+  gchar **row = g_new0 (gchar *, table->n_columns + 1);
   va_list args;
 
-  va_start(args, table);
+  va_start (args, table);
   for (guint i = 0; i < table->n_columns; i++)
-    row[i] = dhfctl_sanitize(va_arg(args, const gchar *));
-  va_end(args);
-  g_ptr_array_add(table->rows, row);
+    row[i] = dhfctl_sanitize (va_arg (args, const gchar *));
+  va_end (args);
+  g_ptr_array_add (table->rows, row);
 }
 
 void
-dhfctl_table_print(const DhfctlTable *table)
+dhfctl_table_print (const DhfctlTable *table)
 {
-  g_autofree gsize *widths = g_new0(gsize, table->n_columns);
+  g_autofree gsize *widths = g_new0 (gsize, table->n_columns);
 
   for (guint r = 0; r < table->rows->len; r++)
     {
-      gchar **row = g_ptr_array_index(table->rows, r);
+      gchar **row = g_ptr_array_index (table->rows, r);
 
       for (guint c = 0; c < table->n_columns; c++)
-        widths[c] = MAX(widths[c], dhfctl_display_width(row[c]));
+        widths[c] = MAX (widths[c], dhfctl_display_width (row[c]));
     }
 
   for (guint r = 0; r < table->rows->len; r++)
     {
-      gchar **row = g_ptr_array_index(table->rows, r);
-      g_autoptr(GString) line = g_string_new(NULL);
+      gchar **row = g_ptr_array_index (table->rows, r);
+      g_autoptr (GString) line = g_string_new (NULL);
 
       for (guint c = 0; c < table->n_columns; c++)
         {
-          g_string_append(line, row[c]);
+          g_string_append (line, row[c]);
           /* Two spaces between columns; the last one is not padded. */
           if (c + 1 < table->n_columns)
             {
-              for (gsize pad = dhfctl_display_width(row[c]); pad < widths[c] + 2; pad++)
-                g_string_append_c(line, ' ');
+              for (gsize pad = dhfctl_display_width (row[c]); pad < widths[c] + 2; pad++)
+                g_string_append_c (line, ' ');
             }
         }
       /* Empty trailing cells would leave trailing blanks. */
-      g_strchomp(line->str);
-      g_print("%s\n", line->str);
+      g_strchomp (line->str);
+      g_print ("%s\n", line->str);
     }
 }
 
 void
-dhfctl_print_json(json_object *object)
+dhfctl_print_json (json_object *object)
 {
-  const gchar *text = json_object_to_json_string_ext(
+  const gchar *text = json_object_to_json_string_ext (
       object, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
 
   /* Straight to stdout: JSON is UTF-8 whatever the locale's charset, and
    * g_print() would convert it. */
-  fputs(text, stdout);
-  fputc('\n', stdout);
-  fflush(stdout);
+  fputs (text, stdout);
+  fputc ('\n', stdout);
+  fflush (stdout);
 }
 
 json_object *
-dhfctl_json_string(const gchar *text)
+dhfctl_json_string (const gchar *text)
 {
-  g_autofree gchar *valid = g_utf8_make_valid(text != NULL ? text : "", -1);
+  g_autofree gchar *valid = g_utf8_make_valid (text != NULL ? text : "", -1);
 
-  return json_object_new_string(valid);
+  return json_object_new_string (valid);
 }
 
 /* People read stderr; with --json, programs also get the error on stdout,
  * so that stdout is always one JSON document. */
 void
-dhfctl_print_error(DhfctlContext *ctx, const GError *error)
+dhfctl_print_error (DhfctlContext *ctx, const GError *error)
 {
-  g_auto(GStrv) lines = g_strsplit(error->message, "\n", -1);
+  g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
 
   if (ctx->json)
     {
-      g_autoptr(json_object) root = json_object_new_object();
-      json_object *details = json_object_new_object();
-      g_autofree gchar *name = dhfctl_error_name(error);
+      g_autoptr (json_object) root = json_object_new_object ();
+      json_object *details = json_object_new_object ();
+      g_autofree gchar *name = dhfctl_error_name (error);
 
-      json_object_object_add(details, "name", json_object_new_string(name));
-      json_object_object_add(details, "message", dhfctl_json_string(error->message));
-      json_object_object_add(root, "error", details);
-      dhfctl_print_json(root);
+      json_object_object_add (details, "name", json_object_new_string (name));
+      json_object_object_add (details, "message", dhfctl_json_string (error->message));
+      json_object_object_add (root, "error", details);
+      dhfctl_print_json (root);
     }
 
   for (guint i = 0; lines[i] != NULL; i++)
     {
-      g_autofree gchar *line = dhfctl_sanitize(lines[i]);
+      g_autofree gchar *line = dhfctl_sanitize (lines[i]);
 
-      g_printerr("%s%s\n", i == 0 ? "dhfctl: " : "", line);
+      g_printerr ("%s%s\n", i == 0 ? "dhfctl: " : "", line);
     }
 }

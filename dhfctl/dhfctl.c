@@ -10,8 +10,8 @@
 
 #include "dhfctl.h"
 
-static gboolean cmd_help(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                         GError **error);
+static gboolean cmd_help (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                          GError **error);
 
 static const DhfctlCommand commands[] = {
   { "list", NULL, "List the appliances", dhfctl_cmd_list },
@@ -27,42 +27,42 @@ static const DhfctlCommand commands[] = {
 };
 
 static void
-dhfctl_context_clear(DhfctlContext *ctx)
+dhfctl_context_clear (DhfctlContext *ctx)
 {
-  g_clear_pointer(&ctx->address, g_free);
-  g_clear_pointer(&ctx->timeout, g_free);
-  g_clear_pointer(&ctx->bus_description, g_free);
-  g_clear_object(&ctx->connection);
+  g_clear_pointer (&ctx->address, g_free);
+  g_clear_pointer (&ctx->timeout, g_free);
+  g_clear_pointer (&ctx->bus_description, g_free);
+  g_clear_object (&ctx->connection);
 }
 
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DhfctlContext, dhfctl_context_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DhfctlContext, dhfctl_context_clear)
 
 static const DhfctlCommand *
-find_command(const gchar *name)
+find_command (const gchar *name)
 {
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     {
-      if (g_str_equal(commands[i].name, name))
+      if (g_str_equal (commands[i].name, name))
         return &commands[i];
     }
   return NULL;
 }
 
 static gchar *
-command_names(void)
+command_names (void)
 {
-  g_autoptr(GString) names = g_string_new(NULL);
+  g_autoptr (GString) names = g_string_new (NULL);
 
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
-    g_string_append_printf(names, "%s%s", i > 0 ? ", " : "", commands[i].name);
-  return g_string_free(g_steal_pointer(&names), FALSE);
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    g_string_append_printf (names, "%s%s", i > 0 ? ", " : "", commands[i].name);
+  return g_string_free (g_steal_pointer (&names), FALSE);
 }
 
 /* A command's own options, the global ones, then @extra. Globals work after
  * the command too, except where the command gives the name a meaning of its
  * own (stop --timeout). */
 static GArray *
-option_entries(DhfctlContext *ctx, const GOptionEntry *own, const GOptionEntry *extra)
+option_entries (DhfctlContext *ctx, const GOptionEntry *own, const GOptionEntry *extra)
 {
   const GOptionEntry globals[] = {
     { "system", 0, 0, G_OPTION_ARG_NONE, &ctx->system_bus,
@@ -76,44 +76,44 @@ option_entries(DhfctlContext *ctx, const GOptionEntry *own, const GOptionEntry *
       "Wait at most SECONDS for dhfd to answer (default: 25; install, remove, stop: 120)",
       "SECONDS" },
   };
-  GArray *entries = g_array_new(TRUE, TRUE, sizeof(GOptionEntry));
+  GArray *entries = g_array_new (TRUE, TRUE, sizeof (GOptionEntry));
 
   for (const GOptionEntry *e = own; e != NULL && e->long_name != NULL; e++)
-    g_array_append_val(entries, *e);
-  for (gsize i = 0; i < G_N_ELEMENTS(globals); i++)
+    g_array_append_val (entries, *e);
+  for (gsize i = 0; i < G_N_ELEMENTS (globals); i++)
     {
       gboolean shadowed = FALSE;
 
       for (const GOptionEntry *e = own; e != NULL && e->long_name != NULL; e++)
-        shadowed = shadowed || g_str_equal(e->long_name, globals[i].long_name);
+        shadowed = shadowed || g_str_equal (e->long_name, globals[i].long_name);
       if (!shadowed)
-        g_array_append_val(entries, globals[i]);
+        g_array_append_val (entries, globals[i]);
     }
   for (const GOptionEntry *e = extra; e != NULL && e->long_name != NULL; e++)
-    g_array_append_val(entries, *e);
+    g_array_append_val (entries, *e);
   return entries;
 }
 
 /* Checks what GOption cannot: exclusive bus options and a sane --timeout. */
 static gboolean
-check_global_options(DhfctlContext *ctx, GError **error)
+check_global_options (DhfctlContext *ctx, GError **error)
 {
   guint64 seconds = 0;
 
   if (ctx->system_bus + ctx->session_bus + (ctx->address != NULL) > 1)
     {
-      g_set_error_literal(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                          "use only one of --system, --session and --address");
+      g_set_error_literal (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                           "use only one of --system, --session and --address");
       return FALSE;
     }
   if (ctx->timeout == NULL)
     return TRUE;
   /* The D-Bus timeout is a gint of milliseconds. */
-  if (!g_ascii_string_to_unsigned(ctx->timeout, 10, 1, G_MAXINT / 1000, &seconds, NULL))
+  if (!g_ascii_string_to_unsigned (ctx->timeout, 10, 1, G_MAXINT / 1000, &seconds, NULL))
     {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "--timeout needs a number of seconds from 1 to %d, not '%s'", G_MAXINT / 1000,
-                  ctx->timeout);
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--timeout needs a number of seconds from 1 to %d, not '%s'", G_MAXINT / 1000,
+                   ctx->timeout);
       return FALSE;
     }
   ctx->timeout_s = (guint) seconds;
@@ -121,79 +121,81 @@ check_global_options(DhfctlContext *ctx, GError **error)
 }
 
 gboolean
-dhfctl_parse_command_line(DhfctlContext *ctx, const DhfctlCommand *cmd, const GOptionEntry *entries,
-                          int min_args, int max_args, int *argc, char ***argv, GError **error)
+dhfctl_parse_command_line (DhfctlContext *ctx, const DhfctlCommand *cmd,
+                           const GOptionEntry *entries, int min_args, int max_args, int *argc,
+                           char ***argv, GError **error)
 {
-  g_autoptr(GArray) all = option_entries(ctx, entries, NULL);
-  g_autoptr(GOptionContext) context = g_option_context_new(cmd->args);
-  g_autofree gchar *prgname = g_strdup_printf("dhfctl %s", cmd->name);
+  g_autoptr (GArray) all = option_entries (ctx, entries, NULL);
+  g_autoptr (GOptionContext) context = g_option_context_new (cmd->args);
+  g_autofree gchar *prgname = g_strdup_printf ("dhfctl %s", cmd->name);
   gboolean parsed;
   int n_args;
 
-  g_option_context_set_summary(context, cmd->summary);
-  g_option_context_add_main_entries(context, (const GOptionEntry *) (gpointer) all->data, NULL);
+  g_option_context_set_summary (context, cmd->summary);
+  g_option_context_add_main_entries (context, (const GOptionEntry *) (gpointer) all->data, NULL);
 
   /* GOption builds the usage line ("dhfctl stop [OPTION…] NAME") from it. */
-  g_set_prgname(prgname);
-  parsed = g_option_context_parse(context, argc, argv, error);
-  g_set_prgname("dhfctl");
+  g_set_prgname (prgname);
+  parsed = g_option_context_parse (context, argc, argv, error);
+  g_set_prgname ("dhfctl");
   if (!parsed)
     return FALSE;
 
   n_args = *argc - 1;
   if (n_args < min_args)
     {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: missing %s", cmd->name,
-                  cmd->args);
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: missing %s", cmd->name,
+                   cmd->args);
       return FALSE;
     }
   if (n_args > max_args)
     {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: unexpected argument '%s'",
-                  cmd->name, (*argv)[max_args + 1]);
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: unexpected argument '%s'",
+                   cmd->name, (*argv)[max_args + 1]);
       return FALSE;
     }
-  return check_global_options(ctx, error);
+  return check_global_options (ctx, error);
 }
 
 static gchar *
-help_summary(void)
+help_summary (void)
 {
-  g_autoptr(GString) summary = g_string_new("Commands:\n");
+  g_autoptr (GString) summary = g_string_new ("Commands:\n");
   gsize width = 0;
 
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     {
-      g_autofree gchar *usage = g_strjoin(" ", commands[i].name, commands[i].args, NULL);
+      g_autofree gchar *usage = g_strjoin (" ", commands[i].name, commands[i].args, NULL);
 
-      width = MAX(width, strlen(usage));
+      width = MAX (width, strlen (usage));
     }
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     {
-      g_autofree gchar *usage = g_strjoin(" ", commands[i].name, commands[i].args, NULL);
+      g_autofree gchar *usage = g_strjoin (" ", commands[i].name, commands[i].args, NULL);
 
-      g_string_append_printf(summary, "  %-*s  %s\n", (int) width, usage, commands[i].summary);
+      g_string_append_printf (summary, "  %-*s  %s\n", (int) width, usage, commands[i].summary);
     }
-  g_string_truncate(summary, summary->len - 1);
-  return g_string_free(g_steal_pointer(&summary), FALSE);
+  g_string_truncate (summary, summary->len - 1);
+  return g_string_free (g_steal_pointer (&summary), FALSE);
 }
 
 static GOptionContext *
-main_option_context(DhfctlContext *ctx, gboolean *version)
+main_option_context (DhfctlContext *ctx, gboolean *version)
 {
   const GOptionEntry extra[] = {
     { "version", 0, 0, G_OPTION_ARG_NONE, version, "Print dhfctl's version and exit", NULL },
     G_OPTION_ENTRY_NULL,
   };
-  g_autoptr(GArray) entries = option_entries(ctx, NULL, extra);
-  g_autofree gchar *summary = help_summary();
-  GOptionContext *context = g_option_context_new("COMMAND [ARGUMENTS…]");
+  g_autoptr (GArray) entries = option_entries (ctx, NULL, extra);
+  g_autofree gchar *summary = help_summary ();
+  GOptionContext *context = g_option_context_new ("COMMAND [ARGUMENTS…]");
 
-  g_option_context_add_main_entries(context, (const GOptionEntry *) (gpointer) entries->data, NULL);
+  g_option_context_add_main_entries (context, (const GOptionEntry *) (gpointer) entries->data,
+                                     NULL);
   /* Stop at the command: what follows is the command's to parse. */
-  g_option_context_set_strict_posix(context, TRUE);
-  g_option_context_set_summary(context, summary);
-  g_option_context_set_description(
+  g_option_context_set_strict_posix (context, TRUE);
+  g_option_context_set_summary (context, summary);
+  g_option_context_set_description (
       context, "Without --system, --session or --address, dhfctl talks to the bus whose address\n"
                "is in $DHF_BUS_ADDRESS, or else to the system bus.\n"
                "\n"
@@ -205,100 +207,100 @@ main_option_context(DhfctlContext *ctx, gboolean *version)
 }
 
 static gboolean
-cmd_help(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, GError **error)
+cmd_help (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, GError **error)
 {
   const DhfctlCommand *topic = NULL;
   char *help_argv[] = { NULL, (char *) "--help", NULL };
   gboolean version = FALSE;
-  g_autoptr(GOptionContext) context = NULL;
+  g_autoptr (GOptionContext) context = NULL;
   g_autofree gchar *help = NULL;
 
-  if (!dhfctl_parse_command_line(ctx, cmd, NULL, 0, 1, &argc, &argv, error))
+  if (!dhfctl_parse_command_line (ctx, cmd, NULL, 0, 1, &argc, &argv, error))
     return FALSE;
 
   if (argc == 1)
     {
-      context = main_option_context(ctx, &version);
-      help = g_option_context_get_help(context, TRUE, NULL);
-      g_print("%s", help);
+      context = main_option_context (ctx, &version);
+      help = g_option_context_get_help (context, TRUE, NULL);
+      g_print ("%s", help);
       return TRUE;
     }
 
-  topic = find_command(argv[1]);
+  topic = find_command (argv[1]);
   if (topic == NULL)
     {
-      g_autofree gchar *names = command_names();
+      g_autofree gchar *names = command_names ();
 
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
-                  "no command named '%s'\nCommands: %s", argv[1], names);
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                   "no command named '%s'\nCommands: %s", argv[1], names);
       return FALSE;
     }
   /* GOption prints the command's help and exits. */
   help_argv[0] = (char *) topic->name;
-  return topic->func(ctx, topic, 2, help_argv, error);
+  return topic->func (ctx, topic, 2, help_argv, error);
 }
 
 static int
-report_error(DhfctlContext *ctx, const DhfctlCommand *cmd, const GError *error)
+report_error (DhfctlContext *ctx, const DhfctlCommand *cmd, const GError *error)
 {
-  DhfctlExit status = dhfctl_exit_status_for_error(error);
+  DhfctlExit status = dhfctl_exit_status_for_error (error);
 
-  dhfctl_print_error(ctx, error);
+  dhfctl_print_error (ctx, error);
   if (status == DHFCTL_EXIT_USAGE)
-    g_printerr("Try 'dhfctl%s%s --help' for more information.\n", cmd != NULL ? " " : "",
-               cmd != NULL ? cmd->name : "");
+    g_printerr ("Try 'dhfctl%s%s --help' for more information.\n", cmd != NULL ? " " : "",
+                cmd != NULL ? cmd->name : "");
   return status;
 }
 
 static int
-run(DhfctlContext *ctx, int argc, char **argv)
+run (DhfctlContext *ctx, int argc, char **argv)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   gboolean version = FALSE;
-  g_autoptr(GOptionContext) context = main_option_context(ctx, &version);
+  g_autoptr (GOptionContext) context = main_option_context (ctx, &version);
   const DhfctlCommand *cmd = NULL;
 
-  if (!g_option_context_parse(context, &argc, &argv, &error))
-    return report_error(ctx, NULL, error);
+  if (!g_option_context_parse (context, &argc, &argv, &error))
+    return report_error (ctx, NULL, error);
 
   if (version)
     {
-      g_print("dhfctl %s\n", DHF_VERSION);
+      g_print ("dhfctl %s\n", DHF_VERSION);
       return DHFCTL_EXIT_OK;
     }
 
   if (argc < 2)
     {
-      g_set_error_literal(&error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "no command given");
-      return report_error(ctx, NULL, error);
+      g_set_error_literal (&error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "no command given");
+      return report_error (ctx, NULL, error);
     }
 
-  cmd = find_command(argv[1]);
+  cmd = find_command (argv[1]);
   if (cmd == NULL)
     {
-      g_autofree gchar *names = command_names();
+      g_autofree gchar *names = command_names ();
 
-      g_set_error(&error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
-                  "unknown command '%s'\nCommands: %s", argv[1], names);
-      return report_error(ctx, NULL, error);
+      g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                   "unknown command '%s'\nCommands: %s", argv[1], names);
+      return report_error (ctx, NULL, error);
     }
 
-  if (!cmd->func(ctx, cmd, argc - 1, argv + 1, &error))
-    return report_error(ctx, cmd, error);
+  if (!cmd->func (ctx, cmd, argc - 1, argv + 1, &error))
+    return report_error (ctx, cmd, error);
   return DHFCTL_EXIT_OK;
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_auto(DhfctlContext) ctx = { 0 };
+  g_auto (DhfctlContext) ctx = { 0 };
 
-  setlocale(LC_ALL, "");
-  g_set_prgname("dhfctl");
+  setlocale (LC_ALL, "");
+  g_set_prgname ("dhfctl");
 
   /* Registers org.dhf.Framework1.Error.* with GDBus, so that dhfd's errors
    * arrive in DHF_ERROR with their codes. */
-  (void) dhf_error_quark();
+  (void) dhf_error_quark ();
 
-  return run(&ctx, argc, argv);
+  return run (&ctx, argc, argv);
 }

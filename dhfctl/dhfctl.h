@@ -45,8 +45,8 @@ typedef struct _DhfctlCommand DhfctlCommand;
 
 /* Commands parse their own arguments (dhfctl_parse_command_line()); argv[0]
  * is the command name. */
-typedef gboolean (*DhfctlCommandFunc)(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc,
-                                      char **argv, GError **error);
+typedef gboolean (*DhfctlCommandFunc) (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc,
+                                       char **argv, GError **error);
 
 struct _DhfctlCommand
 {
@@ -57,58 +57,58 @@ struct _DhfctlCommand
 };
 
 /* dhfctl.c */
-gboolean dhfctl_parse_command_line(DhfctlContext *ctx, const DhfctlCommand *cmd,
-                                   const GOptionEntry *entries, int min_args, int max_args,
-                                   int *argc, char ***argv, GError **error);
+gboolean dhfctl_parse_command_line (DhfctlContext *ctx, const DhfctlCommand *cmd,
+                                    const GOptionEntry *entries, int min_args, int max_args,
+                                    int *argc, char ***argv, GError **error);
 
 /* dhfctl-bus.c */
-gboolean dhfctl_connect(DhfctlContext *ctx, GError **error);
-GDBusObjectManager *dhfctl_get_object_manager(DhfctlContext *ctx, GError **error);
-DhfDBusManager *dhfctl_get_manager(DhfctlContext *ctx, GError **error);
-DhfDBusAppliance *dhfctl_lookup_appliance(GDBusObjectManager *manager, const gchar *name,
-                                          GError **error);
-GList *dhfctl_list_appliances(GDBusObjectManager *manager);
-gboolean dhfctl_check_name(const gchar *name, GError **error);
-void dhfctl_set_call_timeout(DhfctlContext *ctx, gpointer proxy, guint default_s);
-void dhfctl_strip_remote_error(GError *error);
-DhfctlExit dhfctl_exit_status_for_error(const GError *error);
-gchar *dhfctl_error_name(const GError *error);
+gboolean dhfctl_connect (DhfctlContext *ctx, GError **error);
+GDBusObjectManager *dhfctl_get_object_manager (DhfctlContext *ctx, GError **error);
+DhfDBusManager *dhfctl_get_manager (DhfctlContext *ctx, GError **error);
+DhfDBusAppliance *dhfctl_lookup_appliance (GDBusObjectManager *manager, const gchar *name,
+                                           GError **error);
+GList *dhfctl_list_appliances (GDBusObjectManager *manager);
+gboolean dhfctl_check_name (const gchar *name, GError **error);
+void dhfctl_set_call_timeout (DhfctlContext *ctx, gpointer proxy, guint default_s);
+void dhfctl_strip_remote_error (GError *error);
+DhfctlExit dhfctl_exit_status_for_error (const GError *error);
+gchar *dhfctl_error_name (const GError *error);
 
 /* dhfctl-output.c */
 typedef struct _DhfctlTable DhfctlTable;
 
-DhfctlTable *dhfctl_table_new(guint n_columns);
-void dhfctl_table_add_row(DhfctlTable *table, ...) G_GNUC_NULL_TERMINATED;
-void dhfctl_table_print(const DhfctlTable *table);
-void dhfctl_table_free(DhfctlTable *table);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(DhfctlTable, dhfctl_table_free)
+DhfctlTable *dhfctl_table_new (guint n_columns);
+void dhfctl_table_add_row (DhfctlTable *table, ...) G_GNUC_NULL_TERMINATED;
+void dhfctl_table_print (const DhfctlTable *table);
+void dhfctl_table_free (DhfctlTable *table);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfctlTable, dhfctl_table_free)
 
-gsize dhfctl_display_width(const gchar *text);
-gchar *dhfctl_sanitize(const gchar *text);
-const gchar *dhfctl_or_dash(const gchar *text);
-const gchar *dhfctl_yes_no(gboolean value);
-void dhfctl_print_json(json_object *object);
-json_object *dhfctl_json_string(const gchar *text);
-void dhfctl_print_error(DhfctlContext *ctx, const GError *error);
+gsize dhfctl_display_width (const gchar *text);
+gchar *dhfctl_sanitize (const gchar *text);
+const gchar *dhfctl_or_dash (const gchar *text);
+const gchar *dhfctl_yes_no (gboolean value);
+void dhfctl_print_json (json_object *object);
+json_object *dhfctl_json_string (const gchar *text);
+void dhfctl_print_error (DhfctlContext *ctx, const GError *error);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
 
 /* dhfctl-appliance.c */
-gboolean dhfctl_cmd_list(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                         GError **error);
-gboolean dhfctl_cmd_show(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                         GError **error);
-gboolean dhfctl_cmd_lifecycle(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                              GError **error);
-gboolean dhfctl_cmd_stop(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                         GError **error);
+gboolean dhfctl_cmd_list (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                          GError **error);
+gboolean dhfctl_cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                          GError **error);
+gboolean dhfctl_cmd_lifecycle (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                               GError **error);
+gboolean dhfctl_cmd_stop (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                          GError **error);
 
 /* dhfctl-manager.c */
-gboolean dhfctl_cmd_install(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+gboolean dhfctl_cmd_install (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                             GError **error);
+gboolean dhfctl_cmd_remove (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
                             GError **error);
-gboolean dhfctl_cmd_remove(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                           GError **error);
-gboolean dhfctl_cmd_status(DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
-                           GError **error);
+gboolean dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                            GError **error);
 
 G_END_DECLS

@@ -7,38 +7,38 @@
 #include "dhf-config.h"
 
 static void
-test_config_defaults(void)
+test_config_defaults (void)
 {
-  g_autoptr(DhfConfig) config = dhf_config_new();
+  g_autoptr (DhfConfig) config = dhf_config_new ();
 
-  g_assert_cmpstr(config->hypervisor_uri, ==, "qemu:///system");
-  g_assert_cmpstr(config->domain_type, ==, "auto");
-  g_assert_cmpuint(config->shutdown_timeout_s, ==, 30);
-  g_assert_cmpint(config->auth_mode, ==, DHF_AUTH_MODE_AUTO);
-  g_assert_true(g_path_is_absolute(config->storage_dir));
+  g_assert_cmpstr (config->hypervisor_uri, ==, "qemu:///system");
+  g_assert_cmpstr (config->domain_type, ==, "auto");
+  g_assert_cmpuint (config->shutdown_timeout_s, ==, 30);
+  g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_AUTO);
+  g_assert_true (g_path_is_absolute (config->storage_dir));
 }
 
 static void
-test_config_full(void)
+test_config_full (void)
 {
-  g_autoptr(DhfConfig) config = dhf_config_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
   const gchar *data = "# comment\n"
                       "[Hypervisor]\nURI=test:///default\nDomainType=qemu\n"
                       "[Appliances]\nStorageDirectory=/srv/dhf\nShutdownTimeout=5\n"
                       "[Authorization]\nMode=peer-uid\n";
 
-  g_assert_true(dhf_config_load_data(config, data, "t.conf", &error));
-  g_assert_no_error(error);
-  g_assert_cmpstr(config->hypervisor_uri, ==, "test:///default");
-  g_assert_cmpstr(config->domain_type, ==, "qemu");
-  g_assert_cmpstr(config->storage_dir, ==, "/srv/dhf");
-  g_assert_cmpuint(config->shutdown_timeout_s, ==, 5);
-  g_assert_cmpint(config->auth_mode, ==, DHF_AUTH_MODE_PEER_UID);
+  g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->hypervisor_uri, ==, "test:///default");
+  g_assert_cmpstr (config->domain_type, ==, "qemu");
+  g_assert_cmpstr (config->storage_dir, ==, "/srv/dhf");
+  g_assert_cmpuint (config->shutdown_timeout_s, ==, 5);
+  g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_PEER_UID);
 }
 
 static void
-test_config_errors(void)
+test_config_errors (void)
 {
   static const struct
   {
@@ -61,66 +61,66 @@ test_config_errors(void)
       "t.conf: [Authorization] Mode: expected auto, polkit or peer-uid, not 'yes'" },
   };
 
-  for (guint i = 0; i < G_N_ELEMENTS(cases); i++)
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      g_autoptr(DhfConfig) config = dhf_config_new();
-      g_autoptr(GError) error = NULL;
+      g_autoptr (DhfConfig) config = dhf_config_new ();
+      g_autoptr (GError) error = NULL;
 
-      g_assert_false(dhf_config_load_data(config, cases[i].data, "t.conf", &error));
-      g_assert_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
-      g_assert_cmpstr(error->message, ==, cases[i].message);
+      g_assert_false (dhf_config_load_data (config, cases[i].data, "t.conf", &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
+      g_assert_cmpstr (error->message, ==, cases[i].message);
     }
 }
 
 static void
-test_config_syntax_error(void)
+test_config_syntax_error (void)
 {
-  g_autoptr(DhfConfig) config = dhf_config_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
 
-  g_assert_false(dhf_config_load_data(config, "not a key file", "t.conf", &error));
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
-  g_assert_true(g_str_has_prefix(error->message, "t.conf: "));
+  g_assert_false (dhf_config_load_data (config, "not a key file", "t.conf", &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
+  g_assert_true (g_str_has_prefix (error->message, "t.conf: "));
 }
 
 static void
-test_config_missing_file(void)
+test_config_missing_file (void)
 {
-  g_autoptr(DhfConfig) config = dhf_config_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
 
   /* The default file may be absent; an explicitly named one may not. */
-  g_assert_true(dhf_config_load(config, "/nonexistent/dhfd.conf", FALSE, &error));
-  g_assert_no_error(error);
-  g_assert_false(dhf_config_load(config, "/nonexistent/dhfd.conf", TRUE, &error));
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
+  g_assert_true (dhf_config_load (config, "/nonexistent/dhfd.conf", FALSE, &error));
+  g_assert_no_error (error);
+  g_assert_false (dhf_config_load (config, "/nonexistent/dhfd.conf", TRUE, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
 }
 
 static void
-test_config_file(void)
+test_config_file (void)
 {
-  g_autoptr(DhfConfig) config = dhf_config_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
   g_autofree gchar *path = NULL;
-  int fd = g_file_open_tmp("dhf-config-XXXXXX.conf", &path, &error);
+  int fd = g_file_open_tmp ("dhf-config-XXXXXX.conf", &path, &error);
 
-  g_assert_cmpint(fd, >=, 0);
-  close(fd);
-  g_assert_true(g_file_set_contents(path, "[Hypervisor]\nURI=test:///x.xml\n", -1, &error));
-  g_assert_true(dhf_config_load(config, path, TRUE, &error));
-  g_assert_cmpstr(config->hypervisor_uri, ==, "test:///x.xml");
-  g_unlink(path);
+  g_assert_cmpint (fd, >=, 0);
+  close (fd);
+  g_assert_true (g_file_set_contents (path, "[Hypervisor]\nURI=test:///x.xml\n", -1, &error));
+  g_assert_true (dhf_config_load (config, path, TRUE, &error));
+  g_assert_cmpstr (config->hypervisor_uri, ==, "test:///x.xml");
+  g_unlink (path);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_test_init(&argc, &argv, NULL);
-  g_test_add_func("/config/defaults", test_config_defaults);
-  g_test_add_func("/config/full", test_config_full);
-  g_test_add_func("/config/errors", test_config_errors);
-  g_test_add_func("/config/syntax-error", test_config_syntax_error);
-  g_test_add_func("/config/missing-file", test_config_missing_file);
-  g_test_add_func("/config/file", test_config_file);
-  return g_test_run();
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/config/defaults", test_config_defaults);
+  g_test_add_func ("/config/full", test_config_full);
+  g_test_add_func ("/config/errors", test_config_errors);
+  g_test_add_func ("/config/syntax-error", test_config_syntax_error);
+  g_test_add_func ("/config/missing-file", test_config_missing_file);
+  g_test_add_func ("/config/file", test_config_file);
+  return g_test_run ();
 }

@@ -17,34 +17,34 @@ static const gchar hostile_json[]
       "\"memory\":\"64MiB\",\"vcpus\":1,\"display\":\"vnc\"}";
 
 static DhfManifest *
-manifest_from(const gchar *json)
+manifest_from (const gchar *json)
 {
-  g_autoptr(GError) error = NULL;
-  DhfManifest *manifest = dhf_manifest_parse(json, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  DhfManifest *manifest = dhf_manifest_parse (json, -1, NULL, &error);
 
-  g_assert_no_error(error);
+  g_assert_no_error (error);
   return manifest;
 }
 
 static gchar *
-manifest_json_with(const gchar *extra)
+manifest_json_with (const gchar *extra)
 {
   /* Splice extra keys in before the closing brace. */
-  return g_strdup_printf("%.*s,%s}", (int) strlen(base_json) - 1, base_json, extra);
+  return g_strdup_printf ("%.*s,%s}", (int) strlen (base_json) - 1, base_json, extra);
 }
 
 static void
-assert_contains(const gchar *haystack, const gchar *needle)
+assert_contains (const gchar *haystack, const gchar *needle)
 {
-  if (strstr(haystack, needle) == NULL)
-    g_test_fail_printf("expected\n  %s\nin\n%s", needle, haystack);
+  if (strstr (haystack, needle) == NULL)
+    g_test_fail_printf ("expected\n  %s\nin\n%s", needle, haystack);
 }
 
 static void
-assert_lacks(const gchar *haystack, const gchar *needle)
+assert_lacks (const gchar *haystack, const gchar *needle)
 {
-  if (strstr(haystack, needle) != NULL)
-    g_test_fail_printf("did not expect\n  %s\nin\n%s", needle, haystack);
+  if (strstr (haystack, needle) != NULL)
+    g_test_fail_printf ("did not expect\n  %s\nin\n%s", needle, haystack);
 }
 
 /* Element texts by name, to check that the XML is well-formed and that
@@ -56,323 +56,326 @@ typedef struct
 } TextCollector;
 
 static void
-collect_start(GMarkupParseContext *context, const gchar *element_name,
-              const gchar **attribute_names, const gchar **attribute_values, gpointer user_data,
-              GError **error)
+collect_start (GMarkupParseContext *context, const gchar *element_name,
+               const gchar **attribute_names, const gchar **attribute_values, gpointer user_data,
+               GError **error)
 {
   TextCollector *collector = user_data;
 
-  g_string_truncate(collector->current, 0);
+  g_string_truncate (collector->current, 0);
 }
 
 static void
-collect_end(GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
-            GError **error)
-{
-  TextCollector *collector = user_data;
-
-  g_hash_table_insert(collector->texts, g_strdup(element_name), g_strdup(collector->current->str));
-  g_string_truncate(collector->current, 0);
-}
-
-static void
-collect_text(GMarkupParseContext *context, const gchar *text, gsize text_len, gpointer user_data,
+collect_end (GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
              GError **error)
 {
   TextCollector *collector = user_data;
 
-  g_string_append_len(collector->current, text, (gssize) text_len);
+  g_hash_table_insert (collector->texts, g_strdup (element_name),
+                       g_strdup (collector->current->str));
+  g_string_truncate (collector->current, 0);
+}
+
+static void
+collect_text (GMarkupParseContext *context, const gchar *text, gsize text_len, gpointer user_data,
+              GError **error)
+{
+  TextCollector *collector = user_data;
+
+  g_string_append_len (collector->current, text, (gssize) text_len);
 }
 
 static GHashTable *
-parse_well_formed(const gchar *xml)
+parse_well_formed (const gchar *xml)
 {
   static const GMarkupParser parser = {
     .start_element = collect_start,
     .end_element = collect_end,
     .text = collect_text,
   };
-  g_autoptr(GString) current = g_string_new(NULL);
+  g_autoptr (GString) current = g_string_new (NULL);
   TextCollector collector = {
-    .texts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free),
+    .texts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
     .current = current,
   };
-  g_autoptr(GMarkupParseContext) context = g_markup_parse_context_new(&parser, 0, &collector, NULL);
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GMarkupParseContext) context
+      = g_markup_parse_context_new (&parser, 0, &collector, NULL);
+  g_autoptr (GError) error = NULL;
 
-  g_markup_parse_context_parse(context, xml, -1, &error);
-  g_assert_no_error(error);
-  g_markup_parse_context_end_parse(context, &error);
-  g_assert_no_error(error);
+  g_markup_parse_context_parse (context, xml, -1, &error);
+  g_assert_no_error (error);
+  g_markup_parse_context_end_parse (context, &error);
+  g_assert_no_error (error);
   return collector.texts;
 }
 
 static gchar *
-build(const gchar *json, const gchar *domain_type, const gchar *disk_path)
+build (const gchar *json, const gchar *domain_type, const gchar *disk_path)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(json);
+  g_autoptr (DhfManifest) manifest = manifest_from (json);
   DhfDomainXmlOptions options = {
     .domain_type = domain_type,
     .disk_path = disk_path,
   };
-  gchar *xml = dhf_domain_xml_build(manifest, &options);
+  gchar *xml = dhf_domain_xml_build (manifest, &options);
 
-  g_hash_table_unref(parse_well_formed(xml));
+  g_hash_table_unref (parse_well_formed (xml));
   return xml;
 }
 
 /* Building */
 
 static void
-test_common_elements(void)
+test_common_elements (void)
 {
   static const gchar *const types[] = { "kvm", "qemu", "xen", "test" };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(types); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
     {
-      g_autofree gchar *xml = build(base_json, types[i], "/var/lib/dhf/demo.qcow2");
-      g_autofree gchar *domain = g_strdup_printf("<domain type='%s'>", types[i]);
+      g_autofree gchar *xml = build (base_json, types[i], "/var/lib/dhf/demo.qcow2");
+      g_autofree gchar *domain = g_strdup_printf ("<domain type='%s'>", types[i]);
 
-      g_assert_true(g_str_has_prefix(xml, domain));
-      assert_contains(xml, "<name>demo</name>");
-      assert_contains(xml, "<title>ACME demo</title>");
-      assert_contains(xml, "<memory unit='KiB'>1048576</memory>");
-      assert_contains(xml, "<vcpu>2</vcpu>");
-      assert_contains(xml, "<type arch='x86_64'>hvm</type>");
-      assert_contains(xml, "<boot dev='hd'/>");
-      assert_contains(xml, "<acpi/>");
-      assert_contains(xml, "<apic/>");
-      assert_contains(xml, "<on_poweroff>destroy</on_poweroff>");
-      assert_contains(xml, "<on_reboot>restart</on_reboot>");
-      assert_contains(xml, "<on_crash>destroy</on_crash>");
-      assert_contains(xml, "<metadata><dhf:appliance xmlns:dhf='urn:dhf:appliance:1' schema='1'>"
-                           "<dhf:manifest>{&quot;manifest-version&quot;:1,");
-      assert_contains(xml, "<dhf:storage>/var/lib/dhf/demo.qcow2</dhf:storage>");
-      assert_contains(xml, "<disk type='file' device='disk'>");
-      assert_contains(xml, "<driver name='qemu' type='qcow2'/>");
-      assert_contains(xml, "<source file='/var/lib/dhf/demo.qcow2'/>");
-      assert_contains(xml, "<graphics type='vnc' autoport='yes'>");
-      assert_contains(xml, "<listen type='address' address='127.0.0.1'/>");
-      assert_lacks(xml, "<uuid>");
-      assert_lacks(xml, "<description>");
-      assert_lacks(xml, "<interface");
-      assert_lacks(xml, "<hostdev");
+      g_assert_true (g_str_has_prefix (xml, domain));
+      assert_contains (xml, "<name>demo</name>");
+      assert_contains (xml, "<title>ACME demo</title>");
+      assert_contains (xml, "<memory unit='KiB'>1048576</memory>");
+      assert_contains (xml, "<vcpu>2</vcpu>");
+      assert_contains (xml, "<type arch='x86_64'>hvm</type>");
+      assert_contains (xml, "<boot dev='hd'/>");
+      assert_contains (xml, "<acpi/>");
+      assert_contains (xml, "<apic/>");
+      assert_contains (xml, "<on_poweroff>destroy</on_poweroff>");
+      assert_contains (xml, "<on_reboot>restart</on_reboot>");
+      assert_contains (xml, "<on_crash>destroy</on_crash>");
+      assert_contains (xml, "<metadata><dhf:appliance xmlns:dhf='urn:dhf:appliance:1' schema='1'>"
+                            "<dhf:manifest>{&quot;manifest-version&quot;:1,");
+      assert_contains (xml, "<dhf:storage>/var/lib/dhf/demo.qcow2</dhf:storage>");
+      assert_contains (xml, "<disk type='file' device='disk'>");
+      assert_contains (xml, "<driver name='qemu' type='qcow2'/>");
+      assert_contains (xml, "<source file='/var/lib/dhf/demo.qcow2'/>");
+      assert_contains (xml, "<graphics type='vnc' autoport='yes'>");
+      assert_contains (xml, "<listen type='address' address='127.0.0.1'/>");
+      assert_lacks (xml, "<uuid>");
+      assert_lacks (xml, "<description>");
+      assert_lacks (xml, "<interface");
+      assert_lacks (xml, "<hostdev");
     }
 }
 
 static void
-test_qemu_devices(void)
+test_qemu_devices (void)
 {
   static const gchar *const types[] = { "kvm", "qemu" };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(types); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
     {
-      g_autofree gchar *xml = build(base_json, types[i], "/d.qcow2");
+      g_autofree gchar *xml = build (base_json, types[i], "/d.qcow2");
 
-      assert_contains(xml, "<target dev='vda' bus='virtio'/>");
-      assert_contains(xml, "<controller type='usb' model='qemu-xhci'/>");
-      assert_contains(xml, "<controller type='virtio-serial'/>");
-      assert_contains(xml, "<channel type='unix'>\n      <source mode='bind'/>\n"
-                           "      <target type='virtio' name='org.dhf.xdm.0'/>\n    </channel>");
-      assert_contains(xml, "<model type='virtio'/>");
+      assert_contains (xml, "<target dev='vda' bus='virtio'/>");
+      assert_contains (xml, "<controller type='usb' model='qemu-xhci'/>");
+      assert_contains (xml, "<controller type='virtio-serial'/>");
+      assert_contains (xml, "<channel type='unix'>\n      <source mode='bind'/>\n"
+                            "      <target type='virtio' name='org.dhf.xdm.0'/>\n    </channel>");
+      assert_contains (xml, "<model type='virtio'/>");
     }
 }
 
 static void
-test_xen_devices(void)
+test_xen_devices (void)
 {
-  g_autofree gchar *xml = build(base_json, "xen", "/d.qcow2");
+  g_autofree gchar *xml = build (base_json, "xen", "/d.qcow2");
 
-  assert_contains(xml, "<driver name='qemu' type='qcow2'/>");
-  assert_contains(xml, "<target dev='xvda' bus='xen'/>");
-  assert_contains(xml, "<channel type='pty'>\n      <target type='xen' name='org.dhf.xdm.0'/>");
-  assert_contains(xml, "<model type='vga'/>");
-  assert_lacks(xml, "virtio");
-  assert_lacks(xml, "<controller");
+  assert_contains (xml, "<driver name='qemu' type='qcow2'/>");
+  assert_contains (xml, "<target dev='xvda' bus='xen'/>");
+  assert_contains (xml, "<channel type='pty'>\n      <target type='xen' name='org.dhf.xdm.0'/>");
+  assert_contains (xml, "<model type='vga'/>");
+  assert_lacks (xml, "virtio");
+  assert_lacks (xml, "<controller");
 }
 
 static void
-test_test_devices(void)
+test_test_devices (void)
 {
-  g_autofree gchar *xml = build(base_json, "test", "/d.qcow2");
+  g_autofree gchar *xml = build (base_json, "test", "/d.qcow2");
 
-  assert_contains(xml, "<target dev='vda' bus='virtio'/>");
-  assert_contains(xml, "<controller type='virtio-serial'/>");
-  assert_contains(xml, "<target type='virtio' name='org.dhf.xdm.0'/>");
-  assert_lacks(xml, "qemu-xhci");
+  assert_contains (xml, "<target dev='vda' bus='virtio'/>");
+  assert_contains (xml, "<controller type='virtio-serial'/>");
+  assert_contains (xml, "<target type='virtio' name='org.dhf.xdm.0'/>");
+  assert_lacks (xml, "qemu-xhci");
 }
 
 static void
-test_raw_disk(void)
+test_raw_disk (void)
 {
-  g_autoptr(GString) json = g_string_new(base_json);
+  g_autoptr (GString) json = g_string_new (base_json);
   g_autofree gchar *xml = NULL;
 
-  g_string_replace(json, "demo.qcow2", "demo.img", 1);
-  xml = build(json->str, "kvm", "/d.img");
-  assert_contains(xml, "<driver name='qemu' type='raw'/>");
+  g_string_replace (json, "demo.qcow2", "demo.img", 1);
+  xml = build (json->str, "kvm", "/d.img");
+  assert_contains (xml, "<driver name='qemu' type='raw'/>");
 }
 
 static void
-test_no_disk(void)
+test_no_disk (void)
 {
-  g_autofree gchar *xml = build(base_json, "kvm", NULL);
+  g_autofree gchar *xml = build (base_json, "kvm", NULL);
 
-  assert_lacks(xml, "<disk");
-  assert_lacks(xml, "<dhf:storage>");
+  assert_lacks (xml, "<disk");
+  assert_lacks (xml, "<dhf:storage>");
 }
 
 static void
-test_displays(void)
+test_displays (void)
 {
-  g_autofree gchar *spice_json = manifest_json_with("\"display\":\"spice\"");
-  g_autofree gchar *none_json = manifest_json_with("\"display\":\"none\"");
-  g_autofree gchar *spice = build(spice_json, "kvm", NULL);
-  g_autofree gchar *none = build(none_json, "kvm", NULL);
-  g_autofree gchar *xen_spice = build(spice_json, "xen", NULL);
+  g_autofree gchar *spice_json = manifest_json_with ("\"display\":\"spice\"");
+  g_autofree gchar *none_json = manifest_json_with ("\"display\":\"none\"");
+  g_autofree gchar *spice = build (spice_json, "kvm", NULL);
+  g_autofree gchar *none = build (none_json, "kvm", NULL);
+  g_autofree gchar *xen_spice = build (spice_json, "xen", NULL);
 
-  assert_contains(spice, "<graphics type='spice' autoport='yes'>");
-  assert_contains(spice, "<video>");
-  assert_contains(xen_spice, "<model type='vga'/>");
-  assert_lacks(none, "<graphics");
-  assert_lacks(none, "<video>");
+  assert_contains (spice, "<graphics type='spice' autoport='yes'>");
+  assert_contains (spice, "<video>");
+  assert_contains (xen_spice, "<model type='vga'/>");
+  assert_lacks (none, "<graphics");
+  assert_lacks (none, "<video>");
 }
 
 static void
-test_uuid_and_installed(void)
+test_uuid_and_installed (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(base_json);
+  g_autoptr (DhfManifest) manifest = manifest_from (base_json);
   DhfDomainXmlOptions options = {
     .domain_type = "kvm",
     .uuid = "6a1f4f3e-1b2c-4d5e-8f90-0123456789ab",
     .installed = "2024-05-01T12:00:00Z",
   };
-  g_autofree gchar *xml = dhf_domain_xml_build(manifest, &options);
+  g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
 
-  assert_contains(xml, "<uuid>6a1f4f3e-1b2c-4d5e-8f90-0123456789ab</uuid>");
-  assert_contains(xml, "<dhf:installed>2024-05-01T12:00:00Z</dhf:installed>");
+  assert_contains (xml, "<uuid>6a1f4f3e-1b2c-4d5e-8f90-0123456789ab</uuid>");
+  assert_contains (xml, "<dhf:installed>2024-05-01T12:00:00Z</dhf:installed>");
 }
 
 static void
-test_hostile_strings(void)
+test_hostile_strings (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(hostile_json);
+  g_autoptr (DhfManifest) manifest = manifest_from (hostile_json);
   DhfDomainXmlOptions options = {
     .domain_type = "kvm",
     .disk_path = "/var/lib/dhf/it's <&> \"odd\".qcow2",
   };
-  g_autofree gchar *xml = dhf_domain_xml_build(manifest, &options);
-  g_autoptr(GHashTable) texts = parse_well_formed(xml);
-  g_autoptr(DhfDomainMetadata) metadata = NULL;
-  g_autoptr(GError) error = NULL;
+  g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
+  g_autoptr (GHashTable) texts = parse_well_formed (xml);
+  g_autoptr (DhfDomainMetadata) metadata = NULL;
+  g_autoptr (GError) error = NULL;
   g_autofree gchar *element = NULL;
   const gchar *start, *end;
 
-  assert_contains(xml, "<title>&lt;&apos;&amp;&quot;&gt; hostile</title>");
-  assert_contains(xml,
-                  "<description>&lt;/description&gt;&lt;evil/&gt;&amp;amp; ]]&gt;</description>");
-  assert_contains(xml,
-                  "<source file='/var/lib/dhf/it&apos;s &lt;&amp;&gt; &quot;odd&quot;.qcow2'/>");
-  assert_lacks(xml, "<evil/>");
-  g_assert_cmpstr(g_hash_table_lookup(texts, "title"), ==, "<'&\"> hostile");
-  g_assert_cmpstr(g_hash_table_lookup(texts, "description"), ==, "</description><evil/>&amp; ]]>");
+  assert_contains (xml, "<title>&lt;&apos;&amp;&quot;&gt; hostile</title>");
+  assert_contains (xml,
+                   "<description>&lt;/description&gt;&lt;evil/&gt;&amp;amp; ]]&gt;</description>");
+  assert_contains (xml,
+                   "<source file='/var/lib/dhf/it&apos;s &lt;&amp;&gt; &quot;odd&quot;.qcow2'/>");
+  assert_lacks (xml, "<evil/>");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "title"), ==, "<'&\"> hostile");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "description"), ==,
+                   "</description><evil/>&amp; ]]>");
 
   /* The manifest inside the metadata survives the escaping too. */
-  start = strstr(xml, "<dhf:appliance");
-  end = strstr(xml, "</dhf:appliance>");
-  g_assert_true(start != NULL && end != NULL);
-  element = g_strndup(start, (gsize) (end - start) + strlen("</dhf:appliance>"));
-  metadata = dhf_domain_metadata_parse(element, &error);
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_vendor(metadata->manifest), ==, "<'&\">");
-  g_assert_cmpstr(metadata->disk_path, ==, "/var/lib/dhf/it's <&> \"odd\".qcow2");
+  start = strstr (xml, "<dhf:appliance");
+  end = strstr (xml, "</dhf:appliance>");
+  g_assert_true (start != NULL && end != NULL);
+  element = g_strndup (start, (gsize) (end - start) + strlen ("</dhf:appliance>"));
+  metadata = dhf_domain_metadata_parse (element, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_vendor (metadata->manifest), ==, "<'&\">");
+  g_assert_cmpstr (metadata->disk_path, ==, "/var/lib/dhf/it's <&> \"odd\".qcow2");
 }
 
 /* Metadata */
 
 static void
-test_metadata_round_trip(void)
+test_metadata_round_trip (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(hostile_json);
+  g_autoptr (DhfManifest) manifest = manifest_from (hostile_json);
   g_autofree gchar *xml
-      = dhf_domain_metadata_build(manifest, "/var/lib/dhf/h.qcow2", "2024-05-01T12:00:00+02:00");
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(xml, &error);
-  g_autofree gchar *before = dhf_manifest_to_json(manifest);
+      = dhf_domain_metadata_build (manifest, "/var/lib/dhf/h.qcow2", "2024-05-01T12:00:00+02:00");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (xml, &error);
+  g_autofree gchar *before = dhf_manifest_to_json (manifest);
   g_autofree gchar *after = NULL;
 
-  g_assert_no_error(error);
-  after = dhf_manifest_to_json(metadata->manifest);
-  g_assert_cmpstr(before, ==, after);
-  g_assert_cmpstr(metadata->disk_path, ==, "/var/lib/dhf/h.qcow2");
-  g_assert_cmpstr(metadata->installed, ==, "2024-05-01T12:00:00+02:00");
+  g_assert_no_error (error);
+  after = dhf_manifest_to_json (metadata->manifest);
+  g_assert_cmpstr (before, ==, after);
+  g_assert_cmpstr (metadata->disk_path, ==, "/var/lib/dhf/h.qcow2");
+  g_assert_cmpstr (metadata->installed, ==, "2024-05-01T12:00:00+02:00");
 }
 
 static void
-test_metadata_optional_fields(void)
+test_metadata_optional_fields (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(base_json);
-  g_autofree gchar *xml = dhf_domain_metadata_build(manifest, NULL, NULL);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(xml, &error);
+  g_autoptr (DhfManifest) manifest = manifest_from (base_json);
+  g_autofree gchar *xml = dhf_domain_metadata_build (manifest, NULL, NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (xml, &error);
 
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(metadata->manifest), ==, "demo");
-  g_assert_null(metadata->disk_path);
-  g_assert_null(metadata->installed);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (metadata->manifest), ==, "demo");
+  g_assert_null (metadata->disk_path);
+  g_assert_null (metadata->installed);
 }
 
 static gchar *
-libvirt_style(const gchar *extra)
+libvirt_style (const gchar *extra)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(base_json);
-  g_autofree gchar *json = dhf_manifest_to_json(manifest);
-  g_autofree gchar *escaped = g_markup_escape_text(json, -1);
+  g_autoptr (DhfManifest) manifest = manifest_from (base_json);
+  g_autofree gchar *json = dhf_manifest_to_json (manifest);
+  g_autofree gchar *escaped = g_markup_escape_text (json, -1);
 
-  return g_strdup_printf("<appliance schema=\"1\">\n  <manifest>%s</manifest>\n%s</appliance>\n",
-                         escaped, extra);
+  return g_strdup_printf ("<appliance schema=\"1\">\n  <manifest>%s</manifest>\n%s</appliance>\n",
+                          escaped, extra);
 }
 
 static void
-test_metadata_unprefixed(void)
+test_metadata_unprefixed (void)
 {
-  g_autofree gchar *xml = libvirt_style("  <storage>/var/lib/dhf/demo.qcow2</storage>\n"
-                                        "  <installed>2024-01-01T00:00:00Z</installed>\n");
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(xml, &error);
+  g_autofree gchar *xml = libvirt_style ("  <storage>/var/lib/dhf/demo.qcow2</storage>\n"
+                                         "  <installed>2024-01-01T00:00:00Z</installed>\n");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (xml, &error);
 
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(metadata->manifest), ==, "demo");
-  g_assert_cmpstr(metadata->disk_path, ==, "/var/lib/dhf/demo.qcow2");
-  g_assert_cmpstr(metadata->installed, ==, "2024-01-01T00:00:00Z");
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (metadata->manifest), ==, "demo");
+  g_assert_cmpstr (metadata->disk_path, ==, "/var/lib/dhf/demo.qcow2");
+  g_assert_cmpstr (metadata->installed, ==, "2024-01-01T00:00:00Z");
 }
 
 static void
-test_metadata_forward_compatible(void)
+test_metadata_forward_compatible (void)
 {
-  g_autofree gchar *xml = libvirt_style(
+  g_autofree gchar *xml = libvirt_style (
       "  <future kind=\"x\"><manifest>not json</manifest><storage>/no</storage></future>\n"
       "  <signature/>\n  <!-- a comment -->\n  <?pi data?>\n");
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(xml, &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (xml, &error);
 
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(metadata->manifest), ==, "demo");
-  g_assert_null(metadata->disk_path);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (metadata->manifest), ==, "demo");
+  g_assert_null (metadata->disk_path);
 }
 
 static void
-test_metadata_cdata(void)
+test_metadata_cdata (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(base_json);
-  g_autofree gchar *json = dhf_manifest_to_json(manifest);
-  g_autofree gchar *xml = g_strdup_printf(
+  g_autoptr (DhfManifest) manifest = manifest_from (base_json);
+  g_autofree gchar *json = dhf_manifest_to_json (manifest);
+  g_autofree gchar *xml = g_strdup_printf (
       "<appliance schema='1'><manifest><![CDATA[%s]]></manifest></appliance>", json);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(xml, &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (xml, &error);
 
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(metadata->manifest), ==, "demo");
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (metadata->manifest), ==, "demo");
 }
 
 typedef struct
@@ -441,125 +444,125 @@ static const BadMetadataCase bad_metadata_cases[] = {
 };
 
 static void
-test_metadata_bad(gconstpointer data)
+test_metadata_bad (gconstpointer data)
 {
   const BadMetadataCase *c = data;
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(c->xml, &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (c->xml, &error);
 
-  g_assert_null(metadata);
-  g_assert_error(error, DHF_ERROR, c->code);
-  g_test_message("%s", error->message);
-  if (!g_str_has_prefix(error->message, c->message))
-    g_test_fail_printf("expected a message starting\n  %s\ngot\n  %s", c->message, error->message);
+  g_assert_null (metadata);
+  g_assert_error (error, DHF_ERROR, c->code);
+  g_test_message ("%s", error->message);
+  if (!g_str_has_prefix (error->message, c->message))
+    g_test_fail_printf ("expected a message starting\n  %s\ngot\n  %s", c->message, error->message);
 }
 
 static void
-test_metadata_truncated_everywhere(void)
+test_metadata_truncated_everywhere (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(hostile_json);
-  g_autofree gchar *xml = dhf_domain_metadata_build(manifest, "/d.qcow2", "2024-01-01");
-  gsize length = strlen(xml);
+  g_autoptr (DhfManifest) manifest = manifest_from (hostile_json);
+  g_autofree gchar *xml = dhf_domain_metadata_build (manifest, "/d.qcow2", "2024-01-01");
+  gsize length = strlen (xml);
 
   /* Every proper prefix is an error, never a crash or a half manifest. */
   for (gsize cut = 0; cut < length; cut++)
     {
-      g_autofree gchar *prefix = g_strndup(xml, cut);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfDomainMetadata) metadata = dhf_domain_metadata_parse(prefix, &error);
+      g_autofree gchar *prefix = g_strndup (xml, cut);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfDomainMetadata) metadata = dhf_domain_metadata_parse (prefix, &error);
 
-      g_assert_null(metadata);
-      g_assert_nonnull(error);
-      g_assert_true(g_str_has_prefix(error->message, "dhf metadata: "));
+      g_assert_null (metadata);
+      g_assert_nonnull (error);
+      g_assert_true (g_str_has_prefix (error->message, "dhf metadata: "));
     }
 }
 
 /* libvirt's own test driver: what it stores and hands back must parse. */
 
 static void
-ignore_libvirt_error(void *user_data, virErrorPtr error)
+ignore_libvirt_error (void *user_data, virErrorPtr error)
 {
 }
 
 static void
-test_libvirt_test_driver(void)
+test_libvirt_test_driver (void)
 {
-  g_autoptr(DhfManifest) manifest = manifest_from(hostile_json);
+  g_autoptr (DhfManifest) manifest = manifest_from (hostile_json);
   DhfDomainXmlOptions options = {
     .domain_type = "test",
     .uuid = "6a1f4f3e-1b2c-4d5e-8f90-0123456789ab",
     .disk_path = "/var/lib/dhf/it's <&>.qcow2",
     .installed = "2024-05-01T12:00:00Z",
   };
-  g_autofree gchar *xml = dhf_domain_xml_build(manifest, &options);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfDomainMetadata) metadata = NULL;
+  g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfDomainMetadata) metadata = NULL;
   virConnectPtr connection;
   virDomainPtr domain;
   gchar *element;
   gchar *title;
   char uuid[VIR_UUID_STRING_BUFLEN];
 
-  virSetErrorFunc(NULL, ignore_libvirt_error);
-  connection = virConnectOpen("test:///default");
+  virSetErrorFunc (NULL, ignore_libvirt_error);
+  connection = virConnectOpen ("test:///default");
   if (connection == NULL)
     {
-      g_test_skip("libvirt's test driver is not available");
+      g_test_skip ("libvirt's test driver is not available");
       return;
     }
-  domain = virDomainDefineXML(connection, xml);
+  domain = virDomainDefineXML (connection, xml);
   if (domain == NULL)
-    g_error("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage(), xml);
+    g_error ("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage (), xml);
 
-  g_assert_cmpint(virDomainGetUUIDString(domain, uuid), ==, 0);
-  g_assert_cmpstr(uuid, ==, options.uuid);
-  title = virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_TITLE, NULL, 0);
-  g_assert_cmpstr(title, ==, "<'&\"> hostile");
-  free(title);
+  g_assert_cmpint (virDomainGetUUIDString (domain, uuid), ==, 0);
+  g_assert_cmpstr (uuid, ==, options.uuid);
+  title = virDomainGetMetadata (domain, VIR_DOMAIN_METADATA_TITLE, NULL, 0);
+  g_assert_cmpstr (title, ==, "<'&\"> hostile");
+  free (title);
 
-  element = virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI, 0);
-  g_assert_nonnull(element);
-  metadata = dhf_domain_metadata_parse(element, &error);
-  free(element);
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(metadata->manifest), ==, "hostile");
-  g_assert_cmpstr(dhf_manifest_get_description(metadata->manifest), ==,
-                  "</description><evil/>&amp; ]]>");
-  g_assert_cmpstr(metadata->disk_path, ==, options.disk_path);
-  g_assert_cmpstr(metadata->installed, ==, options.installed);
+  element = virDomainGetMetadata (domain, VIR_DOMAIN_METADATA_ELEMENT, DHF_METADATA_NS_URI, 0);
+  g_assert_nonnull (element);
+  metadata = dhf_domain_metadata_parse (element, &error);
+  free (element);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (metadata->manifest), ==, "hostile");
+  g_assert_cmpstr (dhf_manifest_get_description (metadata->manifest), ==,
+                   "</description><evil/>&amp; ]]>");
+  g_assert_cmpstr (metadata->disk_path, ==, options.disk_path);
+  g_assert_cmpstr (metadata->installed, ==, options.installed);
 
-  g_assert_cmpint(virDomainUndefine(domain), ==, 0);
-  virDomainFree(domain);
-  virConnectClose(connection);
+  g_assert_cmpint (virDomainUndefine (domain), ==, 0);
+  virDomainFree (domain);
+  virConnectClose (connection);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_test_init(&argc, &argv, NULL);
+  g_test_init (&argc, &argv, NULL);
 
-  g_test_add_func("/domain-xml/build/common-elements", test_common_elements);
-  g_test_add_func("/domain-xml/build/qemu-devices", test_qemu_devices);
-  g_test_add_func("/domain-xml/build/xen-devices", test_xen_devices);
-  g_test_add_func("/domain-xml/build/test-devices", test_test_devices);
-  g_test_add_func("/domain-xml/build/raw-disk", test_raw_disk);
-  g_test_add_func("/domain-xml/build/no-disk", test_no_disk);
-  g_test_add_func("/domain-xml/build/displays", test_displays);
-  g_test_add_func("/domain-xml/build/uuid-and-installed", test_uuid_and_installed);
-  g_test_add_func("/domain-xml/build/hostile-strings", test_hostile_strings);
-  g_test_add_func("/domain-xml/metadata/round-trip", test_metadata_round_trip);
-  g_test_add_func("/domain-xml/metadata/optional-fields", test_metadata_optional_fields);
-  g_test_add_func("/domain-xml/metadata/unprefixed", test_metadata_unprefixed);
-  g_test_add_func("/domain-xml/metadata/forward-compatible", test_metadata_forward_compatible);
-  g_test_add_func("/domain-xml/metadata/cdata", test_metadata_cdata);
-  g_test_add_func("/domain-xml/metadata/truncated-everywhere", test_metadata_truncated_everywhere);
-  for (gsize i = 0; i < G_N_ELEMENTS(bad_metadata_cases); i++)
+  g_test_add_func ("/domain-xml/build/common-elements", test_common_elements);
+  g_test_add_func ("/domain-xml/build/qemu-devices", test_qemu_devices);
+  g_test_add_func ("/domain-xml/build/xen-devices", test_xen_devices);
+  g_test_add_func ("/domain-xml/build/test-devices", test_test_devices);
+  g_test_add_func ("/domain-xml/build/raw-disk", test_raw_disk);
+  g_test_add_func ("/domain-xml/build/no-disk", test_no_disk);
+  g_test_add_func ("/domain-xml/build/displays", test_displays);
+  g_test_add_func ("/domain-xml/build/uuid-and-installed", test_uuid_and_installed);
+  g_test_add_func ("/domain-xml/build/hostile-strings", test_hostile_strings);
+  g_test_add_func ("/domain-xml/metadata/round-trip", test_metadata_round_trip);
+  g_test_add_func ("/domain-xml/metadata/optional-fields", test_metadata_optional_fields);
+  g_test_add_func ("/domain-xml/metadata/unprefixed", test_metadata_unprefixed);
+  g_test_add_func ("/domain-xml/metadata/forward-compatible", test_metadata_forward_compatible);
+  g_test_add_func ("/domain-xml/metadata/cdata", test_metadata_cdata);
+  g_test_add_func ("/domain-xml/metadata/truncated-everywhere", test_metadata_truncated_everywhere);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_metadata_cases); i++)
     {
       g_autofree gchar *path
-          = g_strdup_printf("/domain-xml/metadata/bad/%s", bad_metadata_cases[i].label);
-      g_test_add_data_func(path, &bad_metadata_cases[i], test_metadata_bad);
+          = g_strdup_printf ("/domain-xml/metadata/bad/%s", bad_metadata_cases[i].label);
+      g_test_add_data_func (path, &bad_metadata_cases[i], test_metadata_bad);
     }
-  g_test_add_func("/domain-xml/libvirt/test-driver", test_libvirt_test_driver);
+  g_test_add_func ("/domain-xml/libvirt/test-driver", test_libvirt_test_driver);
 
-  return g_test_run();
+  return g_test_run ();
 }

@@ -9,7 +9,7 @@
 #include "dhf-hypervisor-error.h"
 
 static void
-test_mapping(void)
+test_mapping (void)
 {
   static const struct
   {
@@ -30,48 +30,48 @@ test_mapping(void)
     { VIR_FROM_DOMAIN, VIR_ERR_XML_ERROR, DHF_ERROR_HYPERVISOR },
   };
 
-  for (guint i = 0; i < G_N_ELEMENTS(cases); i++)
-    g_assert_cmpint(dhf_hypervisor_error_code(cases[i].domain, cases[i].code), ==,
-                    cases[i].expected);
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    g_assert_cmpint (dhf_hypervisor_error_code (cases[i].domain, cases[i].code), ==,
+                     cases[i].expected);
 }
 
 /* A real libvirt failure, raised by the test driver, converted in place. */
 static void
-test_real_error(void)
+test_real_error (void)
 {
   virConnectPtr conn;
   virDomainPtr dom;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  dhf_hypervisor_silence_default_handler();
-  conn = virConnectOpen("test:///default");
-  g_assert_nonnull(conn);
-  dom = virDomainLookupByName(conn, "no-such-domain");
-  g_assert_null(dom);
-  dhf_hypervisor_set_error(&error, "looking up no-such-domain");
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_NOT_FOUND);
-  g_assert_true(g_str_has_prefix(error->message, "looking up no-such-domain: "));
-  g_assert_null(virGetLastError());
+  dhf_hypervisor_silence_default_handler ();
+  conn = virConnectOpen ("test:///default");
+  g_assert_nonnull (conn);
+  dom = virDomainLookupByName (conn, "no-such-domain");
+  g_assert_null (dom);
+  dhf_hypervisor_set_error (&error, "looking up no-such-domain");
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_NOT_FOUND);
+  g_assert_true (g_str_has_prefix (error->message, "looking up no-such-domain: "));
+  g_assert_null (virGetLastError ());
 
-  dom = virDomainLookupByName(conn, "test");
-  g_assert_nonnull(dom);
-  g_assert_cmpint(virDomainDestroy(dom), ==, 0);
-  g_assert_cmpint(virDomainSuspend(dom), <, 0); /* not running */
-  g_clear_error(&error);
-  dhf_hypervisor_set_error(&error, "pause");
+  dom = virDomainLookupByName (conn, "test");
+  g_assert_nonnull (dom);
+  g_assert_cmpint (virDomainDestroy (dom), ==, 0);
+  g_assert_cmpint (virDomainSuspend (dom), <, 0); /* not running */
+  g_clear_error (&error);
+  dhf_hypervisor_set_error (&error, "pause");
   /* The test driver reports this as an internal error (QEMU: operation
    * invalid); either way the libvirt message reaches the caller. */
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_HYPERVISOR);
-  g_assert_nonnull(strstr(error->message, "not running"));
-  virDomainFree(dom);
-  virConnectClose(conn);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_HYPERVISOR);
+  g_assert_nonnull (strstr (error->message, "not running"));
+  virDomainFree (dom);
+  virConnectClose (conn);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_test_init(&argc, &argv, NULL);
-  g_test_add_func("/hypervisor-error/mapping", test_mapping);
-  g_test_add_func("/hypervisor-error/real", test_real_error);
-  return g_test_run();
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/hypervisor-error/mapping", test_mapping);
+  g_test_add_func ("/hypervisor-error/real", test_real_error);
+  return g_test_run ();
 }

@@ -6,237 +6,237 @@
 
 #include "dhf-manifest.h"
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
 
 /* Every bad case changes one key of this valid manifest. */
 static const gchar minimal_json[]
     = "{\"manifest-version\":1,\"name\":\"demo\",\"vendor\":\"ACME\",\"version\":\"1.0\","
       "\"role\":\"service\",\"memory\":\"512MiB\",\"vcpus\":1}";
 
-static gchar *read_test_file(const gchar *first, ...) G_GNUC_NULL_TERMINATED;
+static gchar *read_test_file (const gchar *first, ...) G_GNUC_NULL_TERMINATED;
 
 static gchar *
-read_test_file(const gchar *first, ...)
+read_test_file (const gchar *first, ...)
 {
-  g_autoptr(GPtrArray) parts = g_ptr_array_new();
+  g_autoptr (GPtrArray) parts = g_ptr_array_new ();
   g_autofree gchar *path = NULL;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   gchar *contents = NULL;
   va_list args;
 
-  g_ptr_array_add(parts, (gpointer) g_test_get_dir(G_TEST_DIST));
-  va_start(args, first);
-  for (const gchar *part = first; part != NULL; part = va_arg(args, const gchar *))
-    g_ptr_array_add(parts, (gpointer) part);
-  va_end(args);
-  g_ptr_array_add(parts, NULL);
-  path = g_build_filenamev((gchar **) parts->pdata);
-  g_file_get_contents(path, &contents, NULL, &error);
-  g_assert_no_error(error);
+  g_ptr_array_add (parts, (gpointer) g_test_get_dir (G_TEST_DIST));
+  va_start (args, first);
+  for (const gchar *part = first; part != NULL; part = va_arg (args, const gchar *))
+    g_ptr_array_add (parts, (gpointer) part);
+  va_end (args);
+  g_ptr_array_add (parts, NULL);
+  path = g_build_filenamev ((gchar **) parts->pdata);
+  g_file_get_contents (path, &contents, NULL, &error);
+  g_assert_no_error (error);
   return contents;
 }
 
 static gchar *
-test_dir(const gchar *name)
+test_dir (const gchar *name)
 {
-  return g_build_filename(g_test_get_dir(G_TEST_DIST), name, NULL);
+  return g_build_filename (g_test_get_dir (G_TEST_DIST), name, NULL);
 }
 
 /* Fails the test unless @line is one of the problem lines of @error. */
 static void
-assert_problem(const GError *error, const gchar *line)
+assert_problem (const GError *error, const gchar *line)
 {
-  g_auto(GStrv) lines = NULL;
+  g_auto (GStrv) lines = NULL;
 
-  g_assert_nonnull(error);
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
-  lines = g_strsplit(error->message, "\n", -1);
-  g_assert_true(g_str_has_prefix(lines[0], "invalid manifest ("));
-  if (!g_strv_contains((const gchar *const *) lines + 1, line))
-    g_test_fail_printf("expected the problem\n  %s\nin\n%s", line, error->message);
+  g_assert_nonnull (error);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
+  lines = g_strsplit (error->message, "\n", -1);
+  g_assert_true (g_str_has_prefix (lines[0], "invalid manifest ("));
+  if (!g_strv_contains ((const gchar *const *) lines + 1, line))
+    g_test_fail_printf ("expected the problem\n  %s\nin\n%s", line, error->message);
 }
 
 static gchar *
-manifest_with(const gchar *key, const gchar *value_json)
+manifest_with (const gchar *key, const gchar *value_json)
 {
-  g_autoptr(json_object) root = json_tokener_parse(minimal_json);
+  g_autoptr (json_object) root = json_tokener_parse (minimal_json);
 
   if (value_json == NULL)
-    json_object_object_del(root, key);
+    json_object_object_del (root, key);
   else
     {
-      json_object *value = json_tokener_parse(value_json);
+      json_object *value = json_tokener_parse (value_json);
 
-      g_assert_true(value != NULL || g_str_equal(value_json, "null"));
-      json_object_object_add(root, key, value);
+      g_assert_true (value != NULL || g_str_equal (value_json, "null"));
+      json_object_object_add (root, key, value);
     }
-  return g_strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+  return g_strdup (json_object_to_json_string_ext (root, JSON_C_TO_STRING_PLAIN));
 }
 
 /* Good manifests */
 
 static void
-test_minimal(void)
+test_minimal (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = read_test_file("manifests", "minimal.json", NULL);
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = read_test_file ("manifests", "minimal.json", NULL);
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_no_error(error);
-  g_assert_nonnull(manifest);
-  g_assert_cmpstr(dhf_manifest_get_name(manifest), ==, "minimal");
-  g_assert_cmpstr(dhf_manifest_get_vendor(manifest), ==, "ACME");
-  g_assert_cmpstr(dhf_manifest_get_version(manifest), ==, "1");
-  g_assert_null(dhf_manifest_get_description(manifest));
-  g_assert_cmpint(dhf_manifest_get_role(manifest), ==, DHF_APPLIANCE_ROLE_SERVICE);
-  g_assert_cmpuint(dhf_manifest_get_memory(manifest), ==, 64 * 1024 * 1024);
-  g_assert_cmpuint(dhf_manifest_get_vcpus(manifest), ==, 1);
-  g_assert_false(dhf_manifest_get_autostart(manifest));
-  g_assert_null(dhf_manifest_get_disk_image(manifest));
-  g_assert_cmpint(dhf_manifest_get_network_mode(manifest), ==, DHF_NETWORK_MODE_NONE);
-  g_assert_cmpuint(dhf_manifest_get_forwards(manifest)->len, ==, 0);
-  g_assert_cmpint(dhf_manifest_get_display(manifest), ==, DHF_DISPLAY_NONE);
-  g_assert_nonnull(dhf_manifest_get_tags(manifest));
-  g_assert_null(dhf_manifest_get_tags(manifest)[0]);
-  g_assert_cmpuint(dhf_manifest_get_services(manifest)->len, ==, 0);
-  g_assert_cmpuint(dhf_manifest_get_devices(manifest)->len, ==, 0);
+  g_assert_no_error (error);
+  g_assert_nonnull (manifest);
+  g_assert_cmpstr (dhf_manifest_get_name (manifest), ==, "minimal");
+  g_assert_cmpstr (dhf_manifest_get_vendor (manifest), ==, "ACME");
+  g_assert_cmpstr (dhf_manifest_get_version (manifest), ==, "1");
+  g_assert_null (dhf_manifest_get_description (manifest));
+  g_assert_cmpint (dhf_manifest_get_role (manifest), ==, DHF_APPLIANCE_ROLE_SERVICE);
+  g_assert_cmpuint (dhf_manifest_get_memory (manifest), ==, 64 * 1024 * 1024);
+  g_assert_cmpuint (dhf_manifest_get_vcpus (manifest), ==, 1);
+  g_assert_false (dhf_manifest_get_autostart (manifest));
+  g_assert_null (dhf_manifest_get_disk_image (manifest));
+  g_assert_cmpint (dhf_manifest_get_network_mode (manifest), ==, DHF_NETWORK_MODE_NONE);
+  g_assert_cmpuint (dhf_manifest_get_forwards (manifest)->len, ==, 0);
+  g_assert_cmpint (dhf_manifest_get_display (manifest), ==, DHF_DISPLAY_NONE);
+  g_assert_nonnull (dhf_manifest_get_tags (manifest));
+  g_assert_null (dhf_manifest_get_tags (manifest)[0]);
+  g_assert_cmpuint (dhf_manifest_get_services (manifest)->len, ==, 0);
+  g_assert_cmpuint (dhf_manifest_get_devices (manifest)->len, ==, 0);
 }
 
 static void
-test_environment_defaults_to_vnc(void)
+test_environment_defaults_to_vnc (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = manifest_with("role", "\"environment\"");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = manifest_with ("role", "\"environment\"");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_no_error(error);
-  g_assert_cmpint(dhf_manifest_get_display(manifest), ==, DHF_DISPLAY_VNC);
+  g_assert_no_error (error);
+  g_assert_cmpint (dhf_manifest_get_display (manifest), ==, DHF_DISPLAY_VNC);
 }
 
 static void
-test_full(void)
+test_full (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = read_test_file("manifests", "full.json", NULL);
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, "/srv/dhf/manifests", &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = read_test_file ("manifests", "full.json", NULL);
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, "/srv/dhf/manifests", &error);
   const DhfManifestForward *forward;
   const DhfManifestService *service;
   const DhfManifestDevice *device;
   GPtrArray *array;
 
-  g_assert_no_error(error);
-  g_assert_cmpstr(dhf_manifest_get_name(manifest), ==, "full-example");
-  g_assert_cmpstr(dhf_manifest_get_vendor(manifest), ==, "ACME Appliances Ltd. été ☃");
-  g_assert_cmpstr(dhf_manifest_get_version(manifest), ==, "10.2.0.7-rc.1");
-  g_assert_cmpstr(dhf_manifest_get_description(manifest), ==,
-                  "Every key of the format.\nSecond line\twith a tab, <markup> & \"quotes\".");
-  g_assert_cmpint(dhf_manifest_get_role(manifest), ==, DHF_APPLIANCE_ROLE_ENVIRONMENT);
-  g_assert_cmpuint(dhf_manifest_get_memory(manifest), ==, G_GUINT64_CONSTANT(1536) << 20);
-  g_assert_cmpuint(dhf_manifest_get_vcpus(manifest), ==, 4);
-  g_assert_true(dhf_manifest_get_autostart(manifest));
-  g_assert_cmpstr(dhf_manifest_get_disk_image(manifest), ==, "/srv/dhf/images/full.img");
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_name (manifest), ==, "full-example");
+  g_assert_cmpstr (dhf_manifest_get_vendor (manifest), ==, "ACME Appliances Ltd. été ☃");
+  g_assert_cmpstr (dhf_manifest_get_version (manifest), ==, "10.2.0.7-rc.1");
+  g_assert_cmpstr (dhf_manifest_get_description (manifest), ==,
+                   "Every key of the format.\nSecond line\twith a tab, <markup> & \"quotes\".");
+  g_assert_cmpint (dhf_manifest_get_role (manifest), ==, DHF_APPLIANCE_ROLE_ENVIRONMENT);
+  g_assert_cmpuint (dhf_manifest_get_memory (manifest), ==, G_GUINT64_CONSTANT (1536) << 20);
+  g_assert_cmpuint (dhf_manifest_get_vcpus (manifest), ==, 4);
+  g_assert_true (dhf_manifest_get_autostart (manifest));
+  g_assert_cmpstr (dhf_manifest_get_disk_image (manifest), ==, "/srv/dhf/images/full.img");
   /* The explicit format wins over the .img extension. */
-  g_assert_cmpint(dhf_manifest_get_disk_format(manifest), ==, DHF_DISK_FORMAT_QCOW2);
-  g_assert_cmpint(dhf_manifest_get_network_mode(manifest), ==, DHF_NETWORK_MODE_NAT);
-  g_assert_cmpint(dhf_manifest_get_display(manifest), ==, DHF_DISPLAY_SPICE);
+  g_assert_cmpint (dhf_manifest_get_disk_format (manifest), ==, DHF_DISK_FORMAT_QCOW2);
+  g_assert_cmpint (dhf_manifest_get_network_mode (manifest), ==, DHF_NETWORK_MODE_NAT);
+  g_assert_cmpint (dhf_manifest_get_display (manifest), ==, DHF_DISPLAY_SPICE);
 
-  array = dhf_manifest_get_forwards(manifest);
-  g_assert_cmpuint(array->len, ==, 2);
-  forward = g_ptr_array_index(array, 1);
-  g_assert_cmpstr(forward->protocol, ==, "udp");
-  g_assert_cmpuint(forward->host_port, ==, 8080);
-  g_assert_cmpuint(forward->guest_port, ==, 53);
+  array = dhf_manifest_get_forwards (manifest);
+  g_assert_cmpuint (array->len, ==, 2);
+  forward = g_ptr_array_index (array, 1);
+  g_assert_cmpstr (forward->protocol, ==, "udp");
+  g_assert_cmpuint (forward->host_port, ==, 8080);
+  g_assert_cmpuint (forward->guest_port, ==, 53);
 
-  g_assert_cmpstrv(dhf_manifest_get_tags(manifest),
-                   ((const gchar *const[]){ "corp", "team_a", "9lives", NULL }));
+  g_assert_cmpstrv (dhf_manifest_get_tags (manifest),
+                    ((const gchar *const[]){ "corp", "team_a", "9lives", NULL }));
 
-  array = dhf_manifest_get_services(manifest);
-  g_assert_cmpuint(array->len, ==, 2);
-  service = g_ptr_array_index(array, 0);
-  g_assert_cmpstr(service->name, ==, "com.example.Sync1");
-  g_assert_cmpstr(service->description, ==, "Synchronises files.");
-  service = g_ptr_array_index(array, 1);
-  g_assert_null(service->description);
+  array = dhf_manifest_get_services (manifest);
+  g_assert_cmpuint (array->len, ==, 2);
+  service = g_ptr_array_index (array, 0);
+  g_assert_cmpstr (service->name, ==, "com.example.Sync1");
+  g_assert_cmpstr (service->description, ==, "Synchronises files.");
+  service = g_ptr_array_index (array, 1);
+  g_assert_null (service->description);
 
-  array = dhf_manifest_get_devices(manifest);
-  g_assert_cmpuint(array->len, ==, 5);
-  device = g_ptr_array_index(array, 0);
-  g_assert_cmpint(device->kind, ==, DHF_DEVICE_KIND_USB);
-  g_assert_cmpint(device->mode, ==, DHF_DEVICE_MODE_FOLLOW_FOCUS);
-  g_assert_cmphex(device->usb_vendor, ==, 0x046d);
-  g_assert_cmphex(device->usb_product, ==, 0xc52b);
-  g_assert_cmpstr(device->usb_serial, ==, "ABC-123");
-  device = g_ptr_array_index(array, 1);
-  g_assert_cmpint(device->mode, ==, DHF_DEVICE_MODE_PINNED);
-  g_assert_null(device->usb_serial);
-  device = g_ptr_array_index(array, 2);
-  g_assert_cmpint(device->kind, ==, DHF_DEVICE_KIND_PCI);
-  g_assert_cmpstr(device->pci_address, ==, "0000:0a:1f.7");
-  device = g_ptr_array_index(array, 3);
-  g_assert_cmpint(device->kind, ==, DHF_DEVICE_KIND_INPUT);
-  g_assert_cmpstr(device->input_type, ==, "keyboard");
-  g_assert_cmpint(device->mode, ==, DHF_DEVICE_MODE_FOLLOW_FOCUS);
+  array = dhf_manifest_get_devices (manifest);
+  g_assert_cmpuint (array->len, ==, 5);
+  device = g_ptr_array_index (array, 0);
+  g_assert_cmpint (device->kind, ==, DHF_DEVICE_KIND_USB);
+  g_assert_cmpint (device->mode, ==, DHF_DEVICE_MODE_FOLLOW_FOCUS);
+  g_assert_cmphex (device->usb_vendor, ==, 0x046d);
+  g_assert_cmphex (device->usb_product, ==, 0xc52b);
+  g_assert_cmpstr (device->usb_serial, ==, "ABC-123");
+  device = g_ptr_array_index (array, 1);
+  g_assert_cmpint (device->mode, ==, DHF_DEVICE_MODE_PINNED);
+  g_assert_null (device->usb_serial);
+  device = g_ptr_array_index (array, 2);
+  g_assert_cmpint (device->kind, ==, DHF_DEVICE_KIND_PCI);
+  g_assert_cmpstr (device->pci_address, ==, "0000:0a:1f.7");
+  device = g_ptr_array_index (array, 3);
+  g_assert_cmpint (device->kind, ==, DHF_DEVICE_KIND_INPUT);
+  g_assert_cmpstr (device->input_type, ==, "keyboard");
+  g_assert_cmpint (device->mode, ==, DHF_DEVICE_MODE_FOLLOW_FOCUS);
 }
 
 static void
-test_examples(void)
+test_examples (void)
 {
   static const gchar *const names[] = { "personal", "corporate", "vpn-gateway", "file-sync" };
-  g_autofree gchar *relative = test_dir("../examples/appliances");
-  g_autofree gchar *examples = g_canonicalize_filename(relative, NULL);
+  g_autofree gchar *relative = test_dir ("../examples/appliances");
+  g_autofree gchar *examples = g_canonicalize_filename (relative, NULL);
 
-  for (gsize i = 0; i < G_N_ELEMENTS(names); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
     {
-      g_autofree gchar *file = g_strconcat(names[i], ".json", NULL);
-      g_autofree gchar *text = read_test_file("..", "examples", "appliances", file, NULL);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, examples, &error);
+      g_autofree gchar *file = g_strconcat (names[i], ".json", NULL);
+      g_autofree gchar *text = read_test_file ("..", "examples", "appliances", file, NULL);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, examples, &error);
 
-      g_assert_no_error(error);
-      g_assert_cmpstr(dhf_manifest_get_name(manifest), ==, names[i]);
-      g_assert_true(g_str_has_prefix(dhf_manifest_get_disk_image(manifest), examples));
+      g_assert_no_error (error);
+      g_assert_cmpstr (dhf_manifest_get_name (manifest), ==, names[i]);
+      g_assert_true (g_str_has_prefix (dhf_manifest_get_disk_image (manifest), examples));
     }
 }
 
 static void
-test_ref_unref(void)
+test_ref_unref (void)
 {
-  DhfManifest *manifest = dhf_manifest_parse(minimal_json, -1, NULL, NULL);
-  DhfManifest *second = dhf_manifest_ref(manifest);
+  DhfManifest *manifest = dhf_manifest_parse (minimal_json, -1, NULL, NULL);
+  DhfManifest *second = dhf_manifest_ref (manifest);
 
-  g_assert_true(second == manifest);
-  dhf_manifest_unref(manifest);
-  g_assert_cmpstr(dhf_manifest_get_name(second), ==, "demo");
-  dhf_manifest_unref(second);
+  g_assert_true (second == manifest);
+  dhf_manifest_unref (manifest);
+  g_assert_cmpstr (dhf_manifest_get_name (second), ==, "demo");
+  dhf_manifest_unref (second);
 }
 
 static void
-test_explicit_length(void)
+test_explicit_length (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *padded = g_strconcat(minimal_json, "garbage", NULL);
-  g_autoptr(DhfManifest) manifest
-      = dhf_manifest_parse(padded, (gssize) strlen(minimal_json), NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *padded = g_strconcat (minimal_json, "garbage", NULL);
+  g_autoptr (DhfManifest) manifest
+      = dhf_manifest_parse (padded, (gssize) strlen (minimal_json), NULL, &error);
 
-  g_assert_no_error(error);
-  g_assert_nonnull(manifest);
+  g_assert_no_error (error);
+  g_assert_nonnull (manifest);
 }
 
 static void
-test_byte_order_mark(void)
+test_byte_order_mark (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = g_strconcat("\xEF\xBB\xBF", minimal_json, NULL);
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = g_strconcat ("\xEF\xBB\xBF", minimal_json, NULL);
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_no_error(error);
-  g_assert_nonnull(manifest);
+  g_assert_no_error (error);
+  g_assert_nonnull (manifest);
 }
 
 /* Disk paths */
 
 static void
-test_disk_paths(void)
+test_disk_paths (void)
 {
   static const struct
   {
@@ -258,27 +258,27 @@ test_disk_paths(void)
     { "{\"image\":\"b.qcow2\",\"format\":\"raw\"}", "/m", "/m/b.qcow2", DHF_DISK_FORMAT_RAW },
   };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      g_autofree gchar *text = manifest_with("disk", cases[i].disk);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, cases[i].base_dir, &error);
+      g_autofree gchar *text = manifest_with ("disk", cases[i].disk);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, cases[i].base_dir, &error);
 
-      g_assert_no_error(error);
-      g_assert_cmpstr(dhf_manifest_get_disk_image(manifest), ==, cases[i].image);
-      g_assert_cmpint(dhf_manifest_get_disk_format(manifest), ==, cases[i].format);
+      g_assert_no_error (error);
+      g_assert_cmpstr (dhf_manifest_get_disk_image (manifest), ==, cases[i].image);
+      g_assert_cmpint (dhf_manifest_get_disk_format (manifest), ==, cases[i].format);
     }
 }
 
 static void
-test_relative_disk_needs_base(void)
+test_relative_disk_needs_base (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = manifest_with("disk", "{\"image\":\"images/a.qcow2\"}");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = manifest_with ("disk", "{\"image\":\"images/a.qcow2\"}");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_null(manifest);
-  assert_problem(error, "$.disk.image: relative path needs a base directory");
+  g_assert_null (manifest);
+  assert_problem (error, "$.disk.image: relative path needs a base directory");
 }
 
 /* Bad manifests: one key changed, one exact problem line expected */
@@ -289,80 +289,80 @@ typedef struct
   const gchar *key;
   const gchar *value; /* JSON; NULL removes the key */
   const gchar *problem;
-  gchar *(*make_value)(void); /* instead of value, for big ones */
+  gchar *(*make_value) (void); /* instead of value, for big ones */
 } BadKeyCase;
 
 static gchar *
-make_long_name(void)
+make_long_name (void)
 {
-  g_autofree gchar *name = g_strnfill(49, 'a');
-  return g_strdup_printf("\"%s\"", name);
+  g_autofree gchar *name = g_strnfill (49, 'a');
+  return g_strdup_printf ("\"%s\"", name);
 }
 
 static gchar *
-make_long_vendor(void)
+make_long_vendor (void)
 {
-  g_autofree gchar *vendor = g_strnfill(65, 'v');
-  return g_strdup_printf("\"%s\"", vendor);
+  g_autofree gchar *vendor = g_strnfill (65, 'v');
+  return g_strdup_printf ("\"%s\"", vendor);
 }
 
 static gchar *
-make_long_description(void)
+make_long_description (void)
 {
-  g_autofree gchar *text = g_strnfill(1025, 'd');
-  return g_strdup_printf("\"%s\"", text);
+  g_autofree gchar *text = g_strnfill (1025, 'd');
+  return g_strdup_printf ("\"%s\"", text);
 }
 
 /* A JSON array of @count items "PREFIX<n>SUFFIX", n counting from 1. */
 static gchar *
-make_repeated(const gchar *prefix, const gchar *suffix, guint count)
+make_repeated (const gchar *prefix, const gchar *suffix, guint count)
 {
-  g_autoptr(GString) json = g_string_new("[");
+  g_autoptr (GString) json = g_string_new ("[");
 
   for (guint i = 0; i < count; i++)
-    g_string_append_printf(json, "%s%s%u%s", i > 0 ? "," : "", prefix, i + 1, suffix);
-  g_string_append_c(json, ']');
-  return g_string_free(g_steal_pointer(&json), FALSE);
+    g_string_append_printf (json, "%s%s%u%s", i > 0 ? "," : "", prefix, i + 1, suffix);
+  g_string_append_c (json, ']');
+  return g_string_free (g_steal_pointer (&json), FALSE);
 }
 
 static gchar *
-make_65_forwards(void)
+make_65_forwards (void)
 {
   g_autofree gchar *forwards
-      = make_repeated("{\"protocol\":\"tcp\",\"host\":", ",\"guest\":22}", 65);
-  return g_strdup_printf("{\"mode\":\"nat\",\"forwards\":%s}", forwards);
+      = make_repeated ("{\"protocol\":\"tcp\",\"host\":", ",\"guest\":22}", 65);
+  return g_strdup_printf ("{\"mode\":\"nat\",\"forwards\":%s}", forwards);
 }
 
 static gchar *
-make_33_tags(void)
+make_33_tags (void)
 {
-  return make_repeated("\"t", "\"", 33);
+  return make_repeated ("\"t", "\"", 33);
 }
 
 static gchar *
-make_65_services(void)
+make_65_services (void)
 {
-  return make_repeated("{\"name\":\"org.example.S", "\"}", 65);
+  return make_repeated ("{\"name\":\"org.example.S", "\"}", 65);
 }
 
 static gchar *
-make_33_devices(void)
+make_33_devices (void)
 {
-  return make_repeated("{\"type\":\"input\",\"input\":\"mouse\",\"x", "\":0}", 33);
+  return make_repeated ("{\"type\":\"input\",\"input\":\"mouse\",\"x", "\":0}", 33);
 }
 
 static gchar *
-make_long_service(void)
+make_long_service (void)
 {
-  g_autofree gchar *tail = g_strnfill(254, 'x');
-  return g_strdup_printf("[{\"name\":\"a.%s\"}]", tail);
+  g_autofree gchar *tail = g_strnfill (254, 'x');
+  return g_strdup_printf ("[{\"name\":\"a.%s\"}]", tail);
 }
 
 static gchar *
-make_long_serial(void)
+make_long_serial (void)
 {
-  g_autofree gchar *serial = g_strnfill(129, 's');
-  return g_strdup_printf(
+  g_autofree gchar *serial = g_strnfill (129, 's');
+  return g_strdup_printf (
       "[{\"type\":\"usb\",\"vendor\":\"046d\",\"product\":\"c52b\",\"serial\":\"%s\"}]", serial);
 }
 
@@ -486,22 +486,22 @@ static const BadKeyCase bad_key_cases[] = {
   { "network-unknown-key", "network", "{\"mode\":\"nat\",\"dns\":true}",
     "$.network.dns: unknown key" },
   { "forwards-without-nat", "network",
-    "{\"mode\":\"none\",\"forwards\":[" FWD("\"tcp\"", "80", "80") "]}",
+    "{\"mode\":\"none\",\"forwards\":[" FWD ("\"tcp\"", "80", "80") "]}",
     "$.network.forwards: port forwards need mode \"nat\"" },
   { "forwards-object", "network", "{\"mode\":\"nat\",\"forwards\":{}}",
     "$.network.forwards: expected an array" },
-  { "forward-not-object", "network", NAT("1"), "$.network.forwards[0]: expected an object" },
-  { "forward-protocol", "network", NAT(FWD("\"sctp\"", "80", "80")),
+  { "forward-not-object", "network", NAT ("1"), "$.network.forwards[0]: expected an object" },
+  { "forward-protocol", "network", NAT (FWD ("\"sctp\"", "80", "80")),
     "$.network.forwards[0].protocol: unknown protocol \"sctp\" (expected \"tcp\" or \"udp\")" },
-  { "forward-host-zero", "network", NAT(FWD("\"tcp\"", "0", "80")),
+  { "forward-host-zero", "network", NAT (FWD ("\"tcp\"", "0", "80")),
     "$.network.forwards[0].host: expected an integer from 1 to 65535" },
-  { "forward-guest-big", "network", NAT(FWD("\"tcp\"", "80", "65536")),
+  { "forward-guest-big", "network", NAT (FWD ("\"tcp\"", "80", "65536")),
     "$.network.forwards[0].guest: expected an integer from 1 to 65535" },
-  { "forward-missing-guest", "network", NAT("{\"protocol\":\"tcp\",\"host\":80}"),
+  { "forward-missing-guest", "network", NAT ("{\"protocol\":\"tcp\",\"host\":80}"),
     "$.network.forwards[0]: missing required key \"guest\"" },
   { "forward-duplicate", "network",
-    NAT(FWD("\"tcp\"", "8080", "80") "," FWD("\"udp\"", "8080", "80") "," FWD("\"tcp\"", "8080",
-                                                                              "81")),
+    NAT (FWD ("\"tcp\"", "8080", "80") "," FWD ("\"udp\"", "8080", "80") "," FWD ("\"tcp\"", "8080",
+                                                                                  "81")),
     "$.network.forwards[2]: duplicate forward of tcp host port 8080" },
   { "forwards-too-many", "network", NULL,
     "$.network.forwards: at most 64 forwards allowed, found 65", make_65_forwards },
@@ -546,13 +546,13 @@ static const BadKeyCase bad_key_cases[] = {
     "$.devices[0].type: unknown device type \"firewire\" (expected \"usb\", \"pci\" or "
     "\"input\")" },
   { "device-not-object", "devices", "[\"usb\"]", "$.devices[0]: expected an object" },
-  { "usb-short-vendor", "devices", USB("\"46d\"", "\"c52b\""),
+  { "usb-short-vendor", "devices", USB ("\"46d\"", "\"c52b\""),
     "$.devices[0].vendor: expected 4 hex digits" },
-  { "usb-bad-product", "devices", USB("\"046d\"", "\"zzzz\""),
+  { "usb-bad-product", "devices", USB ("\"046d\"", "\"zzzz\""),
     "$.devices[0].product: expected 4 hex digits" },
-  { "usb-numeric-vendor", "devices", USB("1133", "\"c52b\""),
+  { "usb-numeric-vendor", "devices", USB ("1133", "\"c52b\""),
     "$.devices[0].vendor: expected 4 hex digits" },
-  { "usb-0x-vendor", "devices", USB("\"0x46d\"", "\"c52b\""),
+  { "usb-0x-vendor", "devices", USB ("\"0x46d\"", "\"c52b\""),
     "$.devices[0].vendor: expected 4 hex digits" },
   { "usb-missing-product", "devices", "[{\"type\":\"usb\",\"vendor\":\"046d\"}]",
     "$.devices[0]: missing required key \"product\"" },
@@ -609,20 +609,20 @@ static const BadKeyCase bad_key_cases[] = {
 };
 
 static void
-test_bad_key(gconstpointer data)
+test_bad_key (gconstpointer data)
 {
   const BadKeyCase *c = data;
   g_autofree gchar *made = NULL;
   g_autofree gchar *text = NULL;
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = NULL;
 
   if (c->make_value != NULL)
-    made = c->make_value();
-  text = manifest_with(c->key, made != NULL ? made : c->value);
-  manifest = dhf_manifest_parse(text, -1, "/base", &error);
-  g_assert_null(manifest);
-  assert_problem(error, c->problem);
+    made = c->make_value ();
+  text = manifest_with (c->key, made != NULL ? made : c->value);
+  manifest = dhf_manifest_parse (text, -1, "/base", &error);
+  g_assert_null (manifest);
+  assert_problem (error, c->problem);
 }
 
 /* Bad text: the document itself */
@@ -678,18 +678,18 @@ static const BadTextCase bad_text_cases[] = {
 };
 
 static void
-test_bad_text(gconstpointer data)
+test_bad_text (gconstpointer data)
 {
   const BadTextCase *c = data;
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(c->text, c->length, "/base", &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (c->text, c->length, "/base", &error);
 
-  g_assert_null(manifest);
-  assert_problem(error, c->problem);
+  g_assert_null (manifest);
+  assert_problem (error, c->problem);
 }
 
 static void
-test_many_problems(void)
+test_many_problems (void)
 {
   static const gchar *const expected[] = {
     "invalid manifest (9 problems):",
@@ -704,143 +704,143 @@ test_many_problems(void)
     "$.devices[2].vendor: expected 4 hex digits",
     NULL,
   };
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = read_test_file("manifests", "many-problems.json", NULL);
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, "/base", &error);
-  g_auto(GStrv) lines = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = read_test_file ("manifests", "many-problems.json", NULL);
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, "/base", &error);
+  g_auto (GStrv) lines = NULL;
 
-  g_assert_null(manifest);
-  g_assert_error(error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
-  lines = g_strsplit(error->message, "\n", -1);
-  g_assert_cmpstrv(lines, expected);
+  g_assert_null (manifest);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
+  lines = g_strsplit (error->message, "\n", -1);
+  g_assert_cmpstrv (lines, expected);
 }
 
 static void
-test_one_problem_format(void)
+test_one_problem_format (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autofree gchar *text = manifest_with("vcpus", "0");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = manifest_with ("vcpus", "0");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_null(manifest);
-  g_assert_cmpstr(error->message, ==,
-                  "invalid manifest (1 problem):\n$.vcpus: expected an integer from 1 to 64");
+  g_assert_null (manifest);
+  g_assert_cmpstr (error->message, ==,
+                   "invalid manifest (1 problem):\n$.vcpus: expected an integer from 1 to 64");
 }
 
 static void
-test_problem_cap(void)
+test_problem_cap (void)
 {
-  g_autoptr(GString) text = g_string_new("{\"manifest-version\":1");
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest = NULL;
-  g_auto(GStrv) lines = NULL;
+  g_autoptr (GString) text = g_string_new ("{\"manifest-version\":1");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = NULL;
+  g_auto (GStrv) lines = NULL;
 
   for (guint i = 0; i < 60; i++)
-    g_string_append_printf(text, ",\"extra%u\":%u", i, i);
-  g_string_append_c(text, '}');
-  manifest = dhf_manifest_parse(text->str, -1, NULL, &error);
-  g_assert_null(manifest);
-  lines = g_strsplit(error->message, "\n", -1);
+    g_string_append_printf (text, ",\"extra%u\":%u", i, i);
+  g_string_append_c (text, '}');
+  manifest = dhf_manifest_parse (text->str, -1, NULL, &error);
+  g_assert_null (manifest);
+  lines = g_strsplit (error->message, "\n", -1);
   /* 60 unknown keys and 6 missing required ones */
-  g_assert_cmpstr(lines[0], ==, "invalid manifest (66 problems):");
-  g_assert_cmpuint(g_strv_length(lines), ==, 1 + 50 + 1);
-  g_assert_cmpstr(lines[1], ==, "$.extra0: unknown key");
-  g_assert_cmpstr(lines[50], ==, "$.extra49: unknown key");
-  g_assert_cmpstr(lines[51], ==, "... and 16 more");
+  g_assert_cmpstr (lines[0], ==, "invalid manifest (66 problems):");
+  g_assert_cmpuint (g_strv_length (lines), ==, 1 + 50 + 1);
+  g_assert_cmpstr (lines[1], ==, "$.extra0: unknown key");
+  g_assert_cmpstr (lines[50], ==, "$.extra49: unknown key");
+  g_assert_cmpstr (lines[51], ==, "... and 16 more");
 }
 
 static void
-test_unknown_keys_with_newer_version(void)
+test_unknown_keys_with_newer_version (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest
-      = dhf_manifest_parse("{\"manifest-version\":2,\"hologram\":true}", -1, NULL, &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest
+      = dhf_manifest_parse ("{\"manifest-version\":2,\"hologram\":true}", -1, NULL, &error);
 
-  g_assert_null(manifest);
-  g_assert_cmpstr(
+  g_assert_null (manifest);
+  g_assert_cmpstr (
       error->message, ==,
       "invalid manifest (1 problem):\n$.manifest-version: unsupported manifest version 2 (this "
       "dhfd reads 1)");
 }
 
 static void
-test_huge_input(void)
+test_huge_input (void)
 {
   gsize size = DHF_MANIFEST_MAX_SIZE + 1;
-  g_autofree gchar *text = g_malloc(size + 1);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest = NULL;
+  g_autofree gchar *text = g_malloc (size + 1);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = NULL;
 
-  memset(text, ' ', size);
+  memset (text, ' ', size);
   text[0] = '{';
   text[size - 1] = '}';
   text[size] = '\0';
-  manifest = dhf_manifest_parse(text, -1, NULL, &error);
-  g_assert_null(manifest);
-  assert_problem(error, "$: manifest is larger than 262144 bytes");
+  manifest = dhf_manifest_parse (text, -1, NULL, &error);
+  g_assert_null (manifest);
+  assert_problem (error, "$: manifest is larger than 262144 bytes");
 
   /* Exactly at the limit is read (and fails for other reasons). */
-  g_clear_error(&error);
-  manifest = dhf_manifest_parse(text + 1, (gssize) size - 1, NULL, &error);
-  g_assert_null(manifest);
-  assert_problem(error, "$: invalid JSON at line 1, column 262144: unexpected character");
+  g_clear_error (&error);
+  manifest = dhf_manifest_parse (text + 1, (gssize) size - 1, NULL, &error);
+  g_assert_null (manifest);
+  assert_problem (error, "$: invalid JSON at line 1, column 262144: unexpected character");
 }
 
 static void
-test_deep_nesting(void)
+test_deep_nesting (void)
 {
   static const guint depths[] = { 17, 100, 100000 };
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) manifest = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = NULL;
 
   /* json-c stops at its depth limit (16 here) instead of recursing on. */
-  for (gsize i = 0; i < G_N_ELEMENTS(depths); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (depths); i++)
     {
-      g_autoptr(GString) text = g_string_new("{\"tags\":");
+      g_autoptr (GString) text = g_string_new ("{\"tags\":");
 
       for (guint j = 0; j < depths[i]; j++)
-        g_string_append_c(text, '[');
+        g_string_append_c (text, '[');
       for (guint j = 0; j < depths[i]; j++)
-        g_string_append_c(text, ']');
-      g_string_append_c(text, '}');
-      g_clear_error(&error);
-      manifest = dhf_manifest_parse(text->str, -1, NULL, &error);
-      g_assert_null(manifest);
-      assert_problem(error, "$: invalid JSON at line 1, column 24: nesting too deep");
+        g_string_append_c (text, ']');
+      g_string_append_c (text, '}');
+      g_clear_error (&error);
+      manifest = dhf_manifest_parse (text->str, -1, NULL, &error);
+      g_assert_null (manifest);
+      assert_problem (error, "$: invalid JSON at line 1, column 24: nesting too deep");
     }
 
   /* Nesting within the limit is only wrong in type. */
-  g_clear_error(&error);
-  manifest = dhf_manifest_parse("{\"tags\":[[[[\"a\"]]]]}", -1, NULL, &error);
-  g_assert_null(manifest);
-  assert_problem(error, "$.tags[0]: expected a string");
+  g_clear_error (&error);
+  manifest = dhf_manifest_parse ("{\"tags\":[[[[\"a\"]]]]}", -1, NULL, &error);
+  g_assert_null (manifest);
+  assert_problem (error, "$.tags[0]: expected a string");
 }
 
 static void
-test_non_utf8_from_escapes(void)
+test_non_utf8_from_escapes (void)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   /* A lone surrogate escape decodes to U+FFFD, which is fine in a vendor. */
-  g_autofree gchar *text = manifest_with("vendor", "\"AC\\ud800ME\"");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+  g_autofree gchar *text = manifest_with ("vendor", "\"AC\\ud800ME\"");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-  g_assert_no_error(error);
-  g_assert_true(g_utf8_validate(dhf_manifest_get_vendor(manifest), -1, NULL));
+  g_assert_no_error (error);
+  g_assert_true (g_utf8_validate (dhf_manifest_get_vendor (manifest), -1, NULL));
 }
 
 static void
-test_xml_hostile_characters(void)
+test_xml_hostile_characters (void)
 {
   static const gchar *const values[] = { "\"a\\uffffb\"", "\"a\\ufffeb\"", "\"a\\u007fb\"" };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(values); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (values); i++)
     {
-      g_autofree gchar *text = manifest_with("description", values[i]);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+      g_autofree gchar *text = manifest_with ("description", values[i]);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-      g_assert_null(manifest);
-      assert_problem(
+      g_assert_null (manifest);
+      assert_problem (
           error, "$.description: must not contain control characters other than newline and tab");
     }
 }
@@ -848,7 +848,7 @@ test_xml_hostile_characters(void)
 /* Sizes */
 
 static void
-test_size_parse(void)
+test_size_parse (void)
 {
   static const struct
   {
@@ -858,17 +858,17 @@ test_size_parse(void)
   } cases[] = {
     { "0B", TRUE, 0 },
     { "1B", TRUE, 1 },
-    { "512MiB", TRUE, G_GUINT64_CONSTANT(512) << 20 },
-    { "512M", TRUE, G_GUINT64_CONSTANT(512) << 20 },
-    { "2GiB", TRUE, G_GUINT64_CONSTANT(2) << 30 },
-    { "2G", TRUE, G_GUINT64_CONSTANT(2) << 30 },
-    { "1048576KiB", TRUE, G_GUINT64_CONSTANT(1) << 30 },
+    { "512MiB", TRUE, G_GUINT64_CONSTANT (512) << 20 },
+    { "512M", TRUE, G_GUINT64_CONSTANT (512) << 20 },
+    { "2GiB", TRUE, G_GUINT64_CONSTANT (2) << 30 },
+    { "2G", TRUE, G_GUINT64_CONSTANT (2) << 30 },
+    { "1048576KiB", TRUE, G_GUINT64_CONSTANT (1) << 30 },
     { "1K", TRUE, 1024 },
-    { "1TiB", TRUE, G_GUINT64_CONSTANT(1) << 40 },
-    { "3T", TRUE, G_GUINT64_CONSTANT(3) << 40 },
-    { "007MiB", TRUE, G_GUINT64_CONSTANT(7) << 20 },
+    { "1TiB", TRUE, G_GUINT64_CONSTANT (1) << 40 },
+    { "3T", TRUE, G_GUINT64_CONSTANT (3) << 40 },
+    { "007MiB", TRUE, G_GUINT64_CONSTANT (7) << 20 },
     { "18446744073709551615B", TRUE, G_MAXUINT64 },
-    { "16777215TiB", TRUE, G_GUINT64_CONSTANT(16777215) << 40 },
+    { "16777215TiB", TRUE, G_GUINT64_CONSTANT (16777215) << 40 },
     { "18446744073709551616B", FALSE, 0 },
     { "16777216TiB", FALSE, 0 },
     { "99999999999999999999999GiB", FALSE, 0 },
@@ -889,22 +889,23 @@ test_size_parse(void)
   };
   guint64 bytes;
 
-  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      gboolean ok = dhf_size_parse(cases[i].text, &bytes);
+      gboolean ok = dhf_size_parse (cases[i].text, &bytes);
 
       if (ok != cases[i].ok)
-        g_test_fail_printf("dhf_size_parse (\"%s\") returned %d", cases[i].text, ok);
+        g_test_fail_printf ("dhf_size_parse (\"%s\") returned %d", cases[i].text, ok);
       else if (ok && bytes != cases[i].bytes)
-        g_test_fail_printf("dhf_size_parse (\"%s\") gave %" G_GUINT64_FORMAT, cases[i].text, bytes);
+        g_test_fail_printf ("dhf_size_parse (\"%s\") gave %" G_GUINT64_FORMAT, cases[i].text,
+                            bytes);
     }
-  g_assert_false(dhf_size_parse(NULL, &bytes));
+  g_assert_false (dhf_size_parse (NULL, &bytes));
 }
 
 /* Versions */
 
 static void
-test_version_compare(void)
+test_version_compare (void)
 {
   static const struct
   {
@@ -942,91 +943,93 @@ test_version_compare(void)
     { NULL, "junk", -1 },
   };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      gint forward = dhf_version_compare(cases[i].a, cases[i].b);
-      gint backward = dhf_version_compare(cases[i].b, cases[i].a);
+      gint forward = dhf_version_compare (cases[i].a, cases[i].b);
+      gint backward = dhf_version_compare (cases[i].b, cases[i].a);
 
       if (forward != cases[i].result || backward != -cases[i].result)
-        g_test_fail_printf("dhf_version_compare (%s, %s) = %d, reverse %d; expected %d", cases[i].a,
-                           cases[i].b, forward, backward, cases[i].result);
+        g_test_fail_printf ("dhf_version_compare (%s, %s) = %d, reverse %d; expected %d",
+                            cases[i].a, cases[i].b, forward, backward, cases[i].result);
     }
 }
 
 static void
-test_version_valid(void)
+test_version_valid (void)
 {
   static const gchar *const good[]
       = { "0", "1.2.3", "999999.0.0.999999", "1.0-rc1", "1-a.b.c", "2.0-20240101" };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(good); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (good); i++)
     {
-      g_autofree gchar *value = g_strdup_printf("\"%s\"", good[i]);
-      g_autofree gchar *text = manifest_with("version", value);
-      g_autoptr(GError) error = NULL;
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, &error);
+      g_autofree gchar *value = g_strdup_printf ("\"%s\"", good[i]);
+      g_autofree gchar *text = manifest_with ("version", value);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
 
-      g_assert_no_error(error);
-      g_assert_cmpstr(dhf_manifest_get_version(manifest), ==, good[i]);
+      g_assert_no_error (error);
+      g_assert_cmpstr (dhf_manifest_get_version (manifest), ==, good[i]);
     }
 }
 
 /* Canonical JSON */
 
 static void
-assert_round_trip(const DhfManifest *manifest)
+assert_round_trip (const DhfManifest *manifest)
 {
-  g_autofree gchar *json = dhf_manifest_to_json(manifest);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(DhfManifest) again = dhf_manifest_parse(json, -1, NULL, &error);
+  g_autofree gchar *json = dhf_manifest_to_json (manifest);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) again = dhf_manifest_parse (json, -1, NULL, &error);
   g_autofree gchar *json_again = NULL;
 
-  g_assert_no_error(error);
-  json_again = dhf_manifest_to_json(again);
-  g_assert_cmpstr(json, ==, json_again);
-  g_assert_cmpstr(dhf_manifest_get_name(again), ==, dhf_manifest_get_name(manifest));
-  g_assert_cmpstr(dhf_manifest_get_vendor(again), ==, dhf_manifest_get_vendor(manifest));
-  g_assert_cmpstr(dhf_manifest_get_description(again), ==, dhf_manifest_get_description(manifest));
-  g_assert_cmpuint(dhf_manifest_get_memory(again), ==, dhf_manifest_get_memory(manifest));
-  g_assert_cmpint(dhf_manifest_get_display(again), ==, dhf_manifest_get_display(manifest));
-  g_assert_cmpstr(dhf_manifest_get_disk_image(again), ==, dhf_manifest_get_disk_image(manifest));
-  g_assert_cmpint(dhf_manifest_get_disk_format(again), ==, dhf_manifest_get_disk_format(manifest));
-  g_assert_cmpuint(dhf_manifest_get_devices(again)->len, ==,
-                   dhf_manifest_get_devices(manifest)->len);
+  g_assert_no_error (error);
+  json_again = dhf_manifest_to_json (again);
+  g_assert_cmpstr (json, ==, json_again);
+  g_assert_cmpstr (dhf_manifest_get_name (again), ==, dhf_manifest_get_name (manifest));
+  g_assert_cmpstr (dhf_manifest_get_vendor (again), ==, dhf_manifest_get_vendor (manifest));
+  g_assert_cmpstr (dhf_manifest_get_description (again), ==,
+                   dhf_manifest_get_description (manifest));
+  g_assert_cmpuint (dhf_manifest_get_memory (again), ==, dhf_manifest_get_memory (manifest));
+  g_assert_cmpint (dhf_manifest_get_display (again), ==, dhf_manifest_get_display (manifest));
+  g_assert_cmpstr (dhf_manifest_get_disk_image (again), ==, dhf_manifest_get_disk_image (manifest));
+  g_assert_cmpint (dhf_manifest_get_disk_format (again), ==,
+                   dhf_manifest_get_disk_format (manifest));
+  g_assert_cmpuint (dhf_manifest_get_devices (again)->len, ==,
+                    dhf_manifest_get_devices (manifest)->len);
 }
 
 static void
-test_round_trip(void)
+test_round_trip (void)
 {
   static const gchar *const files[] = { "minimal.json", "full.json" };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(files); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (files); i++)
     {
-      g_autofree gchar *text = read_test_file("manifests", files[i], NULL);
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, "/srv/m", NULL);
+      g_autofree gchar *text = read_test_file ("manifests", files[i], NULL);
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, "/srv/m", NULL);
 
-      g_assert_nonnull(manifest);
-      assert_round_trip(manifest);
+      g_assert_nonnull (manifest);
+      assert_round_trip (manifest);
     }
 }
 
 static void
-test_canonical_form(void)
+test_canonical_form (void)
 {
-  g_autofree gchar *text = manifest_with("disk", "\"img/a.raw\"");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, "/m", NULL);
-  g_autofree gchar *json = dhf_manifest_to_json(manifest);
+  g_autofree gchar *text = manifest_with ("disk", "\"img/a.raw\"");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, "/m", NULL);
+  g_autofree gchar *json = dhf_manifest_to_json (manifest);
 
-  g_assert_cmpstr(json, ==,
-                  "{\"manifest-version\":1,\"name\":\"demo\",\"vendor\":\"ACME\",\"version\":"
-                  "\"1.0\",\"role\":\"service\",\"memory\":\"512MiB\",\"vcpus\":1,"
-                  "\"autostart\":false,\"disk\":{\"image\":\"/m/img/a.raw\",\"format\":\"raw\"},"
-                  "\"network\":{\"mode\":\"none\"},\"display\":\"none\",\"tags\":[],"
-                  "\"services\":[],\"devices\":[]}");
+  g_assert_cmpstr (json, ==,
+                   "{\"manifest-version\":1,\"name\":\"demo\",\"vendor\":\"ACME\",\"version\":"
+                   "\"1.0\",\"role\":\"service\",\"memory\":\"512MiB\",\"vcpus\":1,"
+                   "\"autostart\":false,\"disk\":{\"image\":\"/m/img/a.raw\",\"format\":\"raw\"},"
+                   "\"network\":{\"mode\":\"none\"},\"display\":\"none\",\"tags\":[],"
+                   "\"services\":[],\"devices\":[]}");
 }
 
 static void
-test_canonical_memory(void)
+test_canonical_memory (void)
 {
   static const struct
   {
@@ -1038,73 +1041,73 @@ test_canonical_memory(void)
     { "\"1048576K\"", "\"memory\":\"1GiB\"" },
   };
 
-  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      g_autofree gchar *text = manifest_with("memory", cases[i].in);
-      g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, NULL);
+      g_autofree gchar *text = manifest_with ("memory", cases[i].in);
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, NULL);
       g_autofree gchar *json = NULL;
 
-      g_assert_nonnull(manifest);
-      json = dhf_manifest_to_json(manifest);
-      g_assert_nonnull(strstr(json, cases[i].out));
-      assert_round_trip(manifest);
+      g_assert_nonnull (manifest);
+      json = dhf_manifest_to_json (manifest);
+      g_assert_nonnull (strstr (json, cases[i].out));
+      assert_round_trip (manifest);
     }
 }
 
 static void
-test_canonical_escapes(void)
+test_canonical_escapes (void)
 {
   g_autofree gchar *text
-      = manifest_with("description", "\"slash / quote \\\" backslash \\\\ tab\\t nl\\n é\"");
-  g_autoptr(DhfManifest) manifest = dhf_manifest_parse(text, -1, NULL, NULL);
+      = manifest_with ("description", "\"slash / quote \\\" backslash \\\\ tab\\t nl\\n é\"");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, NULL);
   g_autofree gchar *json = NULL;
 
-  g_assert_nonnull(manifest);
-  json = dhf_manifest_to_json(manifest);
-  g_assert_nonnull(strstr(json, "\"slash / quote \\\" backslash \\\\ tab\\t nl\\n é\""));
-  assert_round_trip(manifest);
+  g_assert_nonnull (manifest);
+  json = dhf_manifest_to_json (manifest);
+  g_assert_nonnull (strstr (json, "\"slash / quote \\\" backslash \\\\ tab\\t nl\\n é\""));
+  assert_round_trip (manifest);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_test_init(&argc, &argv, NULL);
+  g_test_init (&argc, &argv, NULL);
 
-  g_test_add_func("/manifest/good/minimal", test_minimal);
-  g_test_add_func("/manifest/good/environment-defaults-to-vnc", test_environment_defaults_to_vnc);
-  g_test_add_func("/manifest/good/full", test_full);
-  g_test_add_func("/manifest/good/examples", test_examples);
-  g_test_add_func("/manifest/good/ref-unref", test_ref_unref);
-  g_test_add_func("/manifest/good/explicit-length", test_explicit_length);
-  g_test_add_func("/manifest/good/byte-order-mark", test_byte_order_mark);
-  g_test_add_func("/manifest/good/lone-surrogate-escape", test_non_utf8_from_escapes);
-  g_test_add_func("/manifest/good/versions", test_version_valid);
-  g_test_add_func("/manifest/disk/paths", test_disk_paths);
-  g_test_add_func("/manifest/disk/relative-needs-base", test_relative_disk_needs_base);
+  g_test_add_func ("/manifest/good/minimal", test_minimal);
+  g_test_add_func ("/manifest/good/environment-defaults-to-vnc", test_environment_defaults_to_vnc);
+  g_test_add_func ("/manifest/good/full", test_full);
+  g_test_add_func ("/manifest/good/examples", test_examples);
+  g_test_add_func ("/manifest/good/ref-unref", test_ref_unref);
+  g_test_add_func ("/manifest/good/explicit-length", test_explicit_length);
+  g_test_add_func ("/manifest/good/byte-order-mark", test_byte_order_mark);
+  g_test_add_func ("/manifest/good/lone-surrogate-escape", test_non_utf8_from_escapes);
+  g_test_add_func ("/manifest/good/versions", test_version_valid);
+  g_test_add_func ("/manifest/disk/paths", test_disk_paths);
+  g_test_add_func ("/manifest/disk/relative-needs-base", test_relative_disk_needs_base);
 
-  for (gsize i = 0; i < G_N_ELEMENTS(bad_key_cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_key_cases); i++)
     {
-      g_autofree gchar *path = g_strdup_printf("/manifest/bad/%s", bad_key_cases[i].label);
-      g_test_add_data_func(path, &bad_key_cases[i], test_bad_key);
+      g_autofree gchar *path = g_strdup_printf ("/manifest/bad/%s", bad_key_cases[i].label);
+      g_test_add_data_func (path, &bad_key_cases[i], test_bad_key);
     }
-  for (gsize i = 0; i < G_N_ELEMENTS(bad_text_cases); i++)
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_text_cases); i++)
     {
-      g_autofree gchar *path = g_strdup_printf("/manifest/bad-text/%s", bad_text_cases[i].label);
-      g_test_add_data_func(path, &bad_text_cases[i], test_bad_text);
+      g_autofree gchar *path = g_strdup_printf ("/manifest/bad-text/%s", bad_text_cases[i].label);
+      g_test_add_data_func (path, &bad_text_cases[i], test_bad_text);
     }
-  g_test_add_func("/manifest/problems/many", test_many_problems);
-  g_test_add_func("/manifest/problems/one", test_one_problem_format);
-  g_test_add_func("/manifest/problems/cap", test_problem_cap);
-  g_test_add_func("/manifest/problems/newer-version", test_unknown_keys_with_newer_version);
-  g_test_add_func("/manifest/limits/huge-input", test_huge_input);
-  g_test_add_func("/manifest/limits/deep-nesting", test_deep_nesting);
-  g_test_add_func("/manifest/limits/xml-hostile-characters", test_xml_hostile_characters);
-  g_test_add_func("/manifest/size/parse", test_size_parse);
-  g_test_add_func("/manifest/version/compare", test_version_compare);
-  g_test_add_func("/manifest/json/round-trip", test_round_trip);
-  g_test_add_func("/manifest/json/canonical-form", test_canonical_form);
-  g_test_add_func("/manifest/json/canonical-memory", test_canonical_memory);
-  g_test_add_func("/manifest/json/canonical-escapes", test_canonical_escapes);
+  g_test_add_func ("/manifest/problems/many", test_many_problems);
+  g_test_add_func ("/manifest/problems/one", test_one_problem_format);
+  g_test_add_func ("/manifest/problems/cap", test_problem_cap);
+  g_test_add_func ("/manifest/problems/newer-version", test_unknown_keys_with_newer_version);
+  g_test_add_func ("/manifest/limits/huge-input", test_huge_input);
+  g_test_add_func ("/manifest/limits/deep-nesting", test_deep_nesting);
+  g_test_add_func ("/manifest/limits/xml-hostile-characters", test_xml_hostile_characters);
+  g_test_add_func ("/manifest/size/parse", test_size_parse);
+  g_test_add_func ("/manifest/version/compare", test_version_compare);
+  g_test_add_func ("/manifest/json/round-trip", test_round_trip);
+  g_test_add_func ("/manifest/json/canonical-form", test_canonical_form);
+  g_test_add_func ("/manifest/json/canonical-memory", test_canonical_memory);
+  g_test_add_func ("/manifest/json/canonical-escapes", test_canonical_escapes);
 
-  return g_test_run();
+  return g_test_run ();
 }

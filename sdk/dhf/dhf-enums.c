@@ -29,9 +29,9 @@ static const gchar *const role_names[] = {
  * Since: 0.1
  */
 const gchar *
-dhf_appliance_state_to_string(DhfApplianceState state)
+dhf_appliance_state_to_string (DhfApplianceState state)
 {
-  if ((guint) state >= G_N_ELEMENTS(state_names))
+  if ((guint) state >= G_N_ELEMENTS (state_names))
     return state_names[DHF_APPLIANCE_STATE_UNKNOWN];
   return state_names[state];
 }
@@ -46,11 +46,11 @@ dhf_appliance_state_to_string(DhfApplianceState state)
  * Since: 0.1
  */
 gboolean
-dhf_appliance_state_from_string(const gchar *str, DhfApplianceState *state)
+dhf_appliance_state_from_string (const gchar *str, DhfApplianceState *state)
 {
-  for (guint i = 0; str != NULL && i < G_N_ELEMENTS(state_names); i++)
+  for (guint i = 0; str != NULL && i < G_N_ELEMENTS (state_names); i++)
     {
-      if (g_str_equal(str, state_names[i]))
+      if (g_str_equal (str, state_names[i]))
         {
           *state = (DhfApplianceState) i;
           return TRUE;
@@ -68,9 +68,9 @@ dhf_appliance_state_from_string(const gchar *str, DhfApplianceState *state)
  * Since: 0.1
  */
 const gchar *
-dhf_appliance_role_to_string(DhfApplianceRole role)
+dhf_appliance_role_to_string (DhfApplianceRole role)
 {
-  if ((guint) role >= G_N_ELEMENTS(role_names))
+  if ((guint) role >= G_N_ELEMENTS (role_names))
     return role_names[DHF_APPLIANCE_ROLE_ENVIRONMENT];
   return role_names[role];
 }
@@ -85,11 +85,11 @@ dhf_appliance_role_to_string(DhfApplianceRole role)
  * Since: 0.1
  */
 gboolean
-dhf_appliance_role_from_string(const gchar *str, DhfApplianceRole *role)
+dhf_appliance_role_from_string (const gchar *str, DhfApplianceRole *role)
 {
-  for (guint i = 0; str != NULL && i < G_N_ELEMENTS(role_names); i++)
+  for (guint i = 0; str != NULL && i < G_N_ELEMENTS (role_names); i++)
     {
-      if (g_str_equal(str, role_names[i]))
+      if (g_str_equal (str, role_names[i]))
         {
           *role = (DhfApplianceRole) i;
           return TRUE;

@@ -52,9 +52,9 @@ typedef enum
   DHF_APPLIANCE_ROLE_SERVICE,
 } DhfApplianceRole;
 
-const gchar *dhf_appliance_state_to_string(DhfApplianceState state);
-gboolean dhf_appliance_state_from_string(const gchar *str, DhfApplianceState *state);
-const gchar *dhf_appliance_role_to_string(DhfApplianceRole role);
-gboolean dhf_appliance_role_from_string(const gchar *str, DhfApplianceRole *role);
+const gchar *dhf_appliance_state_to_string (DhfApplianceState state);
+gboolean dhf_appliance_state_from_string (const gchar *str, DhfApplianceState *state);
+const gchar *dhf_appliance_role_to_string (DhfApplianceRole role);
+gboolean dhf_appliance_role_from_string (const gchar *str, DhfApplianceRole *role);
 
 G_END_DECLS

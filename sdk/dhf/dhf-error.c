@@ -20,7 +20,7 @@ static const GDBusErrorEntry dhf_error_entries[] = {
   { DHF_ERROR_CANCELLED, "org.dhf.Framework1.Error.Cancelled" },
 };
 
-G_STATIC_ASSERT(G_N_ELEMENTS(dhf_error_entries) == DHF_ERROR_LAST);
+G_STATIC_ASSERT (G_N_ELEMENTS (dhf_error_entries) == DHF_ERROR_LAST);
 
 /**
  * dhf_error_quark:
@@ -33,12 +33,12 @@ G_STATIC_ASSERT(G_N_ELEMENTS(dhf_error_entries) == DHF_ERROR_LAST);
  * Since: 0.1
  */
 GQuark
-dhf_error_quark(void)
+dhf_error_quark (void)
 {
   static gsize quark = 0;
 
-  g_dbus_error_register_error_domain("dhf-error-quark", &quark, dhf_error_entries,
-                                     G_N_ELEMENTS(dhf_error_entries));
+  g_dbus_error_register_error_domain ("dhf-error-quark", &quark, dhf_error_entries,
+                                      G_N_ELEMENTS (dhf_error_entries));
   return (GQuark) quark;
 }
 
@@ -52,9 +52,9 @@ dhf_error_quark(void)
  * Since: 0.1
  */
 const gchar *
-dhf_error_to_dbus_name(DhfError code)
+dhf_error_to_dbus_name (DhfError code)
 {
-  if ((guint) code >= G_N_ELEMENTS(dhf_error_entries))
+  if ((guint) code >= G_N_ELEMENTS (dhf_error_entries))
     code = DHF_ERROR_FAILED;
   return dhf_error_entries[code].dbus_error_name;
 }
@@ -62,8 +62,8 @@ dhf_error_to_dbus_name(DhfError code)
 /* Registers the D-Bus error mapping when libdhf-1 is loaded, so that
  * errors returned to the generated proxies arrive in DHF_ERROR even before
  * the program has named DHF_ERROR itself. */
-__attribute__((constructor)) static void
-dhf_error_register(void)
+__attribute__ ((constructor)) static void
+dhf_error_register (void)
 {
-  (void) dhf_error_quark();
+  (void) dhf_error_quark ();
 }

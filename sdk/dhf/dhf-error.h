@@ -18,7 +18,7 @@ G_BEGIN_DECLS
  *
  * Since: 0.1
  */
-#define DHF_ERROR (dhf_error_quark())
+#define DHF_ERROR (dhf_error_quark ())
 
 /**
  * DhfError:
@@ -59,7 +59,7 @@ typedef enum
   DHF_ERROR_LAST
 } DhfError;
 
-GQuark dhf_error_quark(void);
-const gchar *dhf_error_to_dbus_name(DhfError code);
+GQuark dhf_error_quark (void);
+const gchar *dhf_error_to_dbus_name (DhfError code);
 
 G_END_DECLS

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Expectations are shell snippets evaluated later, hence single quotes.
-# shellcheck disable=SC2016,SC2001
+# shellcheck disable=SC2016,SC2001,SC2034
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # dhfctl against a real dhfd on a private dbus-daemon, over libvirt's test

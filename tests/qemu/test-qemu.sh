@@ -26,6 +26,7 @@ readonly A="${PREFIX}a" # the appliance most scenarios drive
 readonly B="${PREFIX}b" # the one with a disk
 readonly F="${PREFIX}f" # defined behind dhfd's back
 readonly PLAN=10
+readonly NL=$'\n'
 
 tmp=
 addr=
@@ -150,7 +151,9 @@ pid_gone() {
 }
 
 libvirt_domains() {
-  vsh list --all --name | grep "^$PREFIX" || true
+  local all
+  all=$(vsh list --all --name) || return 1
+  grep "^$PREFIX" <<<"$all" || true
 }
 
 monitor_lines() {
@@ -324,7 +327,7 @@ scenario_libvirtd_restart() {
   # Poll dhfctl status in the background while libvirtd restarts (bounded:
   # at most 600 samples).
   (
-    exec >"$tmp/poll.txt" 2>/dev/null
+    exec >"$tmp/poll.txt" 2>/dev/null 7>&-
     for ((i = 0; i < 600; i++)); do
       [[ -e "$tmp/poll.stop" ]] && break
       ctl --json status | tr -d ' \n' || true
@@ -478,8 +481,10 @@ run_scenario() {
   t0=$(now_ms)
   set +e
   (
+    # fd 7: the TAP stream, also from inside command substitutions.
+    exec 7>&1
     set -eE
-    trap 'echo "# failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
+    trap 'echo "# failed (status $?) at line $LINENO: ${BASH_COMMAND%%"$NL"*}" >&7' ERR
     "$2"
   )
   rc=$?
@@ -492,6 +497,13 @@ run_scenario() {
     echo "not ok $n - $1"
   fi
   echo "# ($(($(now_ms) - t0)) ms)"
+  # A scenario that failed while libvirtd was stopped must not take the
+  # following ones down with it.
+  if [[ -e "$tmp/libvirtd-stopped" ]]; then
+    echo "# starting libvirtd again after the failure"
+    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || true
+    rm -f "$tmp/libvirtd-stopped"
+  fi
 }
 
 # --- setup and cleanup ------------------------------------------------------
@@ -543,6 +555,10 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+# meson's timeout sends SIGTERM: clean up then too.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [[ "$(id -u)" -ne 0 ]]; then
   bail "must run as root: it drives the system libvirtd (qemu:///system) and QEMU"
