@@ -117,9 +117,10 @@ add_appliance (DhfDaemon *self, const DhfDomainInfo *info)
 }
 
 static void
-remove_appliance (DhfDaemon *self, DhfAppliance *appliance)
+remove_appliance (DhfDaemon *self, DhfAppliance *borrowed)
 {
-  g_autoptr (DhfAppliance) keep = g_object_ref (appliance);
+  /* The tables may hold the last reference; keep it alive until done. */
+  g_autoptr (DhfAppliance) appliance = g_object_ref (borrowed);
   const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance));
 
   g_debug ("appliance %s disappeared", name);
@@ -280,9 +281,8 @@ parse_options (GVariant *options, const gchar *const *names, const gchar *const 
   GVariant *value;
 
   g_variant_iter_init (&iter, options);
-  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+  while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
     {
-      g_autoptr (GVariant) owned = value;
       guint i;
 
       for (i = 0; names[i] != NULL && !g_str_equal (names[i], key); i++)
@@ -290,6 +290,7 @@ parse_options (GVariant *options, const gchar *const *names, const gchar *const 
       if (names[i] == NULL)
         {
           g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "unknown option '%s'", key);
+          g_variant_unref (value); /* g_variant_iter_loop frees it only when it runs on */
           return NULL;
         }
       if (!g_variant_is_of_type (value, G_VARIANT_TYPE (types[i])))
@@ -297,6 +298,7 @@ parse_options (GVariant *options, const gchar *const *names, const gchar *const 
           g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
                        "option '%s' must be of type '%s', not '%s'", key, types[i],
                        g_variant_get_type_string (value));
+          g_variant_unref (value);
           return NULL;
         }
     }

@@ -200,6 +200,12 @@ stop_libvirtd_only() {
   ) 9>"$LIBVIRTD_LOCK"
 }
 
+# ensure_running NAME: starts NAME unless dhfctl says it runs already (a
+# failed scenario may leave it either way).
+ensure_running() {
+  state_is "$1" running || ctl start "$1" >/dev/null
+}
+
 write_manifest() { # FILE NAME VERSION ROLE [EXTRA-JSON]
   cat >"$1" <<EOF
 {
@@ -322,7 +328,7 @@ EOF
 
 scenario_libvirtd_restart() {
   local since t0 samples degraded
-  ctl start "$A" >/dev/null
+  ensure_running "$A"
   since=$(monitor_lines)
   # Poll dhfctl status in the background while libvirtd restarts (bounded:
   # at most 600 samples).
@@ -394,7 +400,7 @@ scenario_resync() {
 
 scenario_remove_force() {
   local out
-  ctl start "$A" >/dev/null
+  ensure_running "$A"
   expect_eq "virsh domstate" "$(vsh domstate "$A")" running
   out=$(ctl --json remove --force "$A")
   expect_eq "remove: removed" "$(json 'd["removed"]' <<<"$out")" true
@@ -503,6 +509,7 @@ run_scenario() {
     echo "# starting libvirtd again after the failure"
     "$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || true
     rm -f "$tmp/libvirtd-stopped"
+    wait_until 20 "dhfd to reconnect" status_is true running || true
   fi
 }
 
