@@ -343,7 +343,9 @@ scenario_libvirtd_restart() {
   ) &
   echo $! >"$tmp/poll.pid"
   t0=$(now_ms)
+  touch "$tmp/libvirtd-stopped"
   "$LIBVIRTD_UP" --restart 2>&1 | sed 's/^/# /'
+  rm -f "$tmp/libvirtd-stopped"
   echo "# libvirtd-up --restart took $(($(now_ms) - t0)) ms"
   wait_until 20 "dhfd to reconnect" status_is true running
   echo "# dhfd answered connected again $(($(now_ms) - t0)) ms after the restart began"
@@ -528,7 +530,8 @@ stop_dhfd() {
 cleanup() {
   local status=$? name
   set +e
-  trap - ERR
+  # Finish cleaning up even if the signal that got us here comes again.
+  trap '' HUP INT TERM
   if [[ -n "$tmp" && -s "$tmp/poll.pid" ]]; then
     kill "$(cat "$tmp/poll.pid")" 2>/dev/null
   fi
@@ -537,11 +540,9 @@ cleanup() {
     wait "$monitor_pid" 2>/dev/null
   fi
   stop_dhfd
-  # Never leave libvirtd stopped behind us.
-  if ((libvirtd_started)) && [[ -e "$tmp/libvirtd-stopped" ]]; then
-    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# cleanup: /'
-  fi
   if ((libvirtd_started)); then
+    # Never leave libvirtd stopped behind us (a no-op when it runs).
+    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# cleanup: /'
     for name in $(libvirt_domains); do
       echo "# cleanup: removing leftover domain $name"
       vsh destroy "$name" >/dev/null 2>&1
