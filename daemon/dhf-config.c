@@ -147,6 +147,14 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
                    self->storage_dir);
       return FALSE;
     }
+  /* One spelling of the directory, so that "is this disk ours?" is a plain
+   * comparison (a trailing '/' or a '..' would otherwise defeat it). */
+  {
+    gchar *canonical = g_canonicalize_filename (self->storage_dir, NULL);
+
+    g_free (self->storage_dir);
+    self->storage_dir = canonical;
+  }
   if (!read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
     return FALSE;
   if (timeout != NULL)

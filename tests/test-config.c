@@ -38,6 +38,17 @@ test_config_full (void)
 }
 
 static void
+test_config_storage_canonical (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (dhf_config_load_data (
+      config, "[Appliances]\nStorageDirectory=/srv//dhf/./x/../images/\n", "t.conf", &error));
+  g_assert_cmpstr (config->storage_dir, ==, "/srv/dhf/images");
+}
+
+static void
 test_config_errors (void)
 {
   static const struct
@@ -118,6 +129,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/config/defaults", test_config_defaults);
   g_test_add_func ("/config/full", test_config_full);
+  g_test_add_func ("/config/storage-canonical", test_config_storage_canonical);
   g_test_add_func ("/config/errors", test_config_errors);
   g_test_add_func ("/config/syntax-error", test_config_syntax_error);
   g_test_add_func ("/config/missing-file", test_config_missing_file);
