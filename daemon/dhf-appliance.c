@@ -17,13 +17,15 @@ struct _DhfAppliance
   DhfApplianceState state;
   gchar *raw_metadata;
   DhfDomainMetadata *metadata; /* NULL for foreign domains */
-  GPtrArray *shutdown_waiters; /* ShutdownWaiter, completed when shut off */
+  /* The Shutdown call holding the operation slot: answered when the
+   * domain is seen shut off (or gone), or when forcing it off fails. */
+  struct ShutdownWaiter *shutdown;
 
   /* Lifecycle calls run one at a time per appliance, so that concurrent
    * callers each get a clear answer (one Start wins, the others learn the
    * appliance is running) instead of racing inside libvirt. */
   GQueue pending; /* PendingOp */
-  guint64 waiter_serial;
+  guint64 shutdown_serial;
   gboolean op_running;
 };
 
@@ -75,13 +77,14 @@ static guint signals[N_SIGNALS];
 
 /* A Shutdown call in progress: graceful request first, forced off when the
  * timeout passes. */
-typedef struct
+typedef struct ShutdownWaiter
 {
-  DhfAppliance *self; /* not owned: the waiter lives in self's array */
+  DhfAppliance *self; /* not owned: self->shutdown points here */
   GDBusMethodInvocation *invocation;
   guint timeout_id;
+  guint timeout_ms;
   gboolean forced;
-  guint64 serial; /* identifies the waiter without a pointer that may dangle */
+  guint64 serial; /* tells a late callback whether it is still this call's */
 } ShutdownWaiter;
 
 static void
@@ -158,22 +161,21 @@ update_metadata (DhfAppliance *self, const DhfDomainInfo *info)
   dhf_dbus_appliance_set_version (iface, dhf_manifest_get_version (manifest));
 }
 
+/* Answers the pending Shutdown (error == NULL: it is off) and frees the
+ * operation slot. */
 static void
-complete_shutdown_waiters (DhfAppliance *self)
+finish_shutdown (DhfAppliance *self, const GError *error)
 {
-  g_autoptr (GPtrArray) waiters = NULL;
+  ShutdownWaiter *waiter = g_steal_pointer (&self->shutdown);
 
-  if (self->shutdown_waiters->len == 0)
+  if (waiter == NULL)
     return;
-  waiters = g_steal_pointer (&self->shutdown_waiters);
-  self->shutdown_waiters = g_ptr_array_new_with_free_func ((GDestroyNotify) shutdown_waiter_free);
-  for (guint i = 0; i < waiters->len; i++)
-    {
-      ShutdownWaiter *waiter = g_ptr_array_index (waiters, i);
-
-      dhf_dbus_appliance_complete_shutdown (DHF_DBUS_APPLIANCE (self),
-                                            g_steal_pointer (&waiter->invocation), waiter->forced);
-    }
+  if (error != NULL)
+    g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
+  else
+    dhf_dbus_appliance_complete_shutdown (DHF_DBUS_APPLIANCE (self),
+                                          g_steal_pointer (&waiter->invocation), waiter->forced);
+  shutdown_waiter_free (waiter);
   op_finished (self);
 }
 
@@ -203,7 +205,7 @@ dhf_appliance_update (DhfAppliance *self, const DhfDomainInfo *info)
       g_signal_emit (self, signals[SIGNAL_STATE_CHANGED], 0);
     }
   if (self->state == DHF_APPLIANCE_STATE_SHUTOFF)
-    complete_shutdown_waiters (self);
+    finish_shutdown (self, NULL);
 }
 
 /* The domain is gone (undefined, or a transient domain stopped): a pending
@@ -211,7 +213,7 @@ dhf_appliance_update (DhfAppliance *self, const DhfDomainInfo *info)
 void
 dhf_appliance_vanished (DhfAppliance *self)
 {
-  complete_shutdown_waiters (self);
+  finish_shutdown (self, NULL);
 }
 
 /* --- method plumbing -------------------------------------------------- */
@@ -414,90 +416,120 @@ handle_resume (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation)
 
 /* --- Shutdown: graceful, then forced ---------------------------------- */
 
+/* Longest graceful period a caller may ask for: one day, as in dhfd.conf. */
+#define MAX_SHUTDOWN_TIMEOUT_MS (24u * 3600u * 1000u)
+
+/* What a late callback needs to find out whether its Shutdown is still
+ * the pending one. */
 typedef struct
 {
   DhfAppliance *self;
-  ShutdownWaiter *waiter; /* owned here until run_shutdown hands it to self */
   guint64 serial;
-  guint timeout_ms;
-} ShutdownCall;
+} ShutdownRef;
 
-static ShutdownWaiter *
-find_waiter (DhfAppliance *self, guint64 serial)
+static ShutdownRef *
+shutdown_ref_new (DhfAppliance *self)
 {
-  for (guint i = 0; i < self->shutdown_waiters->len; i++)
-    {
-      ShutdownWaiter *waiter = g_ptr_array_index (self->shutdown_waiters, i);
+  ShutdownRef *ref = g_new0 (ShutdownRef, 1);
 
-      if (waiter->serial == serial)
-        return waiter;
-    }
-  return NULL;
+  ref->self = g_object_ref (self);
+  ref->serial = self->shutdown != NULL ? self->shutdown->serial : 0;
+  return ref;
 }
 
 static void
-fail_waiter (DhfAppliance *self, ShutdownWaiter *waiter, const GError *error)
+shutdown_ref_free (ShutdownRef *ref)
 {
-  /* The waiter may already have completed (the domain shut off meanwhile). */
-  if (!g_ptr_array_find (self->shutdown_waiters, waiter, NULL))
+  g_object_unref (ref->self);
+  g_free (ref);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShutdownRef, shutdown_ref_free)
+
+static gboolean
+shutdown_ref_current (ShutdownRef *ref)
+{
+  return ref->self->shutdown != NULL && ref->self->shutdown->serial == ref->serial;
+}
+
+static void
+on_forced_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (ShutdownRef) ref = user_data;
+  g_autoptr (GError) error = NULL;
+
+  /* The refresh answered the call if it saw the domain off or gone. */
+  if (!shutdown_ref_current (ref))
     return;
-  g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
-  g_ptr_array_remove (self->shutdown_waiters, waiter);
-  if (self->shutdown_waiters->len == 0)
-    op_finished (self);
+  if (!dhf_hypervisor_refresh_finish (DHF_HYPERVISOR (source), result, &error))
+    {
+      finish_shutdown (ref->self, error);
+      return;
+    }
+  g_set_error (&error, DHF_ERROR, DHF_ERROR_FAILED, "appliance '%s' was forced off but is %s again",
+               dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (ref->self)),
+               dhf_appliance_state_to_string (ref->self->state));
+  finish_shutdown (ref->self, error);
 }
 
 static void
 on_destroy_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autoptr (DhfAppliance) self = user_data;
+  g_autoptr (ShutdownRef) ref = user_data;
   g_autoptr (GError) error = NULL;
+  DhfAppliance *self = ref->self;
 
-  if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
+  if (!shutdown_ref_current (ref))
+    return;
+  /* "Not running" or "gone" means the guest got there first. */
+  if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error)
+      && !g_error_matches (error, DHF_ERROR, DHF_ERROR_INVALID_STATE)
+      && !g_error_matches (error, DHF_ERROR, DHF_ERROR_NOT_FOUND))
     {
-      /* Every waiter is answered: the forced stop they all wait on failed. */
-      while (self->shutdown_waiters->len > 0)
-        fail_waiter (self, g_ptr_array_index (self->shutdown_waiters, 0), error);
+      finish_shutdown (self, error);
       return;
     }
-  dhf_hypervisor_refresh_async (self->hypervisor, self->uuid, NULL, NULL);
+  dhf_hypervisor_refresh_async (self->hypervisor, self->uuid, on_forced_refreshed,
+                                g_steal_pointer (&ref));
+}
+
+static void
+force_off (DhfAppliance *self)
+{
+  self->shutdown->forced = TRUE;
+  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_DESTROY, NULL,
+                                  on_destroy_done, shutdown_ref_new (self));
 }
 
 static gboolean
 on_shutdown_timeout (gpointer user_data)
 {
-  ShutdownWaiter *waiter = user_data;
-  DhfAppliance *self = waiter->self;
+  DhfAppliance *self = user_data;
   const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (self));
 
-  waiter->timeout_id = 0;
-  waiter->forced = TRUE;
+  self->shutdown->timeout_id = 0;
   dhf_log_appliance (G_LOG_LEVEL_MESSAGE, name, "%s did not shut down in time; forcing it off",
                      name);
-  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_DESTROY, NULL,
-                                  on_destroy_done, g_object_ref (self));
+  force_off (self);
   return G_SOURCE_REMOVE;
 }
 
 static void
 on_shutdown_requested (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  g_autofree ShutdownCall *call = user_data;
-  g_autoptr (DhfAppliance) self = call->self;
+  g_autoptr (ShutdownRef) ref = user_data;
   g_autoptr (GError) error = NULL;
-  ShutdownWaiter *waiter;
+  DhfAppliance *self = ref->self;
 
+  if (!shutdown_ref_current (ref))
+    return; /* already off */
   if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
     {
-      waiter = find_waiter (self, call->serial);
-      if (waiter != NULL)
-        fail_waiter (self, waiter, error);
+      finish_shutdown (self, error);
       return;
     }
-  waiter = find_waiter (self, call->serial);
-  if (waiter == NULL)
-    return; /* already shut off */
-  waiter->timeout_id = g_timeout_add (call->timeout_ms, on_shutdown_timeout, waiter);
+  self->shutdown->timeout_id
+      = g_timeout_add (self->shutdown->timeout_ms, on_shutdown_timeout, self);
   /* Drivers that stop at once may not send an event. */
   dhf_hypervisor_refresh_async (self->hypervisor, self->uuid, NULL, NULL);
 }
@@ -505,58 +537,109 @@ on_shutdown_requested (GObject *source, GAsyncResult *result, gpointer user_data
 static void
 run_shutdown (gpointer user_data)
 {
-  g_autofree ShutdownCall *call = user_data;
-  DhfAppliance *self = call->self;
+  ShutdownWaiter *waiter = user_data;
+  g_autoptr (DhfAppliance) self = waiter->self; /* the reference handle_shutdown took */
   g_autoptr (GError) error = NULL;
-  ShutdownWaiter *waiter = call->waiter;
 
   if (!check_state_for_op (self, DHF_DOMAIN_OP_SHUTDOWN, &error))
     {
       g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
       shutdown_waiter_free (waiter);
       op_finished (self);
-      g_object_unref (self);
       return;
     }
-  /* Registered before the request, so an immediate stop is not missed. */
-  waiter->serial = call->serial = ++self->waiter_serial;
-  g_ptr_array_add (self->shutdown_waiters, waiter);
-  call->waiter = NULL;
-  dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_SHUTDOWN, NULL,
-                                  on_shutdown_requested, g_steal_pointer (&call));
+  waiter->serial = ++self->shutdown_serial;
+  self->shutdown = waiter;
+  switch (self->state)
+    {
+      case DHF_APPLIANCE_STATE_RUNNING:
+      case DHF_APPLIANCE_STATE_BLOCKED:
+      case DHF_APPLIANCE_STATE_SHUTTING_DOWN:
+        dhf_hypervisor_domain_op_async (self->hypervisor, self->uuid, DHF_DOMAIN_OP_SHUTDOWN, NULL,
+                                        on_shutdown_requested, shutdown_ref_new (self));
+        break;
+      default:
+        /* A paused, suspended or crashed guest cannot act on an ACPI
+         * request: it is forced off at once. */
+        force_off (self);
+        break;
+    }
 }
 
 static void
 on_shutdown_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  ShutdownCall *call = user_data;
+  ShutdownWaiter *waiter = user_data;
   g_autoptr (GError) error = NULL;
 
   if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
-      g_dbus_method_invocation_return_gerror (g_steal_pointer (&call->waiter->invocation), error);
-      shutdown_waiter_free (call->waiter);
-      g_object_unref (call->self);
-      g_free (call);
+      g_dbus_method_invocation_return_gerror (g_steal_pointer (&waiter->invocation), error);
+      g_object_unref (waiter->self);
+      shutdown_waiter_free (waiter);
       return;
     }
-  enqueue_op (call->self, run_shutdown, call);
+  enqueue_op (waiter->self, run_shutdown, waiter);
 }
 
 static gboolean
 handle_shutdown (DhfDBusAppliance *iface, GDBusMethodInvocation *invocation, guint timeout_ms)
 {
   DhfAppliance *self = DHF_APPLIANCE (iface);
-  ShutdownCall *call = g_new0 (ShutdownCall, 1);
+  ShutdownWaiter *waiter;
 
-  call->self = g_object_ref (self);
-  call->waiter = g_new0 (ShutdownWaiter, 1);
-  call->waiter->self = self;
-  call->waiter->invocation = invocation;
-  call->timeout_ms = timeout_ms != 0 ? timeout_ms : self->default_shutdown_timeout_s * 1000;
+  if (timeout_ms > MAX_SHUTDOWN_TIMEOUT_MS)
+    {
+      g_dbus_method_invocation_return_error (invocation, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                                             "timeout_ms must be at most %u (one day)",
+                                             MAX_SHUTDOWN_TIMEOUT_MS);
+      return G_DBUS_METHOD_INVOCATION_HANDLED;
+    }
+  waiter = g_new0 (ShutdownWaiter, 1);
+  waiter->self = g_object_ref (self); /* released by run_shutdown */
+  waiter->invocation = invocation;
+  waiter->timeout_ms = timeout_ms != 0 ? timeout_ms : self->default_shutdown_timeout_s * 1000;
   dhf_authority_check_async (self->authority, invocation, DHF_ACTION_STOP, NULL,
-                             on_shutdown_authorized, call);
+                             on_shutdown_authorized, waiter);
   return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+/* --- exclusive use, for callers outside this file ---------------------- */
+
+typedef struct
+{
+  DhfAppliance *self;
+  DhfApplianceExclusiveFunc func;
+  gpointer user_data;
+} Exclusive;
+
+static void
+run_exclusive (gpointer data)
+{
+  g_autofree Exclusive *exclusive = data;
+  g_autoptr (DhfAppliance) self = exclusive->self;
+
+  exclusive->func (self, exclusive->user_data);
+}
+
+/* Runs func once every lifecycle call queued before it has finished; the
+ * appliance takes no other call until dhf_appliance_release(). Removal
+ * uses this so that it never races a Start. */
+void
+dhf_appliance_run_exclusive (DhfAppliance *self, DhfApplianceExclusiveFunc func, gpointer user_data)
+{
+  Exclusive *exclusive = g_new0 (Exclusive, 1);
+
+  exclusive->self = g_object_ref (self);
+  exclusive->func = func;
+  exclusive->user_data = user_data;
+  enqueue_op (self, run_exclusive, exclusive);
+}
+
+void
+dhf_appliance_release (DhfAppliance *self)
+{
+  op_finished (self);
 }
 
 /* --- GObject ---------------------------------------------------------- */
@@ -580,7 +663,6 @@ dhf_appliance_new (DhfHypervisor *hypervisor, DhfAuthority *authority,
 static void
 dhf_appliance_init (DhfAppliance *self)
 {
-  self->shutdown_waiters = g_ptr_array_new_with_free_func ((GDestroyNotify) shutdown_waiter_free);
   g_signal_connect (self, "handle-start", G_CALLBACK (handle_start), NULL);
   g_signal_connect (self, "handle-shutdown", G_CALLBACK (handle_shutdown), NULL);
   g_signal_connect (self, "handle-pause", G_CALLBACK (handle_pause), NULL);
@@ -592,17 +674,14 @@ dhf_appliance_dispose (GObject *object)
 {
   DhfAppliance *self = DHF_APPLIANCE (object);
 
-  if (self->shutdown_waiters != NULL)
+  /* A pending Shutdown holds no reference (its timer and callbacks do), so
+   * it can still be here when dhfd goes away. */
+  if (self->shutdown != NULL)
     {
-      for (guint i = 0; i < self->shutdown_waiters->len; i++)
-        {
-          ShutdownWaiter *waiter = g_ptr_array_index (self->shutdown_waiters, i);
+      g_autoptr (GError) error
+          = g_error_new (DHF_ERROR, DHF_ERROR_CANCELLED, "dhfd is shutting down");
 
-          if (waiter->invocation != NULL)
-            g_dbus_method_invocation_return_error (g_steal_pointer (&waiter->invocation), DHF_ERROR,
-                                                   DHF_ERROR_CANCELLED, "dhfd is shutting down");
-        }
-      g_clear_pointer (&self->shutdown_waiters, g_ptr_array_unref);
+      finish_shutdown (self, error);
     }
   /* Queued calls hold a reference to the appliance, so the queue is empty
    * by the time it is disposed. */

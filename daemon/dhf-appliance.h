@@ -22,6 +22,11 @@ void dhf_appliance_update (DhfAppliance *self, const DhfDomainInfo *info);
 void dhf_appliance_vanished (DhfAppliance *self);
 gchar *dhf_appliance_path_for_name (const gchar *name);
 
+typedef void (*DhfApplianceExclusiveFunc) (DhfAppliance *self, gpointer user_data);
+void dhf_appliance_run_exclusive (DhfAppliance *self, DhfApplianceExclusiveFunc func,
+                                  gpointer user_data);
+void dhf_appliance_release (DhfAppliance *self);
+
 const gchar *dhf_appliance_get_uuid (DhfAppliance *self);
 const gchar *dhf_appliance_get_object_path (DhfAppliance *self);
 DhfApplianceState dhf_appliance_get_state_enum (DhfAppliance *self);

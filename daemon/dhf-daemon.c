@@ -31,11 +31,16 @@ struct _DhfDaemon
   GHashTable *status_reasons; /* key -> human-readable reason */
 
   guint owner_id;
+  guint own_timeout_id;
   gboolean name_acquired;
   gint exit_status;
 };
 
 G_DEFINE_TYPE (DhfDaemon, dhf_daemon, G_TYPE_OBJECT)
+
+/* How long the first connection to the hypervisor may take before dhfd
+ * takes its bus name anyway (and reports itself degraded). */
+#define OWN_NAME_DEADLINE_S 5
 
 enum
 {
@@ -306,13 +311,17 @@ parse_options (GVariant *options, const gchar *const *names, const gchar *const 
 }
 
 static void
-on_install_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
+on_installed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (ManagerCall) call = user_data;
   g_autoptr (GError) error = NULL;
   DhfAppliance *appliance;
 
-  if (!dhf_hypervisor_refresh_finish (DHF_HYPERVISOR (source), result, &error))
+  /* The installer answers once the appliance's object is on the bus, so the
+   * returned path resolves. */
+  call->uuid
+      = dhf_installer_install_finish (DHF_INSTALLER (source), result, &call->upgraded, &error);
+  if (call->uuid == NULL)
     {
       manager_call_fail (call, error);
       return;
@@ -321,7 +330,7 @@ on_install_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
   if (appliance == NULL)
     {
       g_set_error (&error, DHF_ERROR, DHF_ERROR_FAILED,
-                   "the appliance was defined but vanished at once");
+                   "the appliance was defined (UUID %s) but could not be read back", call->uuid);
       manager_call_fail (call, error);
       return;
     }
@@ -330,30 +339,12 @@ on_install_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 static void
-on_installed (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (ManagerCall) call = user_data;
-  g_autoptr (GError) error = NULL;
-  ManagerCall *owned;
-
-  call->uuid
-      = dhf_installer_install_finish (DHF_INSTALLER (source), result, &call->upgraded, &error);
-  if (call->uuid == NULL)
-    {
-      manager_call_fail (call, error);
-      return;
-    }
-  /* Reply once the object is on the bus, so the returned path resolves. */
-  owned = g_steal_pointer (&call);
-  dhf_hypervisor_refresh_async (owned->self->hypervisor, owned->uuid, on_install_refreshed, owned);
-}
-
-static void
 on_install_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (ManagerCall) call = user_data;
   g_autoptr (GError) error = NULL;
   DhfAppliance *installed;
+  ManagerCall *owned;
 
   if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
@@ -361,9 +352,9 @@ on_install_authorized (GObject *source, GAsyncResult *result, gpointer user_data
       return;
     }
   installed = g_hash_table_lookup (call->self->by_name, dhf_manifest_get_name (call->manifest));
-  dhf_installer_install_async (call->self->installer, call->manifest, installed,
-                               call->allow_downgrade, on_installed, call);
-  call = NULL;
+  owned = g_steal_pointer (&call);
+  dhf_installer_install_async (owned->self->installer, owned->manifest, installed,
+                               owned->allow_downgrade, on_installed, owned);
 }
 
 static gboolean
@@ -420,7 +411,7 @@ on_removed (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   /* Drop the object now rather than waiting for the event, so the name is
    * free for a reinstall as soon as the caller hears back. */
-  appliance = g_hash_table_lookup (call->self->by_name, call->name);
+  appliance = g_hash_table_lookup (call->self->by_uuid, call->uuid);
   if (appliance != NULL)
     remove_appliance (call->self, appliance);
   dhf_dbus_manager_complete_remove (call->self->manager, g_steal_pointer (&call->invocation));
@@ -446,6 +437,7 @@ on_remove_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
       manager_call_fail (call, error);
       return;
     }
+  call->uuid = g_strdup (dhf_appliance_get_uuid (appliance));
   owned = g_steal_pointer (&call);
   dhf_installer_remove_async (owned->self->installer, appliance, owned->force, owned->keep_storage,
                               on_removed, owned);
@@ -490,17 +482,20 @@ on_name_lost (GDBusConnection *connection, const gchar *name, gpointer user_data
 {
   DhfDaemon *self = user_data;
 
+  /* Losing the bus itself is handled (and reported) by on_bus_closed. */
+  if (connection == NULL || g_dbus_connection_is_closed (connection))
+    return;
   if (self->name_acquired)
     {
       g_message ("%s was taken over by another dhfd; exiting", name);
-      stop (self, 0);
+      stop (self, DHF_EXIT_OK);
       return;
     }
   g_printerr ("dhfd: cannot own %s: %s\n", name,
               connection == NULL ? "no bus connection"
                                  : "another dhfd owns it (use --replace) or the bus policy "
                                    "forbids it");
-  stop (self, 1);
+  stop (self, DHF_EXIT_STARTUP_FAILED);
 }
 
 static void
@@ -508,6 +503,7 @@ own_name (DhfDaemon *self)
 {
   GBusNameOwnerFlags flags = G_BUS_NAME_OWNER_FLAGS_ALLOW_REPLACEMENT;
 
+  g_clear_handle_id (&self->own_timeout_id, g_source_remove);
   if (self->owner_id != 0)
     return;
   if (self->replace)
@@ -517,13 +513,13 @@ own_name (DhfDaemon *self)
 }
 
 static void
-on_connection_closed (GDBusConnection *connection, gboolean remote_peer_vanished, GError *error,
-                      gpointer user_data)
+on_bus_closed (GDBusConnection *connection, gboolean remote_peer_vanished, GError *error,
+               gpointer user_data)
 {
   DhfDaemon *self = user_data;
 
   g_warning ("lost the D-Bus connection: %s", error != NULL ? error->message : "closed");
-  stop (self, 1);
+  stop (self, DHF_EXIT_BUS_LOST);
 }
 
 static GDBusConnection *
@@ -545,6 +541,34 @@ connect_bus (DhfDaemon *self, GError **error)
   g_assert_not_reached ();
 }
 
+/* polkit looks callers up by unique name on the system bus, so it can only
+ * vouch for callers on that bus (--address may name it too). */
+static gboolean
+serves_system_bus (DhfDaemon *self)
+{
+  g_autofree gchar *system = NULL;
+
+  if (self->bus_kind == DHF_BUS_SYSTEM)
+    return TRUE;
+  if (self->bus_kind != DHF_BUS_ADDRESS)
+    return FALSE;
+  system = g_dbus_address_get_for_bus_sync (G_BUS_TYPE_SYSTEM, NULL, NULL);
+  return g_strcmp0 (system, self->address) == 0;
+}
+
+static gboolean
+on_first_connect_slow (gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+
+  self->own_timeout_id = 0;
+  g_warning ("the hypervisor has not answered in %u s; serving without it meanwhile",
+             OWN_NAME_DEADLINE_S);
+  set_status_reason (self, "hypervisor", "hypervisor not answering yet; still connecting");
+  own_name (self);
+  return G_SOURCE_REMOVE;
+}
+
 gboolean
 dhf_daemon_start (DhfDaemon *self, GError **error)
 {
@@ -557,10 +581,17 @@ dhf_daemon_start (DhfDaemon *self, GError **error)
       return FALSE;
     }
   g_dbus_connection_set_exit_on_close (self->connection, FALSE);
-  g_signal_connect (self->connection, "closed", G_CALLBACK (on_connection_closed), self);
+  g_signal_connect (self->connection, "closed", G_CALLBACK (on_bus_closed), self);
 
   if (mode == DHF_AUTH_MODE_AUTO)
     mode = self->bus_kind == DHF_BUS_SYSTEM ? DHF_AUTH_MODE_POLKIT : DHF_AUTH_MODE_PEER_UID;
+  if (mode == DHF_AUTH_MODE_POLKIT && !serves_system_bus (self))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[Authorization] Mode=polkit needs dhfd on the system bus: polkit identifies "
+                   "callers by their name there");
+      return FALSE;
+    }
   self->authority = dhf_authority_new (mode, self->connection);
   self->hypervisor = dhf_hypervisor_new (self->config->hypervisor_uri);
   self->installer = dhf_installer_new (self->hypervisor, self->config);
@@ -588,8 +619,10 @@ dhf_daemon_start (DhfDaemon *self, GError **error)
   g_signal_connect (self->hypervisor, "notify::connected", G_CALLBACK (on_hypervisor_connected),
                     self);
   /* The name is owned after the first sync (or the first failure), so the
-   * first client already sees every appliance. */
+   * first client already sees every appliance; but a hypervisor that hangs
+   * must not keep dhfd off the bus. */
   dhf_hypervisor_start (self->hypervisor);
+  self->own_timeout_id = g_timeout_add_seconds (OWN_NAME_DEADLINE_S, on_first_connect_slow, self);
   return TRUE;
 }
 
@@ -621,6 +654,7 @@ dhf_daemon_dispose (GObject *object)
   DhfDaemon *self = DHF_DAEMON (object);
 
   g_clear_handle_id (&self->owner_id, g_bus_unown_name);
+  g_clear_handle_id (&self->own_timeout_id, g_source_remove);
   if (self->hypervisor != NULL)
     g_signal_handlers_disconnect_by_data (self->hypervisor, self);
   if (self->connection != NULL)

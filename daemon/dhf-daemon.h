@@ -10,6 +10,12 @@ G_BEGIN_DECLS
 /* dhfd itself: owns the bus name, the Manager and the appliance objects,
  * and keeps them in step with the hypervisor. */
 
+/* Exit statuses (dhfd(8)). */
+#define DHF_EXIT_OK             0
+#define DHF_EXIT_STARTUP_FAILED 1
+#define DHF_EXIT_USAGE          2
+#define DHF_EXIT_BUS_LOST       3
+
 typedef enum
 {
   DHF_BUS_SYSTEM,

@@ -18,6 +18,34 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (virDomain, virDomainFree)
 #define KEEPALIVE_INTERVAL_S 5
 #define KEEPALIVE_COUNT      3
 
+/* A connection with the callbacks dhfd registered on it; they are removed
+ * before the connection is let go, since each holds a reference on it. */
+typedef struct
+{
+  virConnectPtr conn;
+  int event_ids[2];
+  gboolean close_callback;
+} Link;
+
+static void on_connection_closed (virConnectPtr conn, int reason, void *opaque);
+
+static void
+link_close (Link *link)
+{
+  if (link == NULL)
+    return;
+  if (link->close_callback)
+    virConnectUnregisterCloseCallback (link->conn, on_connection_closed);
+  for (guint i = 0; i < G_N_ELEMENTS (link->event_ids); i++)
+    {
+      if (link->event_ids[i] >= 0)
+        virConnectDomainEventDeregisterAny (link->conn, link->event_ids[i]);
+    }
+  virResetLastError ();
+  virConnectClose (link->conn);
+  g_free (link);
+}
+
 struct _DhfHypervisor
 {
   GObject parent_instance;
@@ -28,8 +56,7 @@ struct _DhfHypervisor
   /* conn is written by the serial worker (on connect) and by the main
    * thread (on close); readers take their own reference under the lock. */
   GMutex lock;
-  virConnectPtr conn;
-  int event_ids[2];
+  Link *link; /* the live connection, NULL while disconnected */
 
   gboolean connected; /* the main thread's view, what D-Bus shows */
   gchar *default_domain_type;
@@ -48,6 +75,7 @@ enum
 {
   PROP_0,
   PROP_CONNECTED,
+  PROP_URI,
   N_PROPS
 };
 
@@ -80,6 +108,7 @@ typedef struct
   GError *error;
   GPtrArray *infos;    /* JOB_CONNECT: every domain */
   DhfDomainInfo *info; /* JOB_REFRESH: NULL when the domain is gone */
+  virConnectPtr conn;  /* JOB_CONNECT: the connection made (not owned) */
   gchar *domain_type;
 } Job;
 
@@ -308,7 +337,7 @@ take_conn (DhfHypervisor *self)
   virConnectPtr conn;
 
   g_mutex_lock (&self->lock);
-  conn = self->conn;
+  conn = self->link != NULL ? self->link->conn : NULL;
   if (conn != NULL)
     virConnectRef (conn);
   g_mutex_unlock (&self->lock);
@@ -348,9 +377,9 @@ on_metadata_event (virConnectPtr conn, virDomainPtr dom, int type, const char *n
 }
 
 static gboolean
-drop_conn_idle (gpointer data)
+close_link_idle (gpointer data)
 {
-  virConnectClose (data);
+  link_close (data);
   return G_SOURCE_REMOVE;
 }
 
@@ -368,19 +397,18 @@ static void
 on_connection_closed (virConnectPtr conn, int reason, void *opaque)
 {
   DhfHypervisor *self = opaque;
-  virConnectPtr old = NULL;
+  Link *old = NULL;
 
-  g_warning ("lost the connection to %s (reason %d); reconnecting", self->uri, reason);
   g_mutex_lock (&self->lock);
-  if (self->conn == conn)
-    {
-      old = self->conn;
-      self->conn = NULL;
-    }
+  if (self->link != NULL && self->link->conn == conn)
+    old = g_steal_pointer (&self->link);
   g_mutex_unlock (&self->lock);
+  /* A connection that has been replaced already is no news. */
+  if (old == NULL)
+    return;
+  g_warning ("lost the connection to %s (reason %d); reconnecting", self->uri, reason);
   /* libvirt still holds the connection while this callback runs. */
-  if (old != NULL)
-    g_idle_add (drop_conn_idle, old);
+  g_idle_add (close_link_idle, old);
   set_connected (self, FALSE);
   schedule_reconnect (self);
 }
@@ -416,44 +444,45 @@ static void
 job_connect (Job *job)
 {
   DhfHypervisor *self = job->self;
-  virConnectPtr conn;
+  g_autofree Link *link = g_new0 (Link, 1);
   virDomainPtr *domains = NULL;
-  int event_ids[2];
+  Link *old;
   int n;
 
-  conn = virConnectOpen (self->uri);
-  if (conn == NULL)
+  link->event_ids[0] = link->event_ids[1] = -1;
+  link->conn = virConnectOpen (self->uri);
+  if (link->conn == NULL)
     {
       dhf_hypervisor_set_error (&job->error, self->uri);
       return;
     }
   /* Remote connections notice a vanished libvirtd within ~15 s even if no
    * socket error arrives; local drivers return 1 (unsupported), harmless. */
-  if (virConnectSetKeepAlive (conn, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) < 0)
+  if (virConnectSetKeepAlive (link->conn, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) < 0)
     virResetLastError ();
-  if (virConnectRegisterCloseCallback (conn, on_connection_closed, self, NULL) < 0)
-    virResetLastError ();
-  event_ids[0] = virConnectDomainEventRegisterAny (conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                   VIR_DOMAIN_EVENT_CALLBACK (on_lifecycle_event),
-                                                   self, NULL);
-  if (event_ids[0] < 0)
+  link->close_callback
+      = virConnectRegisterCloseCallback (link->conn, on_connection_closed, self, NULL) == 0;
+  link->event_ids[0] = virConnectDomainEventRegisterAny (
+      link->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+      VIR_DOMAIN_EVENT_CALLBACK (on_lifecycle_event), self, NULL);
+  if (link->event_ids[0] < 0)
     {
       dhf_hypervisor_set_error (&job->error, "subscribing to domain events");
-      virConnectClose (conn);
+      link_close (g_steal_pointer (&link));
       return;
     }
-  event_ids[1] = virConnectDomainEventRegisterAny (conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
-                                                   VIR_DOMAIN_EVENT_CALLBACK (on_metadata_event),
-                                                   self, NULL);
-  if (event_ids[1] < 0)
-    virResetLastError ();
+  /* Optional: not every driver sends metadata events. */
+  link->event_ids[1] = virConnectDomainEventRegisterAny (
+      link->conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+      VIR_DOMAIN_EVENT_CALLBACK (on_metadata_event), self, NULL);
+  virResetLastError ();
 
-  job->domain_type = detect_domain_type (conn);
-  n = virConnectListAllDomains (conn, &domains, 0);
+  job->domain_type = detect_domain_type (link->conn);
+  n = virConnectListAllDomains (link->conn, &domains, 0);
   if (n < 0)
     {
       dhf_hypervisor_set_error (&job->error, "listing domains");
-      virConnectClose (conn);
+      link_close (g_steal_pointer (&link));
       return;
     }
   job->infos = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_domain_info_free);
@@ -471,11 +500,12 @@ job_connect (Job *job)
     }
   free (domains);
 
+  job->conn = link->conn;
   g_mutex_lock (&self->lock);
-  g_clear_pointer (&self->conn, virConnectClose);
-  self->conn = conn;
-  memcpy (self->event_ids, event_ids, sizeof event_ids);
+  old = self->link;
+  self->link = g_steal_pointer (&link);
   g_mutex_unlock (&self->lock);
+  link_close (old);
 }
 
 static void
@@ -504,6 +534,17 @@ job_refresh (Job *job)
       job->info = domain_info_read (dom, &job->error);
     }
   virConnectClose (conn);
+}
+
+static gboolean
+link_is_current (DhfHypervisor *self, virConnectPtr conn)
+{
+  gboolean current;
+
+  g_mutex_lock (&self->lock);
+  current = self->link != NULL && self->link->conn == conn;
+  g_mutex_unlock (&self->lock);
+  return current && virConnectIsAlive (conn) == 1;
 }
 
 static gboolean
@@ -543,6 +584,15 @@ job_complete (gpointer data)
             schedule_reconnect (self);
             break;
           }
+        /* The connection may have dropped between the worker and here; its
+         * close callback then found a connect still queued and left the
+         * retry to us. */
+        if (!link_is_current (self, job->conn))
+          {
+            g_warning ("the new connection to %s closed at once; reconnecting", self->uri);
+            schedule_reconnect (self);
+            break;
+          }
         g_message ("connected to %s (%u domains, new appliances are type %s)", self->uri,
                    job->infos->len, job->domain_type);
         self->reconnect_delay_ms = RECONNECT_MIN_MS;
@@ -578,12 +628,18 @@ static void
 serial_worker (gpointer data, gpointer user_data)
 {
   Job *job = data;
+  g_autoptr (GSource) source = g_idle_source_new ();
 
   if (job->kind == JOB_CONNECT)
     job_connect (job);
   else
     job_refresh (job);
-  g_main_context_invoke (job->self->context, job_complete, job);
+
+  /* Always through the main context, never inline in this thread: idle
+   * sources of one priority run in the order they were attached, which
+   * keeps the jobs' results in order. */
+  g_source_set_callback (source, job_complete, job, NULL);
+  g_source_attach (source, job->self->context);
 }
 
 static void
@@ -733,6 +789,15 @@ domain_op_thread (GTask *task, gpointer source, gpointer task_data, GCancellable
         rc = virDomainResume (dom);
         break;
       case DHF_DOMAIN_OP_UNDEFINE:
+        /* Undefining a running domain would leave it running, transient,
+         * with its disk about to be deleted: refuse instead. */
+        if (virDomainIsActive (dom) == 1)
+          {
+            g_task_return_new_error (task, DHF_ERROR, DHF_ERROR_INVALID_STATE,
+                                     "domain '%s' is running; it must be stopped first",
+                                     virDomainGetName (dom));
+            return;
+          }
         rc = run_undefine (dom);
         break;
     }
@@ -875,16 +940,7 @@ dhf_hypervisor_dispose (GObject *object)
       self->serial = NULL;
     }
   g_mutex_lock (&self->lock);
-  if (self->conn != NULL)
-    {
-      virConnectUnregisterCloseCallback (self->conn, on_connection_closed);
-      for (guint i = 0; i < G_N_ELEMENTS (self->event_ids); i++)
-        {
-          if (self->event_ids[i] >= 0)
-            virConnectDomainEventDeregisterAny (self->conn, self->event_ids[i]);
-        }
-      g_clear_pointer (&self->conn, virConnectClose);
-    }
+  g_clear_pointer (&self->link, link_close);
   g_mutex_unlock (&self->lock);
   G_OBJECT_CLASS (dhf_hypervisor_parent_class)->dispose (object);
 }
@@ -921,10 +977,14 @@ dhf_hypervisor_set_property (GObject *object, guint prop_id, const GValue *value
 {
   DhfHypervisor *self = DHF_HYPERVISOR (object);
 
-  if (g_str_equal (pspec->name, "uri"))
-    self->uri = g_value_dup_string (value);
-  else
-    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+  switch (prop_id)
+    {
+      case PROP_URI:
+        self->uri = g_value_dup_string (value);
+        break;
+      default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
 }
 
 static void
@@ -939,11 +999,9 @@ dhf_hypervisor_class_init (DhfHypervisorClass *klass)
 
   props[PROP_CONNECTED] = g_param_spec_boolean ("connected", NULL, NULL, FALSE,
                                                 G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  props[PROP_URI] = g_param_spec_string (
+      "uri", NULL, NULL, NULL, G_PARAM_WRITABLE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, props);
-  g_object_class_install_property (
-      object_class, N_PROPS,
-      g_param_spec_string ("uri", NULL, NULL, NULL,
-                           G_PARAM_WRITABLE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
 
   /* synced: (GPtrArray of DhfDomainInfo) every domain, after each (re)connect */
   signals[SIGNAL_SYNCED] = g_signal_new ("synced", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,

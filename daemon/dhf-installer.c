@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <unistd.h>
+
 #include <glib/gstdio.h>
 
 #include "dhf-installer.h"
@@ -63,6 +65,19 @@ dhf_install_plan (const DhfManifest *manifest, const DhfDomainMetadata *installe
                    name, version);
       return FALSE;
     }
+  /* The kept disk's bytes are the guest's: reading them as another format
+   * would hand guest-written data (a qcow2 header naming a host file as
+   * backing store) to QEMU. */
+  if (installed->disk_path != NULL && dhf_manifest_get_disk_image (manifest) != NULL
+      && dhf_manifest_get_disk_format (old) != dhf_manifest_get_disk_format (manifest))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST,
+                   "invalid manifest:\n$.disk.format: the installed disk of '%s' is %s; an "
+                   "upgrade cannot change it to %s",
+                   name, dhf_disk_format_to_string (dhf_manifest_get_disk_format (old)),
+                   dhf_disk_format_to_string (dhf_manifest_get_disk_format (manifest)));
+      return FALSE;
+    }
   if (cmp < 0 && !allow_downgrade)
     {
       g_set_error (error, DHF_ERROR, DHF_ERROR_EXISTS,
@@ -86,6 +101,7 @@ typedef struct
   gboolean created_disk; /* removed again if defining fails */
   gboolean upgrade;
   gchar *domain_type;
+  gchar *new_uuid;
 } Install;
 
 static void
@@ -96,6 +112,7 @@ install_free (Install *install)
   g_free (install->old_disk);
   g_free (install->disk_path);
   g_free (install->domain_type);
+  g_free (install->new_uuid);
   g_free (install);
 }
 
@@ -151,13 +168,24 @@ prepare_disk_thread (GTask *task, gpointer source, gpointer task_data, GCancella
       "%s.%s", dhf_manifest_get_name (install->manifest),
       dhf_disk_format_to_string (dhf_manifest_get_disk_format (install->manifest)));
   target = g_build_filename (self->config->storage_dir, file_name, NULL);
+  /* A disk left by `remove --keep-storage` holds the user's data: the
+   * reinstall picks it up instead of overwriting it. */
+  if (g_file_test (target, G_FILE_TEST_IS_REGULAR))
+    {
+      g_message ("%s: reusing the disk kept at %s", dhf_manifest_get_name (install->manifest),
+                 target);
+      install->disk_path = g_steal_pointer (&target);
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
   partial = g_strconcat (target, ".partial", NULL);
   src = g_file_new_for_path (image);
   dst = g_file_new_for_path (partial);
-  /* Copy under a temporary name and rename, so a crash never leaves a
-   * half-written disk under the real name. */
+  /* Copy under a temporary name, then link it in place: a crash never
+   * leaves half a disk under the real name, and link() never replaces a
+   * file that appeared meanwhile. */
   if (!g_file_copy (src, dst, G_FILE_COPY_OVERWRITE, cancellable, NULL, NULL, &error)
-      || g_rename (partial, target) < 0)
+      || link (partial, target) < 0)
     {
       if (error == NULL)
         g_set_error (&error, DHF_ERROR, DHF_ERROR_FAILED, "%s", g_strerror (errno));
@@ -166,9 +194,27 @@ prepare_disk_thread (GTask *task, gpointer source, gpointer task_data, GCancella
       g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
+  (void) g_unlink (partial);
   install->disk_path = g_steal_pointer (&target);
   install->created_disk = TRUE;
   g_task_return_boolean (task, TRUE);
+}
+
+static void
+on_install_refreshed (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  DhfInstaller *self = g_task_get_source_object (task);
+  Install *install = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+
+  /* The name is free again only now that the appliance is on the bus, so
+   * a second install of it sees the first. */
+  release_name (self, task);
+  if (!dhf_hypervisor_refresh_finish (DHF_HYPERVISOR (source), result, &error))
+    g_warning ("%s is installed, but reading it back failed: %s",
+               dhf_manifest_get_name (install->manifest), error->message);
+  g_task_return_pointer (task, g_steal_pointer (&install->new_uuid), g_free);
 }
 
 static void
@@ -178,23 +224,23 @@ on_install_defined (GObject *source, GAsyncResult *result, gpointer user_data)
   DhfInstaller *self = g_task_get_source_object (task);
   Install *install = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
-  g_autofree gchar *uuid = NULL;
 
-  uuid = dhf_hypervisor_define_finish (DHF_HYPERVISOR (source), result, &error);
-  release_name (self, task);
-  if (uuid == NULL)
+  install->new_uuid = dhf_hypervisor_define_finish (DHF_HYPERVISOR (source), result, &error);
+  if (install->new_uuid == NULL)
     {
       /* An install that failed leaves nothing behind. */
       if (install->created_disk)
         (void) g_unlink (install->disk_path);
+      release_name (self, task);
       g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
   dhf_log_appliance (G_LOG_LEVEL_MESSAGE, dhf_manifest_get_name (install->manifest),
                      "%s %s %s (%s)", install->upgrade ? "upgraded" : "installed",
                      dhf_manifest_get_name (install->manifest),
-                     dhf_manifest_get_version (install->manifest), uuid);
-  g_task_return_pointer (task, g_steal_pointer (&uuid), g_free);
+                     dhf_manifest_get_version (install->manifest), install->new_uuid);
+  dhf_hypervisor_refresh_async (self->hypervisor, install->new_uuid, on_install_refreshed,
+                                g_steal_pointer (&task));
 }
 
 static void
@@ -292,6 +338,7 @@ typedef struct
   DhfAppliance *appliance;
   gchar *name;
   gchar *disk_path; /* deleted after undefining, unless kept */
+  gboolean force;
 } Removal;
 
 static void
@@ -315,25 +362,40 @@ is_own_disk (DhfInstaller *self, const gchar *path)
   return g_strcmp0 (dir, self->config->storage_dir) == 0;
 }
 
+/* Ends a removal either way: frees the name and the appliance's slot. */
+static void
+removal_done (GTask *task, GError *error)
+{
+  DhfInstaller *self = g_task_get_source_object (task);
+  Removal *removal = g_task_get_task_data (task);
+
+  g_hash_table_remove (self->busy, removal->name);
+  dhf_appliance_release (removal->appliance);
+  if (error != NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
 static void
 on_undefined (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
-  DhfInstaller *self = g_task_get_source_object (task);
   Removal *removal = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
 
-  g_hash_table_remove (self->busy, removal->name);
+  /* The hypervisor refuses to undefine a domain that is running, so the
+   * disk is never deleted under a live guest. */
   if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error))
     {
-      g_task_return_error (task, g_steal_pointer (&error));
+      removal_done (task, g_steal_pointer (&error));
       return;
     }
   if (removal->disk_path != NULL && g_unlink (removal->disk_path) < 0 && errno != ENOENT)
     g_warning ("removed %s but could not delete its disk %s: %s", removal->name, removal->disk_path,
                g_strerror (errno));
   dhf_log_appliance (G_LOG_LEVEL_MESSAGE, removal->name, "removed %s", removal->name);
-  g_task_return_boolean (task, TRUE);
+  removal_done (task, NULL);
 }
 
 static void
@@ -347,13 +409,36 @@ on_destroyed_for_removal (GObject *source, GAsyncResult *result, gpointer user_d
   if (!dhf_hypervisor_domain_op_finish (DHF_HYPERVISOR (source), result, &error)
       && !g_error_matches (error, DHF_ERROR, DHF_ERROR_INVALID_STATE))
     {
-      g_hash_table_remove (self->busy, removal->name);
-      g_task_return_error (task, g_steal_pointer (&error));
+      removal_done (task, g_steal_pointer (&error));
       return;
     }
   dhf_hypervisor_domain_op_async (self->hypervisor, dhf_appliance_get_uuid (removal->appliance),
                                   DHF_DOMAIN_OP_UNDEFINE, NULL, on_undefined,
                                   g_steal_pointer (&task));
+}
+
+/* Runs once every lifecycle call queued before the removal is done, so
+ * the state it checks is current. */
+static void
+start_removal (DhfAppliance *appliance, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  DhfInstaller *self = g_task_get_source_object (task);
+  Removal *removal = g_task_get_task_data (task);
+  DhfApplianceState state = dhf_appliance_get_state_enum (appliance);
+
+  if (state != DHF_APPLIANCE_STATE_SHUTOFF && !removal->force)
+    {
+      removal_done (task, g_error_new (DHF_ERROR, DHF_ERROR_INVALID_STATE,
+                                       "appliance '%s' is %s; stop it first or remove with force",
+                                       removal->name, dhf_appliance_state_to_string (state)));
+      return;
+    }
+  dhf_hypervisor_domain_op_async (
+      self->hypervisor, dhf_appliance_get_uuid (appliance),
+      state != DHF_APPLIANCE_STATE_SHUTOFF ? DHF_DOMAIN_OP_DESTROY : DHF_DOMAIN_OP_UNDEFINE, NULL,
+      state != DHF_APPLIANCE_STATE_SHUTOFF ? on_destroyed_for_removal : on_undefined,
+      g_steal_pointer (&task));
 }
 
 void
@@ -363,7 +448,6 @@ dhf_installer_remove_async (DhfInstaller *self, DhfAppliance *appliance, gboolea
   g_autoptr (GTask) task = g_task_new (self, NULL, callback, user_data);
   const DhfDomainMetadata *metadata = dhf_appliance_get_metadata (appliance);
   const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance));
-  DhfApplianceState state = dhf_appliance_get_state_enum (appliance);
   Removal *removal;
 
   g_task_set_source_tag (task, dhf_installer_remove_async);
@@ -371,13 +455,6 @@ dhf_installer_remove_async (DhfInstaller *self, DhfAppliance *appliance, gboolea
     {
       g_task_return_new_error (task, DHF_ERROR, DHF_ERROR_NOT_SUPPORTED,
                                "'%s' was not installed by dhf; dhf does not remove it", name);
-      return;
-    }
-  if (state != DHF_APPLIANCE_STATE_SHUTOFF && !force)
-    {
-      g_task_return_new_error (task, DHF_ERROR, DHF_ERROR_INVALID_STATE,
-                               "appliance '%s' is %s; stop it first or remove with force", name,
-                               dhf_appliance_state_to_string (state));
       return;
     }
   if (!g_hash_table_add (self->busy, g_strdup (name)))
@@ -389,18 +466,11 @@ dhf_installer_remove_async (DhfInstaller *self, DhfAppliance *appliance, gboolea
   removal = g_new0 (Removal, 1);
   removal->appliance = g_object_ref (appliance);
   removal->name = g_strdup (name);
+  removal->force = force;
   if (!keep_storage && is_own_disk (self, metadata->disk_path))
     removal->disk_path = g_strdup (metadata->disk_path);
   g_task_set_task_data (task, removal, (GDestroyNotify) removal_free);
-
-  if (state != DHF_APPLIANCE_STATE_SHUTOFF)
-    dhf_hypervisor_domain_op_async (self->hypervisor, dhf_appliance_get_uuid (appliance),
-                                    DHF_DOMAIN_OP_DESTROY, NULL, on_destroyed_for_removal,
-                                    g_steal_pointer (&task));
-  else
-    dhf_hypervisor_domain_op_async (self->hypervisor, dhf_appliance_get_uuid (appliance),
-                                    DHF_DOMAIN_OP_UNDEFINE, NULL, on_undefined,
-                                    g_steal_pointer (&task));
+  dhf_appliance_run_exclusive (appliance, start_removal, g_steal_pointer (&task));
 }
 
 gboolean

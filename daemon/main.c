@@ -60,17 +60,17 @@ main (int argc, char **argv)
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
       g_printerr ("dhfd: %s\n", error->message);
-      return 2;
+      return DHF_EXIT_USAGE;
     }
   if (opt_version)
     {
       g_print ("dhfd %s\n", DHF_VERSION);
-      return 0;
+      return DHF_EXIT_OK;
     }
   if (opt_system + opt_session + (opt_address != NULL) > 1)
     {
       g_printerr ("dhfd: --system, --session and --address exclude each other\n");
-      return 2;
+      return DHF_EXIT_USAGE;
     }
   if (opt_session)
     bus_kind = DHF_BUS_SESSION;
@@ -84,7 +84,7 @@ main (int argc, char **argv)
                         opt_config != NULL, &error))
     {
       g_printerr ("dhfd: configuration: %s\n", error->message);
-      return 1;
+      return DHF_EXIT_STARTUP_FAILED;
     }
   if (opt_hypervisor != NULL)
     {
@@ -100,7 +100,7 @@ main (int argc, char **argv)
   if (!dhf_daemon_start (daemon, &error))
     {
       g_printerr ("dhfd: %s\n", error->message);
-      return 1;
+      return DHF_EXIT_STARTUP_FAILED;
     }
   g_main_loop_run (loop);
   status = dhf_daemon_get_exit_status (daemon);

@@ -650,12 +650,27 @@ test_install_disk (Fixture *fx, gconstpointer data)
   g_assert_true (dhf_dbus_manager_call_remove_sync (
       fx->manager, "delta", g_variant_new_parsed ("{'keep-storage': <true>}"), NULL, &error));
   g_assert_true (g_file_test (disk, G_FILE_TEST_EXISTS));
+  /* ... and a reinstall picks the kept disk up instead of overwriting it. */
   g_free (path);
-  g_unlink (disk);
   opts = g_variant_new_parsed ("{'base-directory': <%s>}", fx->tmpdir);
   path = install (fx, v1, opts, &upgraded, &error);
   g_assert_no_error (error);
-  g_assert_true (g_file_test (disk, G_FILE_TEST_EXISTS));
+  g_free (contents);
+  g_assert_true (g_file_get_contents (disk, &contents, NULL, &error));
+  g_assert_cmpstr (contents, ==, "user data");
+
+  /* An upgrade may not reinterpret the kept disk as another format. */
+  {
+    g_autofree gchar *raw
+        = manifest_json ("delta", "3.0", "environment",
+                         ", \"disk\": {\"image\": \"vendor.qcow2\", \"format\": \"raw\"}");
+
+    opts = g_variant_new_parsed ("{'base-directory': <%s>}", fx->tmpdir);
+    g_assert_null (install (fx, raw, opts, &upgraded, &error));
+    g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
+    g_assert_nonnull (strstr (error->message, "$.disk.format"));
+    g_clear_error (&error);
+  }
   g_assert_true (dhf_dbus_manager_call_remove_sync (fx->manager, "delta",
                                                     g_variant_new ("a{sv}", NULL), NULL, &error));
   g_assert_no_error (error);
@@ -722,6 +737,97 @@ test_concurrent_calls (Fixture *fx, gconstpointer data)
 }
 
 static void
+on_call_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  GAsyncResult **out = user_data;
+
+  *out = g_object_ref (result);
+}
+
+static gboolean
+both_set (gpointer data)
+{
+  GAsyncResult **results = data;
+
+  return results[0] != NULL && results[1] != NULL;
+}
+
+/* Remove waits for the Start queued before it, sees the appliance
+ * running, and refuses: the disk of a running guest is never deleted. */
+static void
+test_remove_races_start (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *image = g_build_filename (fx->tmpdir, "vendor.qcow2", NULL);
+  g_autofree gchar *disk = g_build_filename (fx->storage_dir, "zeta.qcow2", NULL);
+  g_autofree gchar *json = manifest_json ("zeta", "1.0", "service", ", \"disk\": \"vendor.qcow2\"");
+  g_autofree gchar *path = NULL;
+  g_autoptr (DhfDBusAppliance) zeta = NULL;
+  GAsyncResult *results[2] = { NULL, NULL };
+  gboolean upgraded;
+
+  g_assert_true (g_file_set_contents (image, "vendor image", -1, &error));
+  path = install (fx, json, g_variant_new_parsed ("{'base-directory': <%s>}", fx->tmpdir),
+                  &upgraded, &error);
+  g_assert_no_error (error);
+  sync_with_dhfd (fx);
+  zeta = get_appliance (fx, "zeta");
+  dhf_dbus_appliance_call_start (zeta, NULL, on_call_done, &results[0]);
+  dhf_dbus_manager_call_remove (fx->manager, "zeta", g_variant_new ("a{sv}", NULL), NULL,
+                                on_call_done, &results[1]);
+  wait_until (both_set, results);
+  g_assert_true (dhf_dbus_appliance_call_start_finish (zeta, results[0], &error));
+  g_assert_no_error (error);
+  g_assert_false (dhf_dbus_manager_call_remove_finish (fx->manager, results[1], &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE);
+  g_assert_true (g_file_test (disk, G_FILE_TEST_EXISTS));
+  g_object_unref (results[0]);
+  g_object_unref (results[1]);
+}
+
+static void
+test_shutdown_paused (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (DhfDBusAppliance) alpha = get_appliance (fx, "alpha");
+  g_autoptr (GError) error = NULL;
+  gboolean forced = FALSE;
+
+  g_assert_true (dhf_dbus_appliance_call_start_sync (alpha, NULL, &error));
+  g_assert_true (dhf_dbus_appliance_call_pause_sync (alpha, NULL, &error));
+  /* A paused guest cannot act on ACPI: forced off at once, no timeout. */
+  g_assert_true (dhf_dbus_appliance_call_shutdown_sync (alpha, 600000, &forced, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (forced);
+  wait_state (alpha, "shutoff");
+
+  g_assert_false (
+      dhf_dbus_appliance_call_shutdown_sync (alpha, G_MAXUINT32, &forced, NULL, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS);
+}
+
+static void
+test_polkit_needs_system_bus (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *config = g_build_filename (fx->tmpdir, "polkit.conf", NULL);
+  g_autoptr (GSubprocessLauncher) launcher
+      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_autoptr (GSubprocess) proc = NULL;
+  g_autofree gchar *err = NULL;
+
+  g_assert_true (g_file_set_contents (config, "[Authorization]\nMode=polkit\n", -1, &error));
+  /* polkit could not tell who a caller on this bus is. */
+  g_subprocess_launcher_unsetenv (launcher, "DBUS_SYSTEM_BUS_ADDRESS");
+  proc = g_subprocess_launcher_spawn (launcher, &error, dhfd_path (), "--address",
+                                      g_test_dbus_get_bus_address (fx->bus), "--hypervisor",
+                                      "test:///default", "--config", config, NULL);
+  g_assert_no_error (error);
+  g_assert_true (g_subprocess_communicate_utf8 (proc, NULL, NULL, NULL, &err, &error));
+  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 1);
+  g_assert_nonnull (strstr (err, "Mode=polkit needs dhfd on the system bus"));
+}
+
+static void
 test_replace (Fixture *fx, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
@@ -763,6 +869,9 @@ main (int argc, char **argv)
   ADD ("/integration/install-disk", test_install_disk);
   ADD ("/integration/remove-running", test_remove_running);
   ADD ("/integration/concurrent-calls", test_concurrent_calls);
+  ADD ("/integration/remove-races-start", test_remove_races_start);
+  ADD ("/integration/shutdown-paused", test_shutdown_paused);
+  ADD ("/integration/polkit-needs-system-bus", test_polkit_needs_system_bus);
   ADD ("/integration/replace", test_replace);
   ADD ("/integration/name-taken", test_name_taken);
 #undef ADD
