@@ -179,7 +179,10 @@ main (int argc, char **argv)
   node = build_node ();
   node_path = g_build_filename (tmpdir, "node.xml", NULL);
   b.config = g_build_filename (tmpdir, "dhfd.conf", NULL);
-  config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n", tmpdir);
+  /* No policy files, and the last good copy kept in the temporary dir. */
+  config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n[Policy]\nDirectories=%s/"
+                            "policy.d\nLastGood=%s/policy.last-good\n",
+                            tmpdir, tmpdir, tmpdir);
   if (!g_file_set_contents (node_path, node, -1, &error)
       || !g_file_set_contents (b.config, config, -1, &error))
     fail ("writing the test node", error);
@@ -308,6 +311,11 @@ main (int argc, char **argv)
   g_clear_object (&b.bus);
   g_unlink (node_path);
   g_unlink (b.config);
+  {
+    g_autofree gchar *last_good = g_build_filename (tmpdir, "policy.last-good", NULL);
+
+    g_unlink (last_good);
+  }
   g_rmdir (tmpdir);
   g_free (b.dhfd);
   g_free (b.uri);

@@ -8,11 +8,12 @@
 G_BEGIN_DECLS
 
 /* Named polkit actions, one per kind of mutating call. */
-#define DHF_ACTION_INSTALL "org.dhf.framework1.appliance.install"
-#define DHF_ACTION_REMOVE  "org.dhf.framework1.appliance.remove"
-#define DHF_ACTION_START   "org.dhf.framework1.appliance.start"
-#define DHF_ACTION_STOP    "org.dhf.framework1.appliance.stop"
-#define DHF_ACTION_PAUSE   "org.dhf.framework1.appliance.pause"
+#define DHF_ACTION_INSTALL       "org.dhf.framework1.appliance.install"
+#define DHF_ACTION_REMOVE        "org.dhf.framework1.appliance.remove"
+#define DHF_ACTION_START         "org.dhf.framework1.appliance.start"
+#define DHF_ACTION_STOP          "org.dhf.framework1.appliance.stop"
+#define DHF_ACTION_PAUSE         "org.dhf.framework1.appliance.pause"
+#define DHF_ACTION_POLICY_RELOAD "org.dhf.framework1.policy.reload"
 
 #define DHF_TYPE_AUTHORITY (dhf_authority_get_type ())
 G_DECLARE_FINAL_TYPE (DhfAuthority, dhf_authority, DHF, AUTHORITY, GObject)

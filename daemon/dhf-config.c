@@ -17,6 +17,8 @@ static const struct
   { "Appliances", "StorageDirectory" },
   { "Appliances", "ShutdownTimeout" },
   { "Authorization", "Mode" },
+  { "Policy", "Directories" },
+  { "Policy", "LastGood" },
 };
 
 #define MAX_SHUTDOWN_TIMEOUT_S (24 * 3600)
@@ -31,6 +33,9 @@ dhf_config_new (void)
   self->storage_dir = g_strdup (DHF_LOCALSTATEDIR "/images");
   self->shutdown_timeout_s = 30;
   self->auth_mode = DHF_AUTH_MODE_AUTO;
+  self->policy_dirs = g_strdupv ((gchar **) (const gchar *const[]){
+      DHF_SYSCONFDIR "/policy.d", DHF_DATADIR "/policy.d", NULL });
+  self->policy_last_good = g_strdup (DHF_LOCALSTATEDIR "/policy.last-good");
   return self;
 }
 
@@ -42,6 +47,8 @@ dhf_config_free (DhfConfig *self)
   g_free (self->hypervisor_uri);
   g_free (self->domain_type);
   g_free (self->storage_dir);
+  g_strfreev (self->policy_dirs);
+  g_free (self->policy_last_good);
   g_free (self);
 }
 
@@ -118,6 +125,58 @@ read_string (GKeyFile *kf, const gchar *group, const gchar *key, gchar **out, GE
   return TRUE;
 }
 
+/* [Policy] Directories: absolute paths separated by ';' (a trailing ';',
+ * as GLib writes lists, is allowed), admin directory first. */
+static gboolean
+read_policy_dirs (GKeyFile *kf, DhfConfig *self, GError **error)
+{
+  g_autofree gchar *value = NULL;
+  g_auto (GStrv) parts = NULL;
+  g_autoptr (GPtrArray) dirs = g_ptr_array_new_with_free_func (g_free);
+
+  if (!read_string (kf, "Policy", "Directories", &value, error))
+    return FALSE;
+  if (value == NULL)
+    return TRUE;
+  parts = g_strsplit (value, ";", -1);
+  for (guint i = 0; parts[i] != NULL; i++)
+    {
+      const gchar *dir = g_strstrip (parts[i]);
+
+      if (*dir == '\0' && parts[i + 1] == NULL && i > 0)
+        break;
+      if (!g_path_is_absolute (dir))
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "[Policy] Directories: expected absolute paths separated by ';', not '%s'",
+                       dir);
+          return FALSE;
+        }
+      g_ptr_array_add (dirs, g_canonicalize_filename (dir, NULL));
+    }
+  g_ptr_array_add (dirs, NULL);
+  g_strfreev (self->policy_dirs);
+  self->policy_dirs = (gchar **) g_ptr_array_free (g_steal_pointer (&dirs), FALSE);
+  return TRUE;
+}
+
+static gboolean
+read_policy (GKeyFile *kf, DhfConfig *self, GError **error)
+{
+  if (!read_policy_dirs (kf, self, error))
+    return FALSE;
+  if (!read_string (kf, "Policy", "LastGood", &self->policy_last_good, error))
+    return FALSE;
+  if (!g_path_is_absolute (self->policy_last_good))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[Policy] LastGood: expected an absolute path, not '%s'",
+                   self->policy_last_good);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 static gboolean
 apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 {
@@ -187,7 +246,7 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
           return FALSE;
         }
     }
-  return TRUE;
+  return read_policy (kf, self, error);
 }
 
 gboolean

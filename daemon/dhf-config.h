@@ -23,6 +23,8 @@ typedef struct
   gchar *storage_dir;
   guint shutdown_timeout_s;
   DhfAuthMode auth_mode;
+  gchar **policy_dirs;     /* admin directory first, vendor directory last */
+  gchar *policy_last_good; /* where the last good policy is saved */
 } DhfConfig;
 
 DhfConfig *dhf_config_new (void);

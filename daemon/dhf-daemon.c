@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <dhf/dhf.h>
+#include <glib-unix.h>
 
 #include "dhf-appliance.h"
 #include "dhf-authority.h"
@@ -9,6 +10,7 @@
 #include "dhf-hypervisor.h"
 #include "dhf-installer.h"
 #include "dhf-manifest.h"
+#include "dhf-policy-service.h"
 
 struct _DhfDaemon
 {
@@ -25,6 +27,7 @@ struct _DhfDaemon
   DhfAuthority *authority;
   DhfHypervisor *hypervisor;
   DhfInstaller *installer;
+  DhfPolicyService *policy;
 
   GHashTable *by_uuid;        /* uuid -> DhfAppliance */
   GHashTable *by_name;        /* name -> DhfAppliance (borrowed) */
@@ -32,6 +35,7 @@ struct _DhfDaemon
 
   guint owner_id;
   guint own_timeout_id;
+  guint sighup_id;
   gboolean name_acquired;
   gint exit_status;
 };
@@ -229,6 +233,71 @@ on_connect_failed (DhfHypervisor *hypervisor, const gchar *message, DhfDaemon *s
   set_status_reason (self, "hypervisor", why);
   /* Serve anyway: clients see the degraded status instead of no daemon. */
   own_name (self);
+}
+
+/* --- policy ----------------------------------------------------------- */
+
+/* What the policy knows of an appliance: its role, and the tags and vendor
+ * its manifest declares (foreign domains have neither). dhfd does not track
+ * the focus yet, so no appliance is @focused. */
+static gboolean
+lookup_policy_domain (const gchar *name, DhfPolicyDomain *domain, gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+  DhfAppliance *appliance = g_hash_table_lookup (self->by_name, name);
+  const DhfDomainMetadata *metadata;
+
+  if (appliance == NULL)
+    return FALSE;
+  *domain = (DhfPolicyDomain){
+    .name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance)),
+    .role = dhf_dbus_appliance_get_role (DHF_DBUS_APPLIANCE (appliance)),
+  };
+  metadata = dhf_appliance_get_metadata (appliance);
+  if (metadata != NULL)
+    {
+      domain->vendor = dhf_manifest_get_vendor (metadata->manifest);
+      domain->tags = dhf_manifest_get_tags (metadata->manifest);
+    }
+  return TRUE;
+}
+
+static void
+on_policy_published (DhfPolicyService *policy, DhfDaemon *self)
+{
+  g_autofree gchar *why = dhf_policy_service_dup_status_reason (policy);
+
+  set_status_reason (self, "policy", why);
+}
+
+static gboolean
+on_sighup (gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+
+  g_message ("policy: reloading on SIGHUP");
+  dhf_policy_service_reload (self->policy);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+start_policy (DhfDaemon *self, GError **error)
+{
+  g_autoptr (DhfPolicyStore) store = dhf_policy_store_new (
+      (const gchar *const *) self->config->policy_dirs, self->config->policy_last_good);
+
+  self->policy = dhf_policy_service_new (store, self->authority, lookup_policy_domain, self);
+  g_signal_connect (self->policy, "published", G_CALLBACK (on_policy_published), self);
+  /* Before the name is owned: the first client already sees the policy. */
+  dhf_policy_service_start (self->policy);
+  self->sighup_id = g_unix_signal_add (SIGHUP, on_sighup, self);
+  if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (self->policy), self->connection,
+                                         DHF_OBJECT_PATH, error))
+    {
+      g_prefix_error (error, "exporting the Policy: ");
+      return FALSE;
+    }
+  return TRUE;
 }
 
 /* --- Manager methods -------------------------------------------------- */
@@ -609,6 +678,8 @@ dhf_daemon_start (DhfDaemon *self, GError **error)
       g_prefix_error (error, "exporting the Manager: ");
       return FALSE;
     }
+  if (!start_policy (self, error))
+    return FALSE;
   self->object_manager = g_dbus_object_manager_server_new (DHF_OBJECT_PATH);
   g_dbus_object_manager_server_set_connection (self->object_manager, self->connection);
 
@@ -655,6 +726,7 @@ dhf_daemon_dispose (GObject *object)
 
   g_clear_handle_id (&self->owner_id, g_bus_unown_name);
   g_clear_handle_id (&self->own_timeout_id, g_source_remove);
+  g_clear_handle_id (&self->sighup_id, g_source_remove);
   if (self->hypervisor != NULL)
     g_signal_handlers_disconnect_by_data (self->hypervisor, self);
   if (self->connection != NULL)
@@ -674,6 +746,12 @@ dhf_daemon_dispose (GObject *object)
   if (self->manager != NULL)
     g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (self->manager));
   g_clear_object (&self->manager);
+  if (self->policy != NULL)
+    {
+      g_signal_handlers_disconnect_by_data (self->policy, self);
+      g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (self->policy));
+    }
+  g_clear_object (&self->policy);
   g_clear_object (&self->installer);
   g_clear_object (&self->hypervisor);
   g_clear_object (&self->authority);

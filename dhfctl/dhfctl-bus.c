@@ -127,6 +127,31 @@ dhfctl_get_manager (DhfctlContext *ctx, GError **error)
   return g_steal_pointer (&manager);
 }
 
+DhfDBusPolicy *
+dhfctl_get_policy (DhfctlContext *ctx, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  g_autoptr (DhfDBusPolicy) policy = NULL;
+  g_autofree gchar *owner = NULL;
+
+  if (!dhfctl_connect (ctx, error))
+    return NULL;
+
+  policy = dhf_dbus_policy_proxy_new_sync (ctx->connection, G_DBUS_PROXY_FLAGS_NONE, DHF_BUS_NAME,
+                                           DHF_OBJECT_PATH, NULL, &local_error);
+  if (policy == NULL)
+    {
+      dhfctl_strip_remote_error (local_error);
+      g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "cannot reach dhfd: ");
+      return NULL;
+    }
+
+  owner = g_dbus_proxy_get_name_owner (G_DBUS_PROXY (policy));
+  if (!check_name_owner (ctx, owner, error))
+    return NULL;
+  return g_steal_pointer (&policy);
+}
+
 gboolean
 dhfctl_check_name (const gchar *name, GError **error)
 {

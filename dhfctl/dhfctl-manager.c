@@ -297,8 +297,54 @@ count_states (GList *appliances, guint counts[DHF_APPLIANCE_STATE_BLOCKED + 1])
   return total;
 }
 
+/* FALSE when dhfd has no Policy interface (an older dhfd): the proxy
+ * then caches no properties. */
+static gboolean
+has_policy (DhfDBusPolicy *policy)
+{
+  g_auto (GStrv) names = NULL;
+
+  if (policy == NULL)
+    return FALSE;
+  names = g_dbus_proxy_get_cached_property_names (G_DBUS_PROXY (policy));
+  return names != NULL && names[0] != NULL;
+}
+
+static json_object *
+policy_to_json (DhfDBusPolicy *policy)
+{
+  json_object *object = json_object_new_object ();
+  json_object *files = json_object_new_array ();
+  const gchar *const *names = dhf_dbus_policy_get_files (policy);
+
+  for (guint i = 0; names != NULL && names[i] != NULL; i++)
+    json_object_array_add (files, dhfctl_json_string (names[i]));
+  json_object_object_add (object, "rules",
+                          json_object_new_int64 (dhf_dbus_policy_get_rules (policy)));
+  json_object_object_add (object, "files", files);
+  json_object_object_add (object, "degraded",
+                          json_object_new_boolean (dhf_dbus_policy_get_degraded (policy)));
+  json_object_object_add (object, "generation",
+                          json_object_new_uint64 (dhf_dbus_policy_get_generation (policy)));
+  return object;
+}
+
+/* "14 rules from 3 files", ", degraded" when the files on disk were refused. */
+static gchar *
+policy_summary (DhfDBusPolicy *policy)
+{
+  const gchar *const *files = dhf_dbus_policy_get_files (policy);
+  guint n_files = files != NULL ? g_strv_length ((gchar **) files) : 0;
+  guint n_rules = dhf_dbus_policy_get_rules (policy);
+
+  return g_strdup_printf (
+      "%u rule%s from %u file%s%s", n_rules, n_rules == 1 ? "" : "s", n_files,
+      n_files == 1 ? "" : "s",
+      dhf_dbus_policy_get_degraded (policy) ? ", degraded (see dhfctl policy show)" : "");
+}
+
 static void
-print_status_json (DhfDBusManager *manager, guint total, const guint *counts)
+print_status_json (DhfDBusManager *manager, DhfDBusPolicy *policy, guint total, const guint *counts)
 {
   g_autoptr (json_object) root = json_object_new_object ();
   json_object *reasons = json_object_new_array ();
@@ -325,11 +371,12 @@ print_status_json (DhfDBusManager *manager, guint total, const guint *counts)
                           dhfctl_json_string (dhf_dbus_manager_get_status (manager)));
   json_object_object_add (root, "status_reasons", reasons);
   json_object_object_add (root, "appliances", appliances);
+  json_object_object_add (root, "policy", has_policy (policy) ? policy_to_json (policy) : NULL);
   dhfctl_print_json (root);
 }
 
 static void
-print_status_text (DhfDBusManager *manager, guint total, const guint *counts)
+print_status_text (DhfDBusManager *manager, DhfDBusPolicy *policy, guint total, const guint *counts)
 {
   g_autoptr (DhfctlTable) table = dhfctl_table_new (2);
   g_autoptr (GString) summary = g_string_new (NULL);
@@ -360,6 +407,12 @@ print_status_text (DhfDBusManager *manager, guint total, const guint *counts)
   for (guint i = 0; reasons != NULL && reasons[i] != NULL; i++)
     dhfctl_table_add_row (table, i == 0 ? "Status reasons:" : "", reasons[i], NULL);
   dhfctl_table_add_row (table, "Appliances:", summary->str, NULL);
+  if (has_policy (policy))
+    {
+      g_autofree gchar *text = policy_summary (policy);
+
+      dhfctl_table_add_row (table, "Policy:", text, NULL);
+    }
   dhfctl_table_print (table);
 }
 
@@ -368,6 +421,7 @@ dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char 
                    GError **error)
 {
   g_autoptr (DhfDBusManager) manager = NULL;
+  g_autoptr (DhfDBusPolicy) policy = NULL;
   g_autoptr (GDBusObjectManager) object_manager = NULL;
   g_autolist (DhfDBusAppliance) appliances = NULL;
   guint counts[DHF_APPLIANCE_STATE_BLOCKED + 1] = { 0 };
@@ -384,10 +438,13 @@ dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char 
     return FALSE;
   appliances = dhfctl_list_appliances (object_manager);
   total = count_states (appliances, counts);
+  /* The policy is part of dhfd's state, but a dhfd without it still has a
+   * status worth showing. */
+  policy = dhfctl_get_policy (ctx, NULL);
 
   if (ctx->json)
-    print_status_json (manager, total, counts);
+    print_status_json (manager, policy, total, counts);
   else
-    print_status_text (manager, total, counts);
+    print_status_text (manager, policy, total, counts);
   return TRUE;
 }

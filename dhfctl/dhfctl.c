@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dhfctl: the administrator's command line for dhfd. This file holds main(),
  * the command table and option parsing; the commands live in
- * dhfctl-appliance.c and dhfctl-manager.c. */
+ * dhfctl-appliance.c, dhfctl-manager.c and dhfctl-policy.c. */
 #include "config.h"
 
 #include <dhf/dhf.h>
@@ -23,6 +23,8 @@ static const DhfctlCommand commands[] = {
   { "install", "MANIFEST", "Install or upgrade an appliance from a manifest", dhfctl_cmd_install },
   { "remove", "NAME", "Remove an appliance that dhfd installed", dhfctl_cmd_remove },
   { "status", NULL, "Show the state of dhfd and the hypervisor", dhfctl_cmd_status },
+  { "policy", "check|test|show|reload", "Check, test, show or reload the admin policy",
+    dhfctl_cmd_policy },
   { "help", "[COMMAND]", "Show help on dhfctl or on one command", cmd_help },
 };
 
@@ -287,7 +289,7 @@ run (DhfctlContext *ctx, int argc, char **argv)
 
   if (!cmd->func (ctx, cmd, argc - 1, argv + 1, &error))
     return report_error (ctx, cmd, error);
-  return DHFCTL_EXIT_OK;
+  return ctx->exit_status;
 }
 
 int

@@ -36,7 +36,9 @@ typedef struct
   gboolean json;
   gchar *timeout; /* seconds, validated into timeout_s */
 
-  guint timeout_s; /* 0: the command's default */
+  guint timeout_s;  /* 0: the command's default */
+  gint exit_status; /* a command that did its job but reports a failure
+                     * (policy check found errors) sets it and returns TRUE */
   GDBusConnection *connection;
   gchar *bus_description; /* "the system bus", for messages */
 } DhfctlContext;
@@ -65,6 +67,7 @@ gboolean dhfctl_parse_command_line (DhfctlContext *ctx, const DhfctlCommand *cmd
 gboolean dhfctl_connect (DhfctlContext *ctx, GError **error);
 GDBusObjectManager *dhfctl_get_object_manager (DhfctlContext *ctx, GError **error);
 DhfDBusManager *dhfctl_get_manager (DhfctlContext *ctx, GError **error);
+DhfDBusPolicy *dhfctl_get_policy (DhfctlContext *ctx, GError **error);
 DhfDBusAppliance *dhfctl_lookup_appliance (GDBusObjectManager *manager, const gchar *name,
                                            GError **error);
 GList *dhfctl_list_appliances (GDBusObjectManager *manager);
@@ -109,6 +112,10 @@ gboolean dhfctl_cmd_install (DhfctlContext *ctx, const DhfctlCommand *cmd, int a
 gboolean dhfctl_cmd_remove (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
                             GError **error);
 gboolean dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                            GError **error);
+
+/* dhfctl-policy.c */
+gboolean dhfctl_cmd_policy (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
                             GError **error);
 
 G_END_DECLS

@@ -16,6 +16,11 @@ test_config_defaults (void)
   g_assert_cmpuint (config->shutdown_timeout_s, ==, 30);
   g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_AUTO);
   g_assert_true (g_path_is_absolute (config->storage_dir));
+  /* Admin directory first, vendor defaults last. */
+  g_assert_cmpuint (g_strv_length (config->policy_dirs), ==, 2);
+  g_assert_cmpstr (config->policy_dirs[0], ==, DHF_SYSCONFDIR "/policy.d");
+  g_assert_cmpstr (config->policy_dirs[1], ==, DHF_DATADIR "/policy.d");
+  g_assert_cmpstr (config->policy_last_good, ==, DHF_LOCALSTATEDIR "/policy.last-good");
 }
 
 static void
@@ -35,6 +40,36 @@ test_config_full (void)
   g_assert_cmpstr (config->storage_dir, ==, "/srv/dhf");
   g_assert_cmpuint (config->shutdown_timeout_s, ==, 5);
   g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_PEER_UID);
+}
+
+static void
+test_config_policy (void)
+{
+  static const struct
+  {
+    const gchar *directories;
+    const gchar *const expected[4];
+  } cases[] = {
+    { "/etc/x/policy.d;/usr/share/x/policy.d", { "/etc/x/policy.d", "/usr/share/x/policy.d" } },
+    /* GLib writes lists with a trailing separator. */
+    { "/a;/b;", { "/a", "/b" } },
+    { " /a ; /b//c/../d/ ", { "/a", "/b/d" } },
+    { "/only", { "/only" } },
+    { "/a;/b;/c", { "/a", "/b", "/c" } },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (DhfConfig) config = dhf_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree gchar *data = g_strdup_printf (
+          "[Policy]\nDirectories=%s\nLastGood=/var/lib/x/last\n", cases[i].directories);
+
+      g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
+      g_assert_no_error (error);
+      g_assert_true (g_strv_equal ((const gchar *const *) config->policy_dirs, cases[i].expected));
+      g_assert_cmpstr (config->policy_last_good, ==, "/var/lib/x/last");
+    }
 }
 
 static void
@@ -70,6 +105,16 @@ test_config_errors (void)
       "t.conf: [Appliances] ShutdownTimeout: expected seconds from 1 to 86400, not 'ten'" },
     { "[Authorization]\nMode=yes\n",
       "t.conf: [Authorization] Mode: expected auto, polkit or peer-uid, not 'yes'" },
+    { "[Policy]\nDirectories=policy.d\n",
+      "t.conf: [Policy] Directories: expected absolute paths separated by ';', not 'policy.d'" },
+    { "[Policy]\nDirectories=/etc/dhf/policy.d;rel\n",
+      "t.conf: [Policy] Directories: expected absolute paths separated by ';', not 'rel'" },
+    { "[Policy]\nDirectories=/a;;/b\n",
+      "t.conf: [Policy] Directories: expected absolute paths separated by ';', not ''" },
+    { "[Policy]\nDirectories=\n", "t.conf: [Policy] Directories: empty value" },
+    { "[Policy]\nLastGood=last-good\n",
+      "t.conf: [Policy] LastGood: expected an absolute path, not 'last-good'" },
+    { "[Policy]\nLastgood=/x\n", "t.conf: [Policy] Lastgood: unknown key" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -123,16 +168,33 @@ test_config_file (void)
   g_unlink (path);
 }
 
+/* The dhfd.conf that is installed parses, [Policy] included. */
+static void
+test_config_shipped (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *path = g_test_build_filename (G_TEST_DIST, "..", "data", "dhfd.conf", NULL);
+
+  g_assert_true (dhf_config_load (config, path, TRUE, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_strv_length (config->policy_dirs), ==, 2);
+  g_assert_cmpstr (config->policy_dirs[0], ==, "/etc/dhf/policy.d");
+  g_assert_cmpstr (config->policy_last_good, ==, "/var/lib/dhf/policy.last-good");
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/config/defaults", test_config_defaults);
   g_test_add_func ("/config/full", test_config_full);
+  g_test_add_func ("/config/policy", test_config_policy);
   g_test_add_func ("/config/storage-canonical", test_config_storage_canonical);
   g_test_add_func ("/config/errors", test_config_errors);
   g_test_add_func ("/config/syntax-error", test_config_syntax_error);
   g_test_add_func ("/config/missing-file", test_config_missing_file);
   g_test_add_func ("/config/file", test_config_file);
+  g_test_add_func ("/config/shipped", test_config_shipped);
   return g_test_run ();
 }

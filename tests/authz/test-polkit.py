@@ -12,9 +12,10 @@ which actions polkit grants.  Checked:
     nothing, while read-only calls work and never consult polkit;
   * polkit is asked about the calling connection (system-bus-name subject)
     and is told when the caller allows interactive authorization;
-  * each of the five actions gates exactly the methods the API
-    (protos/org.dhf.Framework1.xml) says it does, and the policy file
-    defines those five actions;
+  * each of the six actions gates exactly the methods the API
+    (protos/org.dhf.Framework1.xml) says it does, the read-only methods
+    (Policy.Test, Policy.Show) name none, and the policy file defines
+    exactly those six actions;
   * without polkitd (never started, or killed) dhfd fails closed and keeps
     serving reads, and it uses polkitd again once it is back;
   * with Mode=peer-uid root may change things and `nobody` may only read
@@ -49,6 +50,7 @@ PYTHON = '/usr/bin/python3'
 DHF_NAME = 'org.dhf.Framework1'
 DHF_PATH = '/org/dhf/Framework1'
 MANAGER = 'org.dhf.Framework1.Manager'
+POLICY = 'org.dhf.Framework1.Policy'
 APPLIANCE = 'org.dhf.Framework1.Appliance'
 PROPERTIES = 'org.freedesktop.DBus.Properties'
 OBJECT_MANAGER = 'org.freedesktop.DBus.ObjectManager'
@@ -63,7 +65,8 @@ REMOVE = 'org.dhf.framework1.appliance.remove'
 START = 'org.dhf.framework1.appliance.start'
 STOP = 'org.dhf.framework1.appliance.stop'
 PAUSE = 'org.dhf.framework1.appliance.pause'
-ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE]
+RELOAD = 'org.dhf.framework1.policy.reload'
+ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE, RELOAD]
 
 # The contract: which action gates which method. It must agree with the
 # "Authorization:" lines of protos/org.dhf.Framework1.xml (checked below)
@@ -75,8 +78,11 @@ CONTRACT = {
     'Resume': PAUSE,
     'Install': INSTALL,
     'Remove': REMOVE,
+    'Reload': RELOAD,
 }
 METHODS = list(CONTRACT)
+# Methods that need no action (the XML gives them no "Authorization:" line).
+READ_ONLY = {'Test', 'Show'}
 
 DEMO_APPLIANCES = ['corporate', 'file-sync', 'personal', 'vpn-gateway']
 PROBE = 'authz-probe'
@@ -387,9 +393,13 @@ class Dhfd:
         storage = os.path.join(self.tmp, 'storage')
         os.makedirs(storage, exist_ok=True)
         config = os.path.join(self.tmp, f'dhfd-{mode}.conf')
+        policy = os.path.join(self.tmp, 'policy.d')
+        os.makedirs(policy, exist_ok=True)
         with open(config, 'w') as f:
             f.write(f'[Authorization]\nMode={mode}\n\n'
-                    f'[Appliances]\nStorageDirectory={storage}\nShutdownTimeout=2\n')
+                    f'[Appliances]\nStorageDirectory={storage}\nShutdownTimeout=2\n\n'
+                    f'[Policy]\nDirectories={policy}\n'
+                    f'LastGood={os.path.join(self.tmp, "policy.last-good")}\n')
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address,
                    DBUS_SESSION_BUS_ADDRESS=self.address)
         self.proc = self.procs.start(
@@ -440,7 +450,10 @@ def path_of(conn, name):
 
 
 def invoke(conn, method, target, flags=Gio.DBusCallFlags.NONE):
-    """Calls a mutating method on its object; target is an appliance name."""
+    """Calls a mutating method on its object; target is an appliance name
+    (ignored by Reload)."""
+    if method == 'Reload':
+        return call(conn, DHF_NAME, DHF_PATH, POLICY, method, None, flags)
     if method in ('Install', 'Remove'):
         return call(conn, DHF_NAME, DHF_PATH, MANAGER, method, method_params(method, target),
                     flags)
@@ -494,6 +507,8 @@ def prepare(conn, polkitd, method):
 
     Returns (target, state before, state a successful call leaves)."""
     polkitd.set_allowed(ACTIONS)
+    if method == 'Reload':
+        return None, None, None  # changes no appliance
     installed = PROBE in appliances(conn)
     if method == 'Install':
         if installed:
@@ -595,9 +610,12 @@ def check_documents():
         for m in re.finditer(r'<!--((?:(?!-->).)*)-->\s*<method name="(\w+)"', text, re.S):
             action = re.search(r'Authorization:\s*(\S+)', m.group(1))
             documented[m.group(2)] = action.group(1) if action else None
-        if documented != CONTRACT:
+        gated = {method: action for method, action in documented.items() if action}
+        free = {method for method, action in documented.items() if not action}
+        if gated != CONTRACT or free != READ_ONLY:
             return ('protos/org.dhf.Framework1.xml documents (method: Authorization) '
-                    f'{documented}\nthis test expects {CONTRACT}')
+                    f'{documented}\nthis test expects {CONTRACT}, and no action for '
+                    f'{sorted(READ_ONLY)}')
     tap.check('the method -> action table agrees with the Authorization: lines of '
               'protos/org.dhf.Framework1.xml', api_agrees)
 
@@ -607,8 +625,8 @@ def check_documents():
         defined = sorted(a.get('id') for a in tree.getroot().iter('action'))
         if defined != sorted(ACTIONS):
             return f'the policy defines {defined}, dhfd checks {sorted(ACTIONS)}'
-    tap.check('policies/polkit/org.dhf.framework1.policy defines exactly the 5 actions',
-              policy_defines)
+    tap.check(f'policies/polkit/org.dhf.framework1.policy defines exactly the {len(ACTIONS)} '
+              'actions', policy_defines)
 
 
 def run_checks(procs, tmp):
@@ -720,6 +738,20 @@ def run_checks(procs, tmp):
         if not r.ok or MANAGER not in r.value[0]:
             return f'Introspect: {r}'
     tap.check('nothing allowed: Introspect works', read_introspect)
+
+    def read_policy():
+        r = call(conn, DHF_NAME, DHF_PATH, POLICY, 'Show')
+        if not r.ok:
+            return f'Policy.Show: {r}'
+        r = call(conn, DHF_NAME, DHF_PATH, POLICY, 'Test',
+                 GLib.Variant('(sss)', ('switch', 'dom0', 'personal')))
+        if not r.ok or r.value[0] != 'deny':
+            return f'Policy.Test: {r}'
+        r = call(conn, DHF_NAME, DHF_PATH, PROPERTIES, 'GetAll', GLib.Variant('(s)', (POLICY,)))
+        if not r.ok or 'Degraded' not in r.value[0]:
+            return f'GetAll({POLICY}): {r}'
+    tap.check('nothing allowed: Policy.Show, Policy.Test and the Policy properties work',
+              read_policy)
 
     tap.check('read-only calls did not consult polkit',
               lambda: None if not polkitd.checks()
@@ -897,6 +929,8 @@ def check_nobody(conn, address):
     reads = [
         (personal, PROPERTIES, 'Get', '(ss)', [APPLIANCE, 'Name']),
         (DHF_PATH, OBJECT_MANAGER, 'GetManagedObjects', '', []),
+        (DHF_PATH, POLICY, 'Show', '', []),
+        (DHF_PATH, POLICY, 'Test', '(sss)', ['switch', 'dom0', 'personal']),
     ]
     mutating = [
         (personal, APPLIANCE, 'Pause', '', []),
@@ -905,6 +939,7 @@ def check_nobody(conn, address):
         (path_of(conn, 'corporate'), APPLIANCE, 'Start', '', []),
         (DHF_PATH, MANAGER, 'Install', '(sa{sv})', [PROBE_MANIFEST, {}]),
         (DHF_PATH, MANAGER, 'Remove', '(sa{sv})', ['file-sync', {}]),
+        (DHF_PATH, POLICY, 'Reload', '', []),
     ]
     nobody_uid, uid, bus_uid, replies = run_as_nobody(address, reads + mutating)
 
@@ -925,8 +960,8 @@ def check_nobody(conn, address):
             if p:
                 problems.append(f'{c[2]}: {p}')
         return '\n'.join(problems) or None
-    tap.check('Mode=peer-uid: nobody\'s Start/Shutdown/Pause/Resume/Install/Remove all fail '
-              'with NotAuthorized', refused)
+    tap.check('Mode=peer-uid: nobody\'s Start/Shutdown/Pause/Resume/Install/Remove/Reload all '
+              'fail with NotAuthorized', refused)
     tap.check('Mode=peer-uid: nobody\'s refused calls changed nothing',
               lambda: None if snapshot(conn) == before
               else f'before: {before}\nafter:  {snapshot(conn)}')

@@ -181,7 +181,20 @@ ShutdownTimeout=5
 
 [Authorization]
 Mode=peer-uid
+
+[Policy]
+Directories=$tmp/policy.d;$tmp/vendor.d
+LastGood=$tmp/policy.last-good
 EOF
+
+# The policy: the vendor defaults from the source tree, and one admin file.
+mkdir "$tmp/policy.d" "$tmp/vendor.d"
+cp "$DHF_SOURCE_ROOT"/policies/policy.d/*.policy "$tmp/vendor.d/"
+cat >"$tmp/policy.d/20-corp.policy" <<'EOF'
+# corporate environments sync through the VPN gateway
+org.dhf.example.Sync1 @tag:corp vpn-gateway allow target=file-sync quota=8
+EOF
+printf 'org.dhf.example.Sync1 @any nowhere allow quota=0\n' >"$tmp/broken.policy"
 
 cat >"$tmp/bus.conf" <<EOF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -453,6 +466,67 @@ expect "--json status" \
 
 ctl --address "$addr" list
 expect "--address overrides DHF_BUS_ADDRESS" '[ $rc -eq 0 ]'
+
+# --- policy -----------------------------------------------------------------
+
+expect "status shows the policy in force" \
+  'grep -Eq "^Policy: +[1-9][0-9]* rules from 5 files$" "$tmp/status"'
+ctl --json status
+expect "--json status has the policy" \
+  '[ $rc -eq 0 ] && json_ok "d[\"policy\"][\"degraded\"] is False and len(d[\"policy\"][\"files\"]) == 5"'
+
+run "$DHFCTL" policy check --dir "$tmp/policy.d" --dir "$tmp/vendor.d"
+expect "policy check: no dhfd needed, a summary" \
+  '[ $rc -eq 0 ] && grep -Eqx "[1-9][0-9]* rules in 5 files: 0 errors, 0 warnings" "$tmp/out"'
+run "$DHFCTL" policy check "$tmp/broken.policy"
+expect "policy check of a broken file: file:line:col: error, exit 1" \
+  '[ $rc -eq 1 ] && grep -Eq "^$tmp/broken.policy:1:[0-9]+: error: " "$tmp/out" &&
+   grep -Eq "^1 file: [1-9][0-9]* errors?, 0 warnings; " "$tmp/out"'
+run "$DHFCTL" --json policy check "$tmp/broken.policy"
+expect "--json policy check" \
+  '[ $rc -eq 1 ] && json_ok "d[\"valid\"] is False and d[\"errors\"] >= 1 and d[\"diagnostics\"][0][\"line\"] == 1"'
+run "$DHFCTL" policy check --dir "$tmp/policy.d" "$tmp/broken.policy"
+expect "policy check: FILEs and --dir exclude each other" '[ $rc -eq 2 ]'
+
+ctl policy test org.dhf.example.Sync1 corporate vpn-gateway
+expect "policy test: allow, redirected, by file:line and rule" \
+  '[ $rc -eq 0 ] && [ "$(head -n 1 "$tmp/out")" = "allow (redirected to file-sync, at most 8 calls in flight)" ] &&
+   grep -Eq "^  by $tmp/policy.d/20-corp.policy:2: org.dhf.example.Sync1 @tag:corp vpn-gateway allow " "$tmp/out"'
+ctl policy test org.dhf.example.Sync1 personal vpn-gateway
+expect "policy test: default deny, exit 0" \
+  '[ $rc -eq 0 ] && grep -qx "deny (no rule matched: default deny)" "$tmp/out"'
+ctl policy test hotkey:Ctrl+Alt+Tab dom0 @next
+expect "policy test: a vendor hotkey rule" \
+  '[ $rc -eq 0 ] && grep -qx "allow" "$tmp/out" && grep -q "/vendor.d/30-desktop.policy:" "$tmp/out"'
+ctl --json policy test org.dhf.example.Sync1 corporate vpn-gateway
+expect "--json policy test" \
+  '[ $rc -eq 0 ] && json_ok "d[\"action\"] == \"allow\" and d[\"line\"] == 2 and d[\"options\"] == {\"target\": \"file-sync\", \"quota\": \"8\"}"'
+ctl policy test switch dom0 no-such-appliance
+expect "policy test: unknown domain exits 4" '[ $rc -eq 4 ]'
+
+ctl policy show
+expect "policy show: state, then the rules with file:line" \
+  '[ $rc -eq 0 ] && grep -Eq "^Degraded: +no$" "$tmp/out" && grep -Eq "^Rules: +[1-9]" "$tmp/out" &&
+   grep -q "^$tmp/policy.d/20-corp.policy:2: org.dhf.example.Sync1 " "$tmp/out"'
+ctl policy reload
+expect "policy reload" '[ $rc -eq 0 ] && grep -Eq "^Reloaded: [1-9][0-9]* rules from 5 files in force$" "$tmp/out"'
+
+cp "$tmp/broken.policy" "$tmp/policy.d/20-corp.policy"
+ctl policy reload
+expect "policy reload of a broken set: diagnostics, exit 1" \
+  '[ $rc -eq 1 ] && grep -Eq "^$tmp/policy.d/20-corp.policy:1:[0-9]+: error: " "$tmp/out" &&
+   grep -q "keeps the last good policy" "$tmp/err"'
+ctl status
+expect "status: degraded by the policy" \
+  'grep -Eq "^Status: +degraded$" "$tmp/out" && grep -Eq "policy: [0-9]+ errors? in the policy files" "$tmp/out" &&
+   grep -Eq "^Policy: +.*, degraded" "$tmp/out"'
+ctl policy test org.dhf.example.Sync1 corporate vpn-gateway
+expect "the last good policy stays in force" '[ $rc -eq 0 ] && grep -q "^allow" "$tmp/out"'
+rm "$tmp/policy.d/20-corp.policy"
+ctl policy reload
+expect "policy reload after the fix" '[ $rc -eq 0 ] && grep -Eq "^Reloaded: .* from 4 files in force$" "$tmp/out"'
+ctl policy bogus
+expect "policy: unknown subcommand exits 2" '[ $rc -eq 2 ]'
 
 # --- authorization ----------------------------------------------------------
 

@@ -612,8 +612,9 @@ wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/de
   bail "dbus-monitor did not start: $(cat "$tmp/monitor.err")"
 
 # TCG: new appliances get <domain type='qemu'> whatever auto would pick.
-printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n' \
-  "$tmp" >"$tmp/dhfd.conf"
+# The vendor policy from the source tree; the last good copy stays in $tmp.
+printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n[Policy]\nDirectories=%s/policy.d;%s\nLastGood=%s/policy.last-good\n' \
+  "$tmp" "$tmp" "$DHF_SOURCE_ROOT/policies/policy.d" "$tmp" >"$tmp/dhfd.conf"
 "$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
   >"$tmp/dhfd.log" 2>&1 </dev/null &
 dhfd_pid=$!

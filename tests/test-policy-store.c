@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "config.h"
+
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "dhf-policy-store.h"
+
+/* The policy store: reload keeps the last good policy, startup falls back
+ * in order, watch() reloads on edits, readers on other threads never see
+ * a failed or freed policy. */
+
+static guint n_warnings;
+
+/* The store warns about every broken edit, which GTest would make fatal:
+ * count those warnings instead. */
+static GLogWriterOutput
+count_warnings (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
+{
+  if (level & (G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE))
+    {
+      if (level & G_LOG_LEVEL_WARNING)
+        g_atomic_int_inc (&n_warnings);
+      return G_LOG_WRITER_HANDLED;
+    }
+  return g_log_writer_default (level, fields, n_fields, data);
+}
+
+static const gchar *const no_tags[] = { NULL };
+static const DhfPolicyDomain dom0 = { "dom0", TRUE, FALSE, NULL, NULL, no_tags };
+static const DhfPolicyDomain work = { "work", FALSE, TRUE, "environment", "acme", no_tags };
+
+static DhfPolicyAction
+switch_action (DhfPolicyStore *store)
+{
+  g_autoptr (DhfPolicy) policy = dhf_policy_store_get (store);
+  DhfPolicyQuery query = { DHF_POLICY_KIND_SWITCH, NULL, NULL, &dom0, &work, NULL };
+
+  return dhf_policy_evaluate (policy, &query, NULL);
+}
+
+typedef struct
+{
+  gchar *root;
+  gchar *admin;
+  gchar *vendor;
+  gchar *last_good;
+  guint changed;
+} Fixture;
+
+static void
+write_file (const gchar *dir, const gchar *name, const gchar *text)
+{
+  g_autofree gchar *path = g_build_filename (dir, name, NULL);
+  g_autofree gchar *parent = g_path_get_dirname (path);
+  g_autoptr (GError) error = NULL;
+
+  g_assert_cmpint (g_mkdir_with_parents (parent, 0755), ==, 0);
+  g_file_set_contents (path, text, -1, &error);
+  g_assert_no_error (error);
+}
+
+static void
+remove_tree (const gchar *path)
+{
+  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+  const gchar *name;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree gchar *child = g_build_filename (path, name, NULL);
+
+      if (g_file_test (child, G_FILE_TEST_IS_DIR))
+        remove_tree (child);
+      else
+        g_unlink (child);
+    }
+  g_rmdir (path);
+}
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  f->root = g_dir_make_tmp ("dhf-policy-store-XXXXXX", NULL);
+  f->admin = g_build_filename (f->root, "admin", NULL);
+  f->vendor = g_build_filename (f->root, "vendor", NULL);
+  f->last_good = g_build_filename (f->root, "state", "policy.last-good", NULL);
+  f->changed = 0;
+  write_file (f->vendor, "50-main.policy", "switch @dom0 @any ask\n");
+  write_file (f->admin, "50-main.policy", "switch @dom0 @any allow\n");
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  remove_tree (f->root);
+  g_free (f->root);
+  g_free (f->admin);
+  g_free (f->vendor);
+  g_free (f->last_good);
+}
+
+static DhfPolicyStore *
+new_store (Fixture *f, gboolean with_last_good)
+{
+  const gchar *dirs[] = { f->admin, f->vendor, NULL };
+  DhfPolicyStore *store = dhf_policy_store_new (dirs, with_last_good ? f->last_good : NULL);
+
+  return store;
+}
+
+static void
+on_changed (DhfPolicyStore *store, gpointer data)
+{
+  Fixture *f = data;
+
+  f->changed++;
+}
+
+static void
+test_reload_keeps_old (Fixture *f, gconstpointer data)
+{
+  g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+  const DhfPolicyDiagnostic *diagnostic;
+  g_autofree gchar *text = NULL;
+  g_autofree gchar *saved = NULL;
+  guint warnings;
+
+  g_signal_connect (store, "changed", G_CALLBACK (on_changed), f);
+  /* Before the first load: the empty policy. */
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 0);
+
+  g_assert_true (dhf_policy_store_reload (store));
+  g_assert_false (dhf_policy_store_is_degraded (store));
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
+  g_assert_cmpuint (f->changed, ==, 1);
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+  g_assert_true (g_file_get_contents (f->last_good, &saved, NULL, NULL));
+  g_assert_true (strstr (saved, "switch @dom0 @any allow\n") != NULL);
+
+  /* A broken edit: the old policy stays in force. */
+  warnings = n_warnings;
+  write_file (f->admin, "50-main.policy", "switch @dom0 @any allow\nswitch @dom0 @any alow\n");
+  g_assert_false (dhf_policy_store_reload (store));
+  g_assert_true (dhf_policy_store_is_degraded (store));
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
+  g_assert_cmpuint (f->changed, ==, 1);
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+  g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
+  diagnostic = g_ptr_array_index (dhf_policy_store_get_diagnostics (store), 0);
+  text = dhf_policy_diagnostic_format (diagnostic);
+  g_assert_true (g_str_has_suffix (
+      text,
+      "/admin/50-main.policy:2:19: error: unknown action 'alow' (expected allow, deny or ask)"));
+  g_assert_cmpuint (n_warnings, >, warnings);
+
+  /* The fix restores. */
+  write_file (f->admin, "50-main.policy", "switch @dom0 @any deny\n");
+  g_assert_true (dhf_policy_store_reload (store));
+  g_assert_false (dhf_policy_store_is_degraded (store));
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 2);
+  g_assert_cmpuint (f->changed, ==, 2);
+  g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 0);
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+}
+
+static void
+test_startup_fallbacks (Fixture *f, gconstpointer data)
+{
+  {
+    /* A good start saves the last good policy. */
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_true (dhf_policy_store_reload (store));
+    g_assert_true (g_file_test (f->last_good, G_FILE_TEST_IS_REGULAR));
+  }
+
+  write_file (f->admin, "50-main.policy", "switch @dom0 @any alow\n");
+  {
+    /* Broken on disk: the last good policy. */
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_signal_connect (store, "changed", G_CALLBACK (on_changed), f);
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_true (dhf_policy_store_is_degraded (store));
+    g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
+    g_assert_cmpuint (f->changed, ==, 1);
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+    g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
+  }
+  {
+    /* No last good policy: the vendor directory alone. */
+    g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_true (dhf_policy_store_is_degraded (store));
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+  }
+  write_file (f->root, "state/policy.last-good", "!include /etc/passwd\n");
+  {
+    /* A last good file that does not parse: the vendor directory too. */
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+  }
+  write_file (f->vendor, "50-main.policy", "switch @dom0 @any maybe\n");
+  {
+    /* Nothing valid: deny everything. */
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+    g_autoptr (DhfPolicy) policy = NULL;
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_true (dhf_policy_store_is_degraded (store));
+    policy = dhf_policy_store_get (store);
+    g_assert_cmpuint (dhf_policy_get_n_rules (policy), ==, 0);
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+    g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
+  }
+}
+
+static gboolean
+wake (gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+/* Spins the main loop until the store's generation passes before, or 5 s. */
+static gboolean
+wait_for_generation (DhfPolicyStore *store, guint64 before)
+{
+  gint64 deadline = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
+  guint tick = g_timeout_add (20, wake, NULL);
+
+  while (dhf_policy_store_get_generation (store) == before && g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_source_remove (tick);
+  return dhf_policy_store_get_generation (store) > before;
+}
+
+static void
+test_watch (Fixture *f, gconstpointer data)
+{
+  g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
+  guint64 generation;
+
+  write_file (f->admin, "40-include.policy", "!include ../elsewhere/inc.rules\n");
+  write_file (f->root, "elsewhere/inc.rules", "org.x.Y @any @any allow\n");
+  g_assert_true (dhf_policy_store_reload (store));
+  dhf_policy_store_watch (store);
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+
+  /* A changed file. */
+  generation = dhf_policy_store_get_generation (store);
+  write_file (f->admin, "50-main.policy", "switch @dom0 @any ask\n");
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+
+  /* A new file. */
+  generation = dhf_policy_store_get_generation (store);
+  write_file (f->admin, "00-first.policy", "switch @dom0 @any deny\n");
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+
+  /* A removed file. */
+  generation = dhf_policy_store_get_generation (store);
+  {
+    g_autofree gchar *first = g_build_filename (f->admin, "00-first.policy", NULL);
+
+    g_assert_cmpint (g_unlink (first), ==, 0);
+  }
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+
+  /* An included file outside the directories. */
+  generation = dhf_policy_store_get_generation (store);
+  write_file (f->root, "elsewhere/inc.rules", "switch @dom0 @any allow\n");
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+}
+
+typedef struct
+{
+  DhfPolicyStore *store;
+  gint stop;
+  guint64 evaluations;
+  guint64 failures;
+} Hammer;
+
+static gpointer
+hammer (gpointer data)
+{
+  Hammer *h = data;
+  const gchar *const tags[] = { NULL };
+  const DhfPolicyDomain source = { "work", FALSE, TRUE, "environment", "acme", tags };
+  const DhfPolicyDomain target = { "sync", FALSE, FALSE, "service", "acme", tags };
+  DhfPolicyQuery query = { DHF_POLICY_KIND_XDM, "org.x.Sync1", NULL, &source, &target, NULL };
+  guint64 evaluations = 0, failures = 0;
+
+  while (!g_atomic_int_get (&h->stop))
+    {
+      DhfPolicy *policy = dhf_policy_store_get (h->store);
+      DhfPolicyDecision decision;
+      DhfPolicyAction action = dhf_policy_evaluate (policy, &query, &decision);
+
+      if ((action != DHF_POLICY_ACTION_ALLOW && action != DHF_POLICY_ACTION_ASK)
+          || decision.rule == NULL || dhf_policy_rule_get_line (decision.rule) != 2)
+        failures++;
+      evaluations++;
+      dhf_policy_unref (policy);
+    }
+  h->evaluations = evaluations;
+  h->failures = failures;
+  return NULL;
+}
+
+static void
+test_concurrent (Fixture *f, gconstpointer data)
+{
+  g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+  Hammer h[2] = { { store, 0, 0, 0 }, { store, 0, 0, 0 } };
+  GThread *threads[2];
+
+  write_file (f->admin, "20-xdm.policy",
+              "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n");
+  g_assert_true (dhf_policy_store_reload (store));
+  for (guint i = 0; i < 2; i++)
+    threads[i] = g_thread_new ("hammer", hammer, &h[i]);
+  for (guint i = 0; i < 200; i++)
+    {
+      write_file (f->admin, "20-xdm.policy",
+                  i % 2 ? "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n"
+                        : "org.x.Files1 @any @any deny\norg.x.Sync1 work sync ask\n");
+      g_assert_true (dhf_policy_store_reload (store));
+    }
+  for (guint i = 0; i < 2; i++)
+    {
+      g_atomic_int_set (&h[i].stop, 1);
+      g_thread_join (threads[i]);
+    }
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 201);
+  for (guint i = 0; i < 2; i++)
+    {
+      g_test_message ("thread %u: %" G_GUINT64_FORMAT " evaluations", i, h[i].evaluations);
+      g_assert_cmpuint (h[i].evaluations, >, 0);
+      g_assert_cmpuint (h[i].failures, ==, 0);
+    }
+}
+
+int
+main (int argc, char **argv)
+{
+  g_log_set_writer_func (count_warnings, NULL, NULL);
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add ("/policy-store/reload-keeps-old", Fixture, NULL, fixture_setup, test_reload_keeps_old,
+              fixture_teardown);
+  g_test_add ("/policy-store/startup-fallbacks", Fixture, NULL, fixture_setup,
+              test_startup_fallbacks, fixture_teardown);
+  g_test_add ("/policy-store/watch", Fixture, NULL, fixture_setup, test_watch, fixture_teardown);
+  g_test_add ("/policy-store/concurrent", Fixture, NULL, fixture_setup, test_concurrent,
+              fixture_teardown);
+  return g_test_run ();
+}
