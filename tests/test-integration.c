@@ -11,6 +11,8 @@
 #include "dhf-domain-xml.h"
 #include "dhf-manifest.h"
 
+#include "dhf-test-util.h"
+
 #define WAIT_TIMEOUT_S 20
 
 typedef struct
@@ -26,15 +28,6 @@ typedef struct
   GDBusObjectManager *objects;
   GPtrArray *state_changes; /* "name:state:reason" */
 } Fixture;
-
-static const gchar *
-dhfd_path (void)
-{
-  const gchar *path = g_getenv ("DHFD");
-
-  g_assert_nonnull (path);
-  return path;
-}
 
 static gchar *
 manifest_json (const gchar *name, const gchar *version, const gchar *role, const gchar *extra)
@@ -136,7 +129,7 @@ spawn_dhfd (Fixture *fx, gboolean replace)
   g_autofree gchar *uri = g_strconcat ("test://", fx->node_path, NULL);
   GSubprocess *proc;
 
-  proc = g_subprocess_launcher_spawn (launcher, &error, dhfd_path (), "--address",
+  proc = g_subprocess_launcher_spawn (launcher, &error, dhf_test_dhfd_path (), "--address",
                                       g_test_dbus_get_bus_address (fx->bus), "--hypervisor", uri,
                                       "--config", fx->config_path, "--verbose",
                                       replace ? "--replace" : NULL, NULL);
@@ -187,24 +180,6 @@ fixture_set_up (Fixture *fx, gconstpointer data)
 }
 
 static void
-rm_rf (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        rm_rf (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
-static void
 fixture_tear_down (Fixture *fx, gconstpointer data)
 {
   g_clear_object (&fx->objects);
@@ -225,7 +200,7 @@ fixture_tear_down (Fixture *fx, gconstpointer data)
   g_clear_object (&fx->conn);
   g_test_dbus_down (fx->bus);
   g_clear_object (&fx->bus);
-  rm_rf (fx->tmpdir);
+  dhf_test_remove_tree (fx->tmpdir);
   g_free (fx->tmpdir);
   g_free (fx->node_path);
   g_free (fx->config_path);
@@ -820,7 +795,7 @@ test_polkit_needs_system_bus (Fixture *fx, gconstpointer data)
   g_assert_true (g_file_set_contents (config, "[Authorization]\nMode=polkit\n", -1, &error));
   /* polkit could not tell who a caller on this bus is. */
   g_subprocess_launcher_unsetenv (launcher, "DBUS_SYSTEM_BUS_ADDRESS");
-  proc = g_subprocess_launcher_spawn (launcher, &error, dhfd_path (), "--address",
+  proc = g_subprocess_launcher_spawn (launcher, &error, dhf_test_dhfd_path (), "--address",
                                       g_test_dbus_get_bus_address (fx->bus), "--hypervisor",
                                       "test:///default", "--config", config, NULL);
   g_assert_no_error (error);

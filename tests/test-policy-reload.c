@@ -16,6 +16,8 @@
 #include "dhf-domain-xml.h"
 #include "dhf-manifest.h"
 
+#include "dhf-test-util.h"
+
 #define WAIT_TIMEOUT_S 20
 
 typedef struct
@@ -49,15 +51,6 @@ static const gchar fixed_policy[] = "# admin rules, fixed\n"
                                     "hotkey:Ctrl+Alt+Tab @dom0 @next allow\n"
                                     "org.example.Sync1 @tag:corp vpn-gateway deny\n";
 
-static const gchar *
-dhfd_path (void)
-{
-  const gchar *path = g_getenv ("DHFD");
-
-  g_assert_nonnull (path);
-  return path;
-}
-
 /* corporate (environment, tag corp), personal (environment) and
  * vpn-gateway (service, tag vpn), all from vendor Example. */
 static gchar *
@@ -89,16 +82,6 @@ build_node_xml (void)
     }
   g_string_append (node, "</node>\n");
   return g_string_free (g_steal_pointer (&node), FALSE);
-}
-
-static void
-write_file (const gchar *dir, const gchar *name, const gchar *text)
-{
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *path = g_build_filename (dir, name, NULL);
-
-  g_assert_true (g_file_set_contents (path, text, -1, &error));
-  g_assert_no_error (error);
 }
 
 /* Runs the main context until check() holds. After WAIT_TIMEOUT_S (a hang,
@@ -172,7 +155,7 @@ start_dhfd (Fixture *fx)
   g_autofree gchar *uri = g_strconcat ("test://", fx->node_path, NULL);
 
   g_subprocess_launcher_set_child_setup (launcher, die_with_parent, NULL, NULL);
-  fx->dhfd = g_subprocess_launcher_spawn (launcher, &error, dhfd_path (), "--address",
+  fx->dhfd = g_subprocess_launcher_spawn (launcher, &error, dhf_test_dhfd_path (), "--address",
                                           g_test_dbus_get_bus_address (fx->bus), "--hypervisor",
                                           uri, "--config", fx->config_path, "--verbose", NULL);
   g_assert_no_error (error);
@@ -223,8 +206,8 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   storage = g_build_filename (fx->tmpdir, "images", NULL);
   g_assert_cmpint (g_mkdir (fx->admin_dir, 0755), ==, 0);
   g_assert_cmpint (g_mkdir (fx->vendor_dir, 0755), ==, 0);
-  write_file (fx->admin_dir, "20-admin.policy", admin_policy);
-  write_file (fx->vendor_dir, "50-vendor.policy", vendor_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", admin_policy);
+  dhf_test_write_file (fx->vendor_dir, "50-vendor.policy", vendor_policy);
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n"
                             "[Policy]\nDirectories=%s;%s\nLastGood=%s\n",
                             storage, fx->admin_dir, fx->vendor_dir, fx->last_good);
@@ -243,24 +226,6 @@ fixture_set_up (Fixture *fx, gconstpointer data)
 }
 
 static void
-rm_rf (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        rm_rf (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
-static void
 fixture_tear_down (Fixture *fx, gconstpointer data)
 {
   stop_dhfd (fx);
@@ -268,7 +233,7 @@ fixture_tear_down (Fixture *fx, gconstpointer data)
   g_clear_object (&fx->conn);
   g_test_dbus_down (fx->bus);
   g_clear_object (&fx->bus);
-  rm_rf (fx->tmpdir);
+  dhf_test_remove_tree (fx->tmpdir);
   g_free (fx->tmpdir);
   g_free (fx->node_path);
   g_free (fx->config_path);
@@ -483,7 +448,7 @@ test_broken_edit (Fixture *fx, gconstpointer data)
   const gchar *const *diagnostics;
 
   /* dhfd notices the edit by itself (after its debounce), and refuses it. */
-  write_file (fx->admin_dir, "20-admin.policy", broken_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", broken_policy);
   if (!WAIT_UNTIL (is_degraded, fx))
     return;
   diagnostics = dhf_dbus_policy_get_diagnostics (fx->policy);
@@ -495,7 +460,7 @@ test_broken_edit (Fixture *fx, gconstpointer data)
   assert_initial_decisions (fx);
   g_assert_cmpuint (dhf_dbus_policy_get_rules (fx->policy), ==, 5);
 
-  write_file (fx->admin_dir, "20-admin.policy", fixed_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", fixed_policy);
   if (!WAIT_UNTIL (is_not_degraded, fx))
     return;
   if (!WAIT_UNTIL (status_running, fx))
@@ -539,7 +504,7 @@ test_dbus_reload (Fixture *fx, gconstpointer data)
   generation = dhf_dbus_policy_get_generation (fx->policy);
   g_clear_pointer (&diagnostics, g_strfreev);
 
-  write_file (fx->admin_dir, "20-admin.policy", broken_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", broken_policy);
   g_assert_true (
       dhf_dbus_policy_call_reload_sync (fx->policy, &applied, &diagnostics, NULL, &error));
   g_assert_no_error (error);
@@ -563,7 +528,7 @@ test_restart_uses_last_good (Fixture *fx, gconstpointer data)
   /* The valid set was saved when it came into force. */
   g_assert_true (g_file_test (fx->last_good, G_FILE_TEST_IS_REGULAR));
   stop_dhfd (fx);
-  write_file (fx->admin_dir, "20-admin.policy", broken_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", broken_policy);
   start_dhfd (fx);
 
   g_assert_true (dhf_dbus_policy_get_degraded (fx->policy));
@@ -593,7 +558,7 @@ test_restart_uses_last_good (Fixture *fx, gconstpointer data)
   g_assert_nonnull (strstr (text, "org.example.Sync1 @tag:corp vpn-gateway allow"));
 
   /* Fixing the files brings dhfd back to running. */
-  write_file (fx->admin_dir, "20-admin.policy", admin_policy);
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", admin_policy);
   if (!WAIT_UNTIL (is_not_degraded, fx))
     return;
   if (!WAIT_UNTIL (status_running, fx))

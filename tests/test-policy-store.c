@@ -7,6 +7,8 @@
 
 #include "dhf-policy-store.h"
 
+#include "dhf-test-util.h"
+
 /* The policy store: reload keeps the last good policy, startup falls back
  * in order, watch() reloads on edits, readers on other threads never see
  * a failed or freed policy. */
@@ -50,36 +52,6 @@ typedef struct
 } Fixture;
 
 static void
-write_file (const gchar *dir, const gchar *name, const gchar *text)
-{
-  g_autofree gchar *path = g_build_filename (dir, name, NULL);
-  g_autofree gchar *parent = g_path_get_dirname (path);
-  g_autoptr (GError) error = NULL;
-
-  g_assert_cmpint (g_mkdir_with_parents (parent, 0755), ==, 0);
-  g_file_set_contents (path, text, -1, &error);
-  g_assert_no_error (error);
-}
-
-static void
-remove_tree (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
-static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
   f->root = g_dir_make_tmp ("dhf-policy-store-XXXXXX", NULL);
@@ -87,14 +59,14 @@ fixture_setup (Fixture *f, gconstpointer data)
   f->vendor = g_build_filename (f->root, "vendor", NULL);
   f->last_good = g_build_filename (f->root, "state", "policy.last-good", NULL);
   f->changed = 0;
-  write_file (f->vendor, "50-main.policy", "switch @dom0 @any ask\n");
-  write_file (f->admin, "50-main.policy", "switch @dom0 @any allow\n");
+  dhf_test_write_file (f->vendor, "50-main.policy", "switch @dom0 @any ask\n");
+  dhf_test_write_file (f->admin, "50-main.policy", "switch @dom0 @any allow\n");
 }
 
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
-  remove_tree (f->root);
+  dhf_test_remove_tree (f->root);
   g_free (f->root);
   g_free (f->admin);
   g_free (f->vendor);
@@ -142,7 +114,8 @@ test_reload_keeps_old (Fixture *f, gconstpointer data)
 
   /* A broken edit: the old policy stays in force. */
   warnings = n_warnings;
-  write_file (f->admin, "50-main.policy", "switch @dom0 @any allow\nswitch @dom0 @any alow\n");
+  dhf_test_write_file (f->admin, "50-main.policy",
+                       "switch @dom0 @any allow\nswitch @dom0 @any alow\n");
   g_assert_false (dhf_policy_store_reload (store));
   g_assert_true (dhf_policy_store_is_degraded (store));
   g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
@@ -157,7 +130,7 @@ test_reload_keeps_old (Fixture *f, gconstpointer data)
   g_assert_cmpuint (n_warnings, >, warnings);
 
   /* The fix restores. */
-  write_file (f->admin, "50-main.policy", "switch @dom0 @any deny\n");
+  dhf_test_write_file (f->admin, "50-main.policy", "switch @dom0 @any deny\n");
   g_assert_true (dhf_policy_store_reload (store));
   g_assert_false (dhf_policy_store_is_degraded (store));
   g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 2);
@@ -177,7 +150,7 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_assert_true (g_file_test (f->last_good, G_FILE_TEST_IS_REGULAR));
   }
 
-  write_file (f->admin, "50-main.policy", "switch @dom0 @any alow\n");
+  dhf_test_write_file (f->admin, "50-main.policy", "switch @dom0 @any alow\n");
   {
     /* Broken on disk: the last good policy. */
     g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
@@ -198,7 +171,7 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_assert_true (dhf_policy_store_is_degraded (store));
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
   }
-  write_file (f->root, "state/policy.last-good", "!include /etc/passwd\n");
+  dhf_test_write_file (f->root, "state/policy.last-good", "!include /etc/passwd\n");
   {
     /* A last good file that does not parse: the vendor directory too. */
     g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
@@ -206,7 +179,7 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_assert_false (dhf_policy_store_reload (store));
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
   }
-  write_file (f->vendor, "50-main.policy", "switch @dom0 @any maybe\n");
+  dhf_test_write_file (f->vendor, "50-main.policy", "switch @dom0 @any maybe\n");
   {
     /* Nothing valid: deny everything. */
     g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
@@ -246,21 +219,21 @@ test_watch (Fixture *f, gconstpointer data)
   g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
   guint64 generation;
 
-  write_file (f->admin, "40-include.policy", "!include ../elsewhere/inc.rules\n");
-  write_file (f->root, "elsewhere/inc.rules", "org.x.Y @any @any allow\n");
+  dhf_test_write_file (f->admin, "40-include.policy", "!include ../elsewhere/inc.rules\n");
+  dhf_test_write_file (f->root, "elsewhere/inc.rules", "org.x.Y @any @any allow\n");
   g_assert_true (dhf_policy_store_reload (store));
   dhf_policy_store_watch (store);
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
 
   /* A changed file. */
   generation = dhf_policy_store_get_generation (store);
-  write_file (f->admin, "50-main.policy", "switch @dom0 @any ask\n");
+  dhf_test_write_file (f->admin, "50-main.policy", "switch @dom0 @any ask\n");
   g_assert_true (wait_for_generation (store, generation));
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
 
   /* A new file. */
   generation = dhf_policy_store_get_generation (store);
-  write_file (f->admin, "00-first.policy", "switch @dom0 @any deny\n");
+  dhf_test_write_file (f->admin, "00-first.policy", "switch @dom0 @any deny\n");
   g_assert_true (wait_for_generation (store, generation));
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
 
@@ -276,7 +249,7 @@ test_watch (Fixture *f, gconstpointer data)
 
   /* An included file outside the directories. */
   generation = dhf_policy_store_get_generation (store);
-  write_file (f->root, "elsewhere/inc.rules", "switch @dom0 @any allow\n");
+  dhf_test_write_file (f->root, "elsewhere/inc.rules", "switch @dom0 @any allow\n");
   g_assert_true (wait_for_generation (store, generation));
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
 }
@@ -323,16 +296,16 @@ test_concurrent (Fixture *f, gconstpointer data)
   Hammer h[2] = { { store, 0, 0, 0 }, { store, 0, 0, 0 } };
   GThread *threads[2];
 
-  write_file (f->admin, "20-xdm.policy",
-              "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n");
+  dhf_test_write_file (f->admin, "20-xdm.policy",
+                       "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n");
   g_assert_true (dhf_policy_store_reload (store));
   for (guint i = 0; i < 2; i++)
     threads[i] = g_thread_new ("hammer", hammer, &h[i]);
   for (guint i = 0; i < 200; i++)
     {
-      write_file (f->admin, "20-xdm.policy",
-                  i % 2 ? "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n"
-                        : "org.x.Files1 @any @any deny\norg.x.Sync1 work sync ask\n");
+      dhf_test_write_file (f->admin, "20-xdm.policy",
+                           i % 2 ? "org.x.Files1 @any @any deny\norg.x.Sync1 work sync allow\n"
+                                 : "org.x.Files1 @any @any deny\norg.x.Sync1 work sync ask\n");
       g_assert_true (dhf_policy_store_reload (store));
     }
   for (guint i = 0; i < 2; i++)

@@ -7,6 +7,8 @@
 
 #include "dhf-policy.h"
 
+#include "dhf-test-util.h"
+
 /* The policy language: grammar of every kind, evaluation, precedence
  * across files, diagnostics, shadowed rules, includes and round trips. */
 
@@ -566,36 +568,6 @@ test_tokens (void)
 
 /* ---- files and precedence -------------------------------------------------- */
 
-static void
-write_file (const gchar *dir, const gchar *name, const gchar *text)
-{
-  g_autofree gchar *path = g_build_filename (dir, name, NULL);
-  g_autoptr (GError) error = NULL;
-  g_autofree gchar *parent = g_path_get_dirname (path);
-
-  g_assert_cmpint (g_mkdir_with_parents (parent, 0755), ==, 0);
-  g_file_set_contents (path, text, -1, &error);
-  g_assert_no_error (error);
-}
-
-static void
-remove_tree (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
 /* Diagnostics with the temporary directory left out. */
 static gchar *
 format_relative (GPtrArray *diagnostics, const gchar *root)
@@ -621,15 +593,15 @@ test_dirs_precedence (void)
   const gchar *const *files;
   guint line;
 
-  write_file (vendor, "50-shared.policy", "org.x.A @any @any deny\n");
-  write_file (vendor, "10-vendor.policy", "org.x.B @any @any ask\n");
-  write_file (vendor, "Z9.policy", "org.x.C @any @any deny\n");
-  write_file (admin, "50-shared.policy", "org.x.A @any @any allow\n");
-  write_file (admin, "a0.policy", "org.x.C @any @any allow\norg.x.B @any @any allow\n");
-  write_file (admin, "README", "not a policy");
-  write_file (admin, "20-x.policy~", "garbage");
-  write_file (admin, ".hidden.policy", "garbage");
-  write_file (vendor, "notes.txt", "garbage");
+  dhf_test_write_file (vendor, "50-shared.policy", "org.x.A @any @any deny\n");
+  dhf_test_write_file (vendor, "10-vendor.policy", "org.x.B @any @any ask\n");
+  dhf_test_write_file (vendor, "Z9.policy", "org.x.C @any @any deny\n");
+  dhf_test_write_file (admin, "50-shared.policy", "org.x.A @any @any allow\n");
+  dhf_test_write_file (admin, "a0.policy", "org.x.C @any @any allow\norg.x.B @any @any allow\n");
+  dhf_test_write_file (admin, "README", "not a policy");
+  dhf_test_write_file (admin, "20-x.policy~", "garbage");
+  dhf_test_write_file (admin, ".hidden.policy", "garbage");
+  dhf_test_write_file (vendor, "notes.txt", "garbage");
 
   policy = dhf_policy_load_dirs (dirs, diagnostics);
   g_assert_nonnull (policy);
@@ -672,7 +644,7 @@ test_dirs_precedence (void)
   /* Bad names are errors; so is an unreadable rule file. */
   g_clear_pointer (&policy, dhf_policy_unref);
   g_ptr_array_set_size (diagnostics, 0);
-  write_file (admin, "my rules.policy", "");
+  dhf_test_write_file (admin, "my rules.policy", "");
   {
     g_autofree gchar *dir_policy = g_build_filename (admin, "dir.policy", NULL);
 
@@ -704,7 +676,7 @@ test_dirs_precedence (void)
     g_assert_cmpuint (line, ==, 0);
     g_assert_cmpstr (dhf_policy_get_files (empty)[0], ==, NULL);
   }
-  remove_tree (root);
+  dhf_test_remove_tree (root);
 }
 
 static void
@@ -717,8 +689,8 @@ test_load_files_order (void)
   g_autoptr (DhfPolicy) policy = NULL;
   guint line;
 
-  write_file (root, "b.policy", "\n\norg.x.Y @any @any ask\n");
-  write_file (root, "a.policy", "org.x.Y @any @any allow\n");
+  dhf_test_write_file (root, "b.policy", "\n\norg.x.Y @any @any ask\n");
+  dhf_test_write_file (root, "a.policy", "org.x.Y @any @any allow\n");
   policy = dhf_policy_load_files (files, NULL);
   g_assert_nonnull (policy);
   /* The given order, not the names' order. */
@@ -726,7 +698,7 @@ test_load_files_order (void)
       decide (policy, DHF_POLICY_KIND_XDM, "org.x.Y", NULL, &work, &syncd, NULL, &line), ==,
       DHF_POLICY_ACTION_ASK);
   g_assert_cmpuint (line, ==, 3);
-  remove_tree (root);
+  dhf_test_remove_tree (root);
 }
 
 /* ---- diagnostics ----------------------------------------------------------- */
@@ -1162,10 +1134,11 @@ test_shadow_across_files (void)
   g_autoptr (DhfPolicy) policy = NULL;
   g_autofree gchar *text = NULL;
 
-  write_file (root, "10-base.policy", "org.x.Y @any @any allow\nacpi:* @dom0 @dom0 allow\n");
-  write_file (root, "50-corp.policy",
-              "# corp\norg.x.Y work sync deny\norg.x.Y @dom0 sync deny\n"
-              "acpi:button/lid @dom0 @dom0 deny\n");
+  dhf_test_write_file (root, "10-base.policy",
+                       "org.x.Y @any @any allow\nacpi:* @dom0 @dom0 allow\n");
+  dhf_test_write_file (root, "50-corp.policy",
+                       "# corp\norg.x.Y work sync deny\norg.x.Y @dom0 sync deny\n"
+                       "acpi:button/lid @dom0 @dom0 deny\n");
   policy = dhf_policy_load_dirs (dirs, diagnostics);
   g_assert_nonnull (policy);
   text = format_relative (diagnostics, root);
@@ -1174,7 +1147,7 @@ test_shadow_across_files (void)
                    "(org.x.Y @any @any allow) matches everything it would\n"
                    "50-corp.policy:4:1: warning: this rule can never match: 10-base.policy:2 "
                    "(acpi:* @dom0 @dom0 allow) matches everything it would\n");
-  remove_tree (root);
+  dhf_test_remove_tree (root);
 }
 
 /* ---- includes ---------------------------------------------------------------- */
@@ -1193,12 +1166,12 @@ test_include (void)
   const gchar *const *loaded;
   guint line;
 
-  write_file (root, "sub/inner.inc", "org.x.B @any @any ask\n!include ../leaf.inc\n");
-  write_file (root, "leaf.inc", "org.x.C @any @any deny\n");
-  write_file (root, "abs.inc", "org.x.D @any @any allow\n");
+  dhf_test_write_file (root, "sub/inner.inc", "org.x.B @any @any ask\n!include ../leaf.inc\n");
+  dhf_test_write_file (root, "leaf.inc", "org.x.C @any @any deny\n");
+  dhf_test_write_file (root, "abs.inc", "org.x.D @any @any allow\n");
   top_text = g_strconcat ("org.x.A @any @any allow\n!include sub/inner.inc\n", abs_line,
                           "org.x.B @any @any allow\n", NULL);
-  write_file (root, "top.policy", top_text);
+  dhf_test_write_file (root, "top.policy", top_text);
 
   policy = dhf_policy_load_files (files, diagnostics);
   g_assert_cmpuint (diagnostics->len, ==, 1); /* the last rule is shadowed */
@@ -1239,7 +1212,7 @@ test_include (void)
                          dhf_policy_evaluate (policy, &query, NULL));
       }
   }
-  remove_tree (root);
+  dhf_test_remove_tree (root);
 }
 
 static void
@@ -1253,18 +1226,18 @@ test_include_errors (void)
   g_autoptr (GPtrArray) diagnostics = new_diagnostics ();
   g_autofree gchar *text = NULL;
 
-  write_file (root, "a.policy", "org.x.A @any @any allow\n  !include b.policy\n");
-  write_file (root, "b.policy",
-              "!include a.policy\norg.x.B @any @any allow\n!include gone.inc\n"
-              "!include\n");
-  write_file (root, "self.policy", "!include   ./self.policy\n");
+  dhf_test_write_file (root, "a.policy", "org.x.A @any @any allow\n  !include b.policy\n");
+  dhf_test_write_file (root, "b.policy",
+                       "!include a.policy\norg.x.B @any @any allow\n!include gone.inc\n"
+                       "!include\n");
+  dhf_test_write_file (root, "self.policy", "!include   ./self.policy\n");
   /* d0 includes d1 ... d16 includes d17: 17 levels. */
   for (guint i = 0; i <= 17; i++)
     {
       g_autofree gchar *name = g_strdup_printf ("d%u.inc", i);
       g_autofree gchar *body = g_strdup_printf ("!include d%u.inc\n", i + 1);
 
-      write_file (root, name, i < 17 ? body : "org.x.Z @any @any allow\n");
+      dhf_test_write_file (root, name, i < 17 ? body : "org.x.Z @any @any allow\n");
     }
 
   {
@@ -1314,7 +1287,7 @@ test_include_errors (void)
     g_assert_nonnull (policy);
     g_assert_cmpuint (dhf_policy_get_n_rules (policy), ==, 1);
   }
-  remove_tree (root);
+  dhf_test_remove_tree (root);
 }
 
 /* ---- round trips --------------------------------------------------------------- */
