@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <string.h>
+
 #include <dhf/dhf.h>
 
 #include "dhf-config.h"
@@ -173,6 +175,31 @@ read_policy (GKeyFile *kf, DhfConfig *self, GError **error)
                    "[Policy] LastGood: expected an absolute path, not '%s'",
                    self->policy_last_good);
       return FALSE;
+    }
+  {
+    gchar *canonical = g_canonicalize_filename (self->policy_last_good, NULL);
+
+    g_free (self->policy_last_good);
+    self->policy_last_good = canonical;
+  }
+  /* dhfd writes the last good policy at every successful reload: inside a
+   * watched directory that write would itself be an edit (a reload
+   * storm), and the saved file could be read as a rule file. */
+  for (guint i = 0; self->policy_dirs[i] != NULL; i++)
+    {
+      g_autofree gchar *dir = g_canonicalize_filename (self->policy_dirs[i], NULL);
+
+      if (g_str_equal (dir, "/") || g_str_equal (self->policy_last_good, dir)
+          || (g_str_has_prefix (self->policy_last_good, dir)
+              && self->policy_last_good[strlen (dir)] == '/'))
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "[Policy] LastGood: '%s' is inside the policy directory '%s'; it must be "
+                       "kept outside every one of [Policy] Directories (dhfd rewrites it at "
+                       "every reload)",
+                       self->policy_last_good, dir);
+          return FALSE;
+        }
     }
   return TRUE;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <string.h>
+
 #include "dhf-policy-audit.h"
 
 /* One (subject, source, target) whose window is open. */
@@ -28,6 +30,12 @@ struct _DhfPolicyAudit
   GSource *timer;        /* closes the oldest window; NULL when idle */
   GHashTable *entries;   /* key -> Entry (owned) */
   GQueue order;          /* Entry links, oldest window first */
+
+  /* The global budget of records per window, whatever their keys: cycling
+   * through many keys must not turn every deny into a record. */
+  gint64 budget_start; /* -1 when no budget window is open */
+  guint budget_used;   /* records written in it */
+  guint64 others;      /* denies not logged for want of budget or room */
 };
 
 static gint64
@@ -58,12 +66,22 @@ entry_free (Entry *entry)
 static gchar *
 printable (const gchar *text)
 {
-  gchar *valid = g_utf8_make_valid (text, -1);
+  gchar *valid
+      = g_utf8_make_valid (text, MIN (strlen (text), (gsize) DHF_POLICY_AUDIT_MAX_FIELD * 4));
+  gchar *end;
 
   for (gchar *p = valid; *p != '\0'; p++)
     {
       if (g_ascii_iscntrl (*p))
         *p = '?';
+    }
+  /* At most DHF_POLICY_AUDIT_MAX_FIELD bytes, cut between characters. */
+  if (strlen (valid) > DHF_POLICY_AUDIT_MAX_FIELD)
+    {
+      end = valid + DHF_POLICY_AUDIT_MAX_FIELD;
+      while (end > valid && (*end & 0xc0) == 0x80)
+        end--;
+      *end = '\0';
     }
   return valid;
 }
@@ -145,6 +163,53 @@ write_record (DhfPolicyAudit *self, const Entry *entry, guint suppressed)
   self->writer (G_LOG_LEVEL_MESSAGE, fields, n_fields, self->user_data);
 }
 
+/* Takes one record from the budget of the current window (opening one
+ * when none is open); FALSE when the budget is spent. */
+static gboolean
+take_budget (DhfPolicyAudit *self, gint64 now)
+{
+  if (self->budget_start < 0)
+    {
+      self->budget_start = now;
+      self->budget_used = 0;
+    }
+  if (self->budget_used >= DHF_POLICY_AUDIT_MAX_RECORDS)
+    return FALSE;
+  self->budget_used++;
+  return TRUE;
+}
+
+/* The one record for everything the budget or the key table left out. */
+static void
+write_others (DhfPolicyAudit *self)
+{
+  g_autofree gchar *count = g_strdup_printf ("%" G_GUINT64_FORMAT, self->others);
+  g_autofree gchar *message
+      = g_strdup_printf ("policy: %" G_GUINT64_FORMAT " other denies suppressed in the last %u s",
+                         self->others, (guint) (DHF_POLICY_AUDIT_WINDOW_US / G_USEC_PER_SEC));
+  const GLogField fields[] = {
+    { "PRIORITY", "5", -1 },
+    { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 },
+    { "MESSAGE", message, -1 },
+    { "DHF_POLICY_SUPPRESSED", count, -1 },
+  };
+
+  self->writer (G_LOG_LEVEL_MESSAGE, fields, G_N_ELEMENTS (fields), self->user_data);
+  self->others = 0;
+}
+
+/* Closes the budget window if it has ended, logging what it left out. */
+static void
+expire_budget_locked (DhfPolicyAudit *self, gint64 now)
+{
+  if (self->budget_start < 0 || now - self->budget_start < DHF_POLICY_AUDIT_WINDOW_US)
+    return;
+  if (self->others > 0)
+    write_others (self);
+  self->budget_start = -1;
+  self->budget_used = 0;
+}
+
 static void
 drop_entry (DhfPolicyAudit *self, Entry *entry)
 {
@@ -160,6 +225,7 @@ expire_locked (DhfPolicyAudit *self, gint64 now)
 {
   GList *link;
 
+  expire_budget_locked (self, now);
   while ((link = g_queue_peek_head_link (&self->order)) != NULL)
     {
       Entry *entry = link->data;
@@ -168,6 +234,14 @@ expire_locked (DhfPolicyAudit *self, gint64 now)
         return;
       if (entry->suppressed == 0)
         {
+          drop_entry (self, entry);
+          continue;
+        }
+      /* A summary is a record too: without budget, its count goes to
+       * the "other denies" and the key is forgotten. */
+      if (!take_budget (self, now))
+        {
+          self->others += entry->suppressed;
           drop_entry (self, entry);
           continue;
         }
@@ -201,13 +275,18 @@ static void
 schedule_locked (DhfPolicyAudit *self, gint64 now)
 {
   GList *head = g_queue_peek_head_link (&self->order);
-  const Entry *entry;
+  gint64 end = G_MAXINT64;
   gint64 delay_us;
 
-  if (!self->use_timer || self->timer != NULL || head == NULL)
+  if (!self->use_timer || self->timer != NULL)
     return;
-  entry = head->data;
-  delay_us = MAX (entry->window_start + DHF_POLICY_AUDIT_WINDOW_US - now, 0);
+  if (head != NULL)
+    end = ((const Entry *) head->data)->window_start + DHF_POLICY_AUDIT_WINDOW_US;
+  if (self->budget_start >= 0)
+    end = MIN (end, self->budget_start + DHF_POLICY_AUDIT_WINDOW_US);
+  if (end == G_MAXINT64)
+    return;
+  delay_us = MAX (end - now, 0);
   self->timer = g_timeout_source_new ((guint) ((delay_us + 999) / 1000));
   g_source_set_callback (self->timer, on_timer, self, NULL);
   g_source_set_static_name (self->timer, "dhf-policy-audit");
@@ -246,14 +325,20 @@ dhf_policy_audit_deny (DhfPolicyAudit *self, const DhfPolicyQuery *query,
       g_mutex_unlock (&self->lock);
       return;
     }
-  /* Full: the oldest key makes room, its count logged rather than lost. */
-  if (g_hash_table_size (self->entries) >= self->max_keys)
+  /* Every key tracked has its window open: none is evicted (that would
+   * let a flood of distinct keys log each deny). Full, or out of budget:
+   * the deny is only counted, for the one "other denies" record. */
+  if (g_hash_table_size (self->entries) >= self->max_keys || !take_budget (self, now))
     {
-      Entry *oldest = g_queue_peek_head_link (&self->order)->data;
-
-      if (oldest->suppressed > 0)
-        write_record (self, oldest, oldest->suppressed);
-      drop_entry (self, oldest);
+      if (self->budget_start < 0)
+        {
+          self->budget_start = now; /* the "other denies" record closes with it */
+          self->budget_used = 0;
+        }
+      self->others++;
+      schedule_locked (self, now);
+      g_mutex_unlock (&self->lock);
+      return;
     }
   entry = g_new0 (Entry, 1);
   entry->link.data = entry;
@@ -309,6 +394,7 @@ dhf_policy_audit_new_full (DhfPolicyAuditClock clock, DhfPolicyAuditWriter write
   self->entries
       = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) entry_free);
   g_queue_init (&self->order);
+  self->budget_start = -1;
   return self;
 }
 
@@ -336,6 +422,8 @@ dhf_policy_audit_free (DhfPolicyAudit *self)
       if (entry->suppressed > 0)
         write_record (self, entry, entry->suppressed);
     }
+  if (self->others > 0)
+    write_others (self);
   g_hash_table_unref (self->entries);
   g_main_context_unref (self->context);
   g_mutex_clear (&self->lock);

@@ -12,16 +12,26 @@ G_BEGIN_DECLS
  * DHF_POLICY_RULE = "file:line" or "default"), rate-limited per (subject,
  * source, target): the first deny of a key is logged at once; further ones
  * within the window are counted and logged as one summary line ("... and
- * 41 more in the last 10 s") when the window closes. At most max_keys keys
- * are tracked; the oldest is evicted (its summary logged) to make room, so
- * a flood of distinct requests cannot grow dhfd's memory.
+ * 41 more in the last 10 s") when the window closes.
+ *
+ * The volume is bounded whatever the keys: at most
+ * DHF_POLICY_AUDIT_MAX_RECORDS records (first denies and summaries) per
+ * window; what the budget leaves out is counted and logged as one record
+ * "policy: N other denies suppressed in the last 10 s" when that window
+ * closes. At most max_keys keys are tracked, and a key is never evicted
+ * while its window is open: denies of new keys while the table is full are
+ * counted in that same record, so a flood of distinct requests grows
+ * neither dhfd's memory nor the log. Logged subjects, names and rules are
+ * cut to DHF_POLICY_AUDIT_MAX_FIELD bytes.
  *
  * Thread-safe: decisions may be made on any thread. Windows close from a
  * timer on the main context the audit was created in, and whenever
  * dhf_policy_audit_deny() or dhf_policy_audit_expire() runs. */
 
-#define DHF_POLICY_AUDIT_WINDOW_US (10 * G_USEC_PER_SEC)
-#define DHF_POLICY_AUDIT_MAX_KEYS  1024
+#define DHF_POLICY_AUDIT_WINDOW_US   (10 * G_USEC_PER_SEC)
+#define DHF_POLICY_AUDIT_MAX_KEYS    1024
+#define DHF_POLICY_AUDIT_MAX_RECORDS 20
+#define DHF_POLICY_AUDIT_MAX_FIELD   256
 
 typedef struct _DhfPolicyAudit DhfPolicyAudit;
 

@@ -5,12 +5,19 @@
 
 /* Diagnostics: formatting, and the sink that orders and caps them. */
 
+/* Diagnostics: formatting, and the sink that orders and caps them.
+ *
+ * The sink keeps at most DHF_POLICY_MAX_DIAGNOSTICS errors and as many
+ * warnings, each list sorted and trimmed as diagnostics arrive, and counts
+ * the rest: a file of millions of bad lines costs counters, not memory.
+ * A diagnostic that would be trimmed at once is not even formatted. */
+
+typedef DhfPolicyDiagKey SortKey;
+
 typedef struct
 {
   DhfPolicyDiagnostic *diagnostic;
-  guint file_seq;
-  guint seq;
-  gboolean keep;
+  SortKey key;
 } SinkEntry;
 
 void
@@ -38,6 +45,32 @@ dhf_policy_diagnostic_format (const DhfPolicyDiagnostic *diagnostic)
   return g_string_free (out, FALSE);
 }
 
+void
+dhf_policy_count_diagnostics (GPtrArray *diagnostics, guint *errors, guint *warnings)
+{
+  guint e = 0, w = 0;
+
+  for (guint i = 0; diagnostics != NULL && i < diagnostics->len; i++)
+    {
+      const DhfPolicyDiagnostic *d = g_ptr_array_index (diagnostics, i);
+
+      if (d->more_errors > 0 || d->more_warnings > 0)
+        {
+          /* The "... N more" line stands for the diagnostics left out. */
+          e += d->more_errors;
+          w += d->more_warnings;
+        }
+      else if (d->severity == DHF_POLICY_SEVERITY_ERROR)
+        e++;
+      else
+        w++;
+    }
+  if (errors != NULL)
+    *errors = e;
+  if (warnings != NULL)
+    *warnings = w;
+}
+
 static void
 sink_entry_free (gpointer data)
 {
@@ -50,9 +83,14 @@ sink_entry_free (gpointer data)
 void
 dhf_policy_diag_sink_init (DhfPolicyDiagSink *sink)
 {
-  sink->all = g_ptr_array_new_with_free_func (sink_entry_free);
+  for (guint i = 0; i < 2; i++)
+    sink->kept[i] = g_ptr_array_new_with_free_func (sink_entry_free);
   sink->n_errors = 0;
+  sink->n_warnings = 0;
+  sink->seq = 0;
   sink->file_order = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  sink->have_dropped = FALSE;
+  sink->dropped_file = NULL;
 }
 
 static guint
@@ -73,92 +111,132 @@ dhf_policy_diag_note_file (DhfPolicyDiagSink *sink, const gchar *file)
   file_seq (sink, file);
 }
 
+static gint
+compare_keys (const SortKey *x, const SortKey *y)
+{
+  if (x->file_seq != y->file_seq)
+    return x->file_seq < y->file_seq ? -1 : 1;
+  if (x->line != y->line)
+    return x->line < y->line ? -1 : 1;
+  if (x->column != y->column)
+    return x->column < y->column ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Remembers the file of the first diagnostic (in sort order) left out,
+ * which the "... N more" line names. */
+static void
+note_dropped (DhfPolicyDiagSink *sink, const SortKey *key, const gchar *file)
+{
+  if (sink->have_dropped && compare_keys (key, &sink->dropped_key) >= 0)
+    return;
+  sink->have_dropped = TRUE;
+  sink->dropped_key = *key;
+  g_free (sink->dropped_file);
+  sink->dropped_file = g_strdup (file);
+}
+
 void
 dhf_policy_diag_add (DhfPolicyDiagSink *sink, DhfPolicySeverity severity, const gchar *file,
                      guint line, guint column, const gchar *format, ...)
 {
-  SinkEntry *entry = g_new0 (SinkEntry, 1);
+  gboolean is_error = severity == DHF_POLICY_SEVERITY_ERROR;
+  GPtrArray *kept = sink->kept[is_error ? 0 : 1];
+  SortKey key = { file_seq (sink, file), line, line > 0 ? column : 0, sink->seq++ };
+  SinkEntry *entry;
   va_list args;
+  guint lo = 0, hi = kept->len;
 
+  if (is_error)
+    sink->n_errors++;
+  else
+    sink->n_warnings++;
+  if (kept->len >= DHF_POLICY_MAX_DIAGNOSTICS
+      && compare_keys (&key, &((SinkEntry *) g_ptr_array_index (kept, kept->len - 1))->key) > 0)
+    {
+      note_dropped (sink, &key, file);
+      return;
+    }
+
+  entry = g_new0 (SinkEntry, 1);
+  entry->key = key;
   entry->diagnostic = g_new0 (DhfPolicyDiagnostic, 1);
   entry->diagnostic->severity = severity;
   entry->diagnostic->file = g_strdup (file);
   entry->diagnostic->line = line;
-  entry->diagnostic->column = line > 0 ? column : 0;
+  entry->diagnostic->column = key.column;
   va_start (args, format);
   entry->diagnostic->message = g_strdup_vprintf (format, args);
   va_end (args);
-  entry->file_seq = file_seq (sink, file);
-  entry->seq = sink->all->len;
-  if (severity == DHF_POLICY_SEVERITY_ERROR)
-    sink->n_errors++;
-  g_ptr_array_add (sink->all, entry);
-}
 
-static gint
-compare_entries (gconstpointer a, gconstpointer b)
-{
-  const SinkEntry *x = *(const SinkEntry *const *) a;
-  const SinkEntry *y = *(const SinkEntry *const *) b;
+  /* Binary search for the place that keeps the list sorted. */
+  while (lo < hi)
+    {
+      guint mid = lo + (hi - lo) / 2;
 
-  if (x->file_seq != y->file_seq)
-    return x->file_seq < y->file_seq ? -1 : 1;
-  if (x->diagnostic->line != y->diagnostic->line)
-    return x->diagnostic->line < y->diagnostic->line ? -1 : 1;
-  if (x->diagnostic->column != y->diagnostic->column)
-    return x->diagnostic->column < y->diagnostic->column ? -1 : 1;
-  return x->seq < y->seq ? -1 : x->seq > y->seq;
+      if (compare_keys (&((SinkEntry *) g_ptr_array_index (kept, mid))->key, &key) < 0)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+  g_ptr_array_insert (kept, (gint) lo, entry);
+  if (kept->len > DHF_POLICY_MAX_DIAGNOSTICS)
+    {
+      SinkEntry *last = g_ptr_array_index (kept, kept->len - 1);
+
+      note_dropped (sink, &last->key, last->diagnostic->file);
+      g_ptr_array_remove_index (kept, kept->len - 1);
+    }
 }
 
 void
 dhf_policy_diag_sink_finish (DhfPolicyDiagSink *sink, GPtrArray *out)
 {
-  guint budget = DHF_POLICY_MAX_DIAGNOSTICS;
-  guint dropped = 0;
-  gboolean dropped_error = FALSE;
-  const gchar *dropped_file = NULL;
-
-  g_ptr_array_sort (sink->all, compare_entries);
+  GPtrArray *errors = sink->kept[0];
+  GPtrArray *warnings = sink->kept[1];
   /* Errors make the policy invalid, so they win the budget over warnings. */
-  for (guint pass = 0; pass < 2; pass++)
-    for (guint i = 0; i < sink->all->len; i++)
-      {
-        SinkEntry *entry = g_ptr_array_index (sink->all, i);
-        gboolean is_error = entry->diagnostic->severity == DHF_POLICY_SEVERITY_ERROR;
+  guint n_warnings = MIN (warnings->len, DHF_POLICY_MAX_DIAGNOSTICS - errors->len);
+  guint more_errors = sink->n_errors - errors->len;
+  guint more_warnings = sink->n_warnings - n_warnings;
+  guint e = 0, w = 0;
 
-        if (is_error != (pass == 0) || budget == 0)
-          continue;
-        entry->keep = TRUE;
-        budget--;
-      }
-
-  for (guint i = 0; i < sink->all->len; i++)
+  for (guint i = n_warnings; i < warnings->len; i++)
     {
-      SinkEntry *entry = g_ptr_array_index (sink->all, i);
+      SinkEntry *entry = g_ptr_array_index (warnings, i);
 
-      if (entry->keep && out != NULL)
-        {
-          g_ptr_array_add (out, g_steal_pointer (&entry->diagnostic));
-          continue;
-        }
-      if (entry->keep)
-        continue;
-      dropped++;
-      dropped_error |= entry->diagnostic->severity == DHF_POLICY_SEVERITY_ERROR;
-      if (dropped_file == NULL)
-        dropped_file = entry->diagnostic->file;
+      note_dropped (sink, &entry->key, entry->diagnostic->file);
     }
 
-  if (dropped > 0 && out != NULL)
+  /* Merge the two sorted lists. */
+  while (out != NULL && (e < errors->len || w < n_warnings))
+    {
+      SinkEntry *entry;
+
+      if (w >= n_warnings
+          || (e < errors->len
+              && compare_keys (&((SinkEntry *) g_ptr_array_index (errors, e))->key,
+                               &((SinkEntry *) g_ptr_array_index (warnings, w))->key)
+                     < 0))
+        entry = g_ptr_array_index (errors, e++);
+      else
+        entry = g_ptr_array_index (warnings, w++);
+      g_ptr_array_add (out, g_steal_pointer (&entry->diagnostic));
+    }
+
+  if ((more_errors > 0 || more_warnings > 0) && out != NULL)
     {
       DhfPolicyDiagnostic *more = g_new0 (DhfPolicyDiagnostic, 1);
 
-      more->severity = dropped_error ? DHF_POLICY_SEVERITY_ERROR : DHF_POLICY_SEVERITY_WARNING;
-      more->file = g_strdup (dropped_file);
-      more->message = g_strdup_printf ("... %u more", dropped);
+      more->severity = more_errors > 0 ? DHF_POLICY_SEVERITY_ERROR : DHF_POLICY_SEVERITY_WARNING;
+      more->file = g_strdup (sink->dropped_file);
+      more->message = g_strdup_printf ("... %u more", more_errors + more_warnings);
+      more->more_errors = more_errors;
+      more->more_warnings = more_warnings;
       g_ptr_array_add (out, more);
     }
 
-  g_clear_pointer (&sink->all, g_ptr_array_unref);
+  for (guint i = 0; i < 2; i++)
+    g_clear_pointer (&sink->kept[i], g_ptr_array_unref);
   g_clear_pointer (&sink->file_order, g_hash_table_unref);
+  g_clear_pointer (&sink->dropped_file, g_free);
 }

@@ -183,121 +183,62 @@ dhf_policy_token_matches (const DhfPolicyToken *token, const DhfPolicyDomain *do
     }
 }
 
-static gboolean
-copy_query (ParsedQuery *q, const gchar *subject)
-{
-  gsize len = strlen (subject);
-
-  if (len >= sizeof q->buf)
-    return FALSE;
-  memcpy (q->buf, subject, len + 1);
-  return TRUE;
-}
-
-static gboolean
-parse_device_query (ParsedQuery *q, const gchar *subject)
-{
-  gchar *p;
-  guint colons = 0;
-
-  if (!copy_query (q, subject))
-    return FALSE;
-  q->key = q->buf;
-  /* Hex is compared lowercase; a USB serial keeps its case. */
-  for (p = q->buf; *p != '\0'; p++)
-    {
-      if (*p == ':' && ++colons == 3 && g_str_has_prefix (q->buf, "usb:"))
-        break;
-      *p = g_ascii_tolower (*p);
-    }
-  if (g_str_has_prefix (q->buf, "usb:"))
-    {
-      q->cls = "usb";
-      if (*p == ':')
-        {
-          memcpy (q->buf2, q->buf, (gsize) (p - q->buf));
-          q->buf2[p - q->buf] = '\0';
-          q->key2 = q->buf2;
-        }
-    }
-  else if (g_str_has_prefix (q->buf, "pci:"))
-    q->cls = "pci";
-  else if (g_str_has_prefix (q->buf, "input:"))
-    q->cls = "input";
-  else
-    return FALSE;
-  return TRUE;
-}
-
-static gboolean
-parse_acpi_query (ParsedQuery *q, const gchar *subject)
-{
-  const gchar *slash = strchr (subject, '/');
-  gsize class_len = slash != NULL ? (gsize) (slash - subject) : strlen (subject);
-
-  if (!copy_query (q, subject))
-    return FALSE;
-  q->key = q->buf;
-  memcpy (q->buf2, subject, class_len);
-  q->buf2[class_len] = '\0';
-  q->cls = q->buf2;
-  return TRUE;
-}
-
-static gboolean
-parse_network_query (ParsedQuery *q, const gchar *subject)
-{
-  static const gchar *const protos[] = { "tcp", "udp", "icmp" };
-  const gchar *slash = strchr (subject, '/');
-  gsize proto_len = slash != NULL ? (gsize) (slash - subject) : strlen (subject);
-  guint64 port = 0;
-
-  for (gsize i = 0; i < G_N_ELEMENTS (protos); i++)
-    if (strlen (protos[i]) == proto_len && g_ascii_strncasecmp (subject, protos[i], proto_len) == 0)
-      q->cls = protos[i];
-  if (q->cls == NULL)
-    return FALSE;
-  if (slash == NULL)
-    return TRUE;
-  if (!g_ascii_isdigit (slash[1]) || strlen (slash + 1) > 5
-      || strspn (slash + 1, "0123456789") != strlen (slash + 1))
-    return FALSE;
-  port = g_ascii_strtoull (slash + 1, NULL, 10);
-  if (port < 1 || port > 65535 || q->cls == protos[2])
-    return FALSE;
-  q->port = (guint) port;
-  g_snprintf (q->buf, sizeof q->buf, "%s/%u", q->cls, q->port);
-  q->key = q->buf;
-  return TRUE;
-}
-
-/* FALSE when the query cannot match any rule (a malformed subject). */
+/* FALSE when the query does not name one concrete, well-formed subject:
+ * such a query is denied outright rather than compared with the rules, or
+ * a malformed name ("Button/Power", "tcp", "usb:46d:c52b") would miss the
+ * exact rules yet match the wildcard and class rules after them. */
 static gboolean
 parse_query (const DhfPolicyQuery *query, ParsedQuery *q)
 {
+  gsize class_len;
+
   q->key = q->key2 = q->cls = NULL;
   q->port = 0;
   q->argument = NULL;
-  if (query->kind == DHF_POLICY_KIND_SWITCH)
-    return TRUE;
-  if (query->subject == NULL)
+  if (!dhf_policy_query_normalise (query->kind, query->subject, query->argument, q->buf,
+                                   sizeof q->buf, &q->port))
     return FALSE;
   switch (query->kind)
     {
+      case DHF_POLICY_KIND_SWITCH:
+        return TRUE;
       case DHF_POLICY_KIND_XDM:
-        q->key = query->subject;
+        q->key = q->buf;
         q->argument = query->argument != NULL ? query->argument : "";
         return TRUE;
       case DHF_POLICY_KIND_DEVICE:
-        return parse_device_query (q, query->subject);
+        q->key = q->buf;
+        if (g_str_has_prefix (q->buf, "usb:"))
+          {
+            q->cls = "usb";
+            /* usb:VVVV:PPPP:SERIAL also hits the rules for usb:VVVV:PPPP. */
+            if (q->buf[13] == ':')
+              {
+                memcpy (q->buf2, q->buf, 13);
+                q->buf2[13] = '\0';
+                q->key2 = q->buf2;
+              }
+          }
+        else if (g_str_has_prefix (q->buf, "pci:"))
+          q->cls = "pci";
+        else
+          q->cls = "input";
+        return TRUE;
       case DHF_POLICY_KIND_ACPI:
-        return parse_acpi_query (q, query->subject);
+        q->key = q->buf;
+        class_len = strcspn (q->buf, "/");
+        memcpy (q->buf2, q->buf, class_len);
+        q->buf2[class_len] = '\0';
+        q->cls = q->buf2;
+        return TRUE;
       case DHF_POLICY_KIND_HOTKEY:
         q->key = q->buf;
-        return dhf_policy_hotkey_normalise (query->subject, q->buf, sizeof q->buf, NULL);
+        return TRUE;
       case DHF_POLICY_KIND_NETWORK:
-        return parse_network_query (q, query->subject);
-      case DHF_POLICY_KIND_SWITCH:
+        /* icmp has no port and so no exact rules, only class ones. */
+        q->key = q->port != 0 ? q->buf : NULL;
+        q->cls = q->buf[0] == 't' ? "tcp" : q->buf[0] == 'u' ? "udp" : "icmp";
+        return TRUE;
       case DHF_POLICY_N_KINDS:
       default:
         return FALSE;

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dhf-policy-private.h"
 
@@ -31,8 +35,11 @@
  *   directive := "!include" PATH
  *     PATH is relative to the including file's directory, or absolute. The
  *     included file's rules take the place of the directive. Errors: a
- *     missing or unreadable file, an include loop (the chain is named),
- *     nesting deeper than 16, and any !include in in-memory data.
+ *     missing or unreadable file or one that is not a regular file, an
+ *     include loop (the same file, by device and inode, already being read;
+ *     the chain is named), nesting deeper than 16, and any !include in
+ *     in-memory data. One load reads at most 1024 files and 64 MiB in all,
+ *     includes counted.
  *
  *   rule      := SUBJECT SOURCE TARGET ACTION option*
  *     At most 200000 rules in all. Fewer than 4 columns is an error.
@@ -108,12 +115,25 @@ typedef struct
   GArray *rules;
   GPtrArray *files;
   GString *source;
-  GPtrArray *stack; /* canonical paths of the files being read */
+  GPtrArray *stack;  /* paths of the files being read, outermost first */
+  GArray *stack_ids; /* their FileId, in step with stack */
+  guint n_files_read;
+  guint64 n_bytes_read;
+  gboolean files_cap_reported;
+  gboolean bytes_cap_reported;
   GString *scratch;
   GArray *tokens;
   gboolean allow_include;
   gboolean too_many_reported;
 } Builder;
+
+/* A file on the include stack, by identity: paths cannot tell that "d/x"
+ * is "x" when d is a symlink to ".". */
+typedef struct
+{
+  dev_t dev;
+  ino_t ino;
+} FileId;
 
 /* Which options each kind takes, and how to say so. */
 static const struct
@@ -694,45 +714,164 @@ loop_chain (Builder *b, guint from, const gchar *again)
   return g_string_free (g_steal_pointer (&chain), FALSE);
 }
 
+/* Reads the regular file open on fd, of the given size, with a bound:
+ * NULL (and errno) on failure, or when it grew past DHF_POLICY_MAX_FILE
+ * (len is then more than that). */
+static gchar *
+read_bounded (int fd, gsize size, gsize *len)
+{
+  gsize cap = MIN (size, (gsize) DHF_POLICY_MAX_FILE) + 1;
+  g_autofree gchar *text = g_malloc (cap + 1);
+  gsize got = 0;
+
+  for (;;)
+    {
+      gssize n;
+
+      if (got == cap)
+        break;
+      n = read (fd, text + got, cap - got);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return NULL;
+      if (n == 0)
+        break;
+      got += (gsize) n;
+      /* The file grew since fstat: take up to the limit and one more byte. */
+      if (got == cap && cap <= DHF_POLICY_MAX_FILE)
+        {
+          cap = MIN (cap * 2, (gsize) DHF_POLICY_MAX_FILE + 1);
+          text = g_realloc (text, cap + 1);
+        }
+    }
+  text[got] = '\0';
+  *len = got;
+  return g_steal_pointer (&text);
+}
+
+static void
+load_error (Builder *b, const gchar *path, const gchar *from_file, guint from_line,
+            guint from_column, const gchar *what)
+{
+  if (from_file != NULL)
+    error_at (b, from_file, from_line, from_column, "cannot include '%s': %s", path, what);
+  else
+    error_at (b, path, 0, 0, "cannot read: %s", what);
+}
+
 static void
 load_file (Builder *b, const gchar *path, guint depth, const gchar *from_file, guint from_line,
            guint from_column)
 {
-  g_autofree gchar *canonical = g_canonicalize_filename (path, NULL);
   g_autofree gchar *text = NULL;
   g_autofree gchar *dir = NULL;
-  g_autoptr (GError) error = NULL;
+  const gchar *at_file = from_file != NULL ? from_file : path;
+  struct stat st;
+  FileId id;
   gsize len = 0;
+  int fd;
 
-  for (guint i = 0; i < b->stack->len; i++)
-    if (g_str_equal (g_ptr_array_index (b->stack, i), canonical))
-      {
-        g_autofree gchar *chain = loop_chain (b, i, canonical);
-
-        error_at (b, from_file, from_line, from_column, "include loop: %s", chain);
-        return;
-      }
-  if (!g_file_get_contents (path, &text, &len, &error))
+  /* Bound the work of one load whatever the includes do. */
+  if (b->n_files_read >= DHF_POLICY_MAX_FILES)
     {
-      if (from_file != NULL)
-        error_at (b, from_file, from_line, from_column, "cannot include '%s': %s", path,
-                  error->message);
-      else
-        error_at (b, path, 0, 0, "cannot read: %s", error->message);
+      if (!b->files_cap_reported)
+        error_at (b, at_file, from_line, from_column,
+                  "too many policy files (at most %u per load, includes counted)",
+                  DHF_POLICY_MAX_FILES);
+      b->files_cap_reported = TRUE;
       return;
     }
+  b->n_files_read++;
+
+  /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0)
+    {
+      int saved = errno;
+      g_autofree gchar *display = g_filename_display_name (path);
+      /* The words of g_file_get_contents(), which this used to be. */
+      g_autofree gchar *what
+          = g_strdup_printf ("Failed to open file “%s”: %s", display, g_strerror (saved));
+
+      load_error (b, path, from_file, from_line, from_column, what);
+      return;
+    }
+  if (fstat (fd, &st) != 0)
+    {
+      int saved = errno;
+
+      close (fd);
+      load_error (b, path, from_file, from_line, from_column, g_strerror (saved));
+      return;
+    }
+  if (!S_ISREG (st.st_mode))
+    {
+      close (fd);
+      load_error (b, path, from_file, from_line, from_column,
+                  S_ISDIR (st.st_mode) ? "is a directory" : "not a regular file");
+      return;
+    }
+
+  id = (FileId){ st.st_dev, st.st_ino };
+  for (guint i = 0; i < b->stack_ids->len; i++)
+    {
+      const FileId *on_stack = &g_array_index (b->stack_ids, FileId, i);
+
+      if (on_stack->dev == id.dev && on_stack->ino == id.ino)
+        {
+          g_autofree gchar *chain = loop_chain (b, i, path);
+
+          close (fd);
+          error_at (b, at_file, from_line, from_column, "include loop: %s", chain);
+          return;
+        }
+    }
+
+  if (st.st_size > DHF_POLICY_MAX_FILE)
+    {
+      close (fd);
+      error_at (b, at_file, from_line, from_column,
+                "'%s' is too large (%" G_GUINT64_FORMAT " bytes, at most 8 MiB)", path,
+                (guint64) st.st_size);
+      return;
+    }
+  if (b->n_bytes_read + (guint64) st.st_size > DHF_POLICY_MAX_TOTAL)
+    {
+      close (fd);
+      if (!b->bytes_cap_reported)
+        error_at (b, at_file, from_line, from_column,
+                  "too much policy text: '%s' would take the total over %u MiB per load "
+                  "(includes counted)",
+                  path, DHF_POLICY_MAX_TOTAL / (1024 * 1024));
+      b->bytes_cap_reported = TRUE;
+      return;
+    }
+
+  text = read_bounded (fd, (gsize) st.st_size, &len);
+  if (text == NULL)
+    {
+      int saved = errno;
+
+      close (fd);
+      load_error (b, path, from_file, from_line, from_column, g_strerror (saved));
+      return;
+    }
+  close (fd);
   if (len > DHF_POLICY_MAX_FILE)
     {
-      error_at (b, from_file != NULL ? from_file : path, from_line, from_column,
-                "'%s' is too large (%" G_GSIZE_FORMAT " bytes, at most 8 MiB)", path, len);
+      error_at (b, at_file, from_line, from_column, "'%s' is too large (more than 8 MiB)", path);
       return;
     }
+  b->n_bytes_read += len;
 
   dir = g_path_get_dirname (path);
   g_ptr_array_add (b->files, g_strdup (path));
-  g_ptr_array_add (b->stack, g_steal_pointer (&canonical));
+  g_ptr_array_add (b->stack, g_strdup (path));
+  g_array_append_val (b->stack_ids, id);
   parse_text (b, path, dir, text, len, depth);
   g_ptr_array_set_size (b->stack, b->stack->len - 1);
+  g_array_set_size (b->stack_ids, b->stack_ids->len - 1);
 }
 
 static void
@@ -744,6 +883,11 @@ builder_init (Builder *b, gboolean allow_include)
   b->files = g_ptr_array_new_with_free_func (g_free);
   b->source = g_string_new (NULL);
   b->stack = g_ptr_array_new_with_free_func (g_free);
+  b->stack_ids = g_array_new (FALSE, FALSE, sizeof (FileId));
+  b->n_files_read = 0;
+  b->n_bytes_read = 0;
+  b->files_cap_reported = FALSE;
+  b->bytes_cap_reported = FALSE;
   b->scratch = g_string_sized_new (DHF_POLICY_MAX_LINE + 64);
   b->tokens = g_array_new (FALSE, FALSE, sizeof (DhfPolicyLexToken));
   b->allow_include = allow_include;
@@ -782,6 +926,7 @@ builder_finish (Builder *b, GPtrArray *diagnostics)
   if (b->source != NULL)
     g_string_free (b->source, TRUE);
   g_ptr_array_unref (b->stack);
+  g_array_unref (b->stack_ids);
   g_string_free (b->scratch, TRUE);
   g_array_unref (b->tokens);
   return policy;

@@ -12,7 +12,10 @@
 #define DHF_POLICY_MAX_DATA          (64 * 1024 * 1024)
 #define DHF_POLICY_MAX_RULES         200000
 #define DHF_POLICY_MAX_INCLUDE_DEPTH 16
-#define DHF_POLICY_MAX_DIAGNOSTICS   200
+/* What one load may read in all, includes counted. */
+#define DHF_POLICY_MAX_FILES       1024
+#define DHF_POLICY_MAX_TOTAL       (64 * 1024 * 1024)
+#define DHF_POLICY_MAX_DIAGNOSTICS 200
 /* Longest query subject the evaluator normalises; every exact key the
  * grammar allows is shorter. */
 #define DHF_POLICY_MAX_QUERY 512
@@ -77,6 +80,15 @@ gboolean dhf_policy_subject_parse (const gchar *text, DhfPolicySubject *subject,
 /* Normalises a hotkey combo ("alt+ctrl+f1" -> "Ctrl+Alt+F1") into buf
  * without allocating; FALSE (and a message if asked) when invalid. */
 gboolean dhf_policy_hotkey_normalise (const gchar *combo, gchar *buf, gsize size, gchar **message);
+
+/* Checks that a query names one concrete subject of kind (no wildcard,
+ * class or range; tcp and udp with a port, icmp without) and writes the
+ * exact key it would have in a rule into buf ("usb:046d:c52b:SER",
+ * "tcp/22", "icmp", "Ctrl+Alt+F1"), and the port (0 for none). argument is
+ * the XDM +ARGUMENT (NULL for none; an error for other kinds); switch takes
+ * no subject. Does not allocate. */
+gboolean dhf_policy_query_normalise (DhfPolicyKind kind, const gchar *subject,
+                                     const gchar *argument, gchar *buf, gsize size, guint *port);
 
 struct _DhfPolicyRule
 {
@@ -168,14 +180,28 @@ const gchar *dhf_policy_token_type_to_string (DhfPolicyTokenType type);
 void dhf_policy_token_append (GString *out, const DhfPolicyToken *token);
 const gchar *dhf_policy_option_to_string (DhfPolicyOption option);
 
-/* dhf-policy-diag.c: collects every diagnostic, then hands the caller at
- * most DHF_POLICY_MAX_DIAGNOSTICS of them in file and line order, errors
- * first when some must be left out. */
+/* dhf-policy-diag.c: hands the caller at most DHF_POLICY_MAX_DIAGNOSTICS
+ * diagnostics in file and line order, errors first when some must be left
+ * out, and one "... N more" for the rest. Only that many errors and that
+ * many warnings are ever kept; the others are only counted. */
+typedef struct
+{
+  guint file_seq;
+  guint line;
+  guint column;
+  guint seq;
+} DhfPolicyDiagKey;
+
 struct _DhfPolicyDiagSink
 {
-  GPtrArray *all; /* SinkEntry */
-  guint n_errors;
+  GPtrArray *kept[2]; /* SinkEntry: [0] errors, [1] warnings; sorted, capped */
+  guint n_errors;     /* every error added, kept or not */
+  guint n_warnings;
+  guint seq;
   GHashTable *file_order; /* file -> sequence + 1 */
+  gboolean have_dropped;
+  DhfPolicyDiagKey dropped_key; /* the first diagnostic left out, in sort order */
+  gchar *dropped_file;
 };
 
 void dhf_policy_diag_sink_init (DhfPolicyDiagSink *sink);

@@ -30,50 +30,44 @@ static const gchar *const option_keys[] = { "notify", "target", "quota", "mode",
 
 static const DhfPolicyDomain dom0 = { .name = "dom0", .is_dom0 = TRUE };
 
-static GStrv
-format_diagnostics (GPtrArray *diagnostics, guint *n_errors)
+/* The line Diagnostics (and Reload's reply) ends with while degraded:
+ * what is in force instead of the files on disk. dhfctl shows it. */
+static gchar *
+dup_in_force_note (DhfPolicyService *self)
 {
-  GPtrArray *lines = g_ptr_array_new ();
-
-  *n_errors = 0;
-  for (guint i = 0; diagnostics != NULL && i < diagnostics->len; i++)
-    {
-      const DhfPolicyDiagnostic *diagnostic = g_ptr_array_index (diagnostics, i);
-
-      if (diagnostic->severity == DHF_POLICY_SEVERITY_ERROR)
-        (*n_errors)++;
-      g_ptr_array_add (lines, dhf_policy_diagnostic_format (diagnostic));
-    }
-  g_ptr_array_add (lines, NULL);
-  return (GStrv) g_ptr_array_free (lines, FALSE);
+  if (!dhf_policy_store_is_degraded (self->store))
+    return NULL;
+  return g_strdup_printf ("note: the policy files were refused; %s",
+                          dhf_policy_source_describe (dhf_policy_store_get_source (self->store)));
 }
 
-static guint
-count_errors (DhfPolicyService *self)
+static GStrv
+format_diagnostics (DhfPolicyService *self, GPtrArray *diagnostics)
 {
-  GPtrArray *diagnostics = dhf_policy_store_get_diagnostics (self->store);
-  guint n_errors = 0;
+  GPtrArray *lines = g_ptr_array_new ();
+  gchar *note = dup_in_force_note (self);
 
   for (guint i = 0; diagnostics != NULL && i < diagnostics->len; i++)
-    {
-      const DhfPolicyDiagnostic *diagnostic = g_ptr_array_index (diagnostics, i);
-
-      n_errors += diagnostic->severity == DHF_POLICY_SEVERITY_ERROR;
-    }
-  return n_errors;
+    g_ptr_array_add (lines, dhf_policy_diagnostic_format (g_ptr_array_index (diagnostics, i)));
+  if (note != NULL)
+    g_ptr_array_add (lines, note);
+  g_ptr_array_add (lines, NULL);
+  return (GStrv) g_ptr_array_free (lines, FALSE);
 }
 
 gchar *
 dhf_policy_service_dup_status_reason (DhfPolicyService *self)
 {
-  guint n_errors;
+  guint n_errors, n_warnings;
 
   if (!dhf_policy_store_is_degraded (self->store))
     return NULL;
-  n_errors = count_errors (self);
-  return g_strdup_printf ("policy: %u error%s in the policy files; the last good policy stays in "
-                          "force (see dhfctl policy check)",
-                          n_errors, n_errors == 1 ? "" : "s");
+  /* The true count, not the length of a list capped with "... N more". */
+  dhf_policy_count_diagnostics (dhf_policy_store_get_diagnostics (self->store), &n_errors,
+                                &n_warnings);
+  return g_strdup_printf ("policy: %u error%s in the policy files; %s (see dhfctl policy check)",
+                          n_errors, n_errors == 1 ? "" : "s",
+                          dhf_policy_source_describe (dhf_policy_store_get_source (self->store)));
 }
 
 /* Publishes the outcome of a reload attempt. The store logs the errors
@@ -87,11 +81,10 @@ publish (DhfPolicyService *self)
   GPtrArray *diagnostics = dhf_policy_store_get_diagnostics (self->store);
   gboolean degraded = dhf_policy_store_is_degraded (self->store);
   guint64 generation = dhf_policy_store_get_generation (self->store);
-  guint n_errors = 0;
-  g_auto (GStrv) lines = format_diagnostics (diagnostics, &n_errors);
+  g_auto (GStrv) lines = format_diagnostics (self, diagnostics);
   const gchar *const *files = dhf_policy_get_files (policy);
 
-  for (guint i = 0; lines[i] != NULL; i++)
+  for (guint i = 0; diagnostics != NULL && i < diagnostics->len; i++)
     {
       const DhfPolicyDiagnostic *diagnostic = g_ptr_array_index (diagnostics, i);
 
@@ -99,7 +92,8 @@ publish (DhfPolicyService *self)
         g_message ("policy: %s", lines[i]);
     }
   g_debug ("policy: publishing generation %" G_GUINT64_FORMAT " (%u rules, %s)", generation,
-           dhf_policy_get_n_rules (policy), degraded ? "degraded" : "files on disk in force");
+           dhf_policy_get_n_rules (policy),
+           dhf_policy_source_describe (dhf_policy_store_get_source (self->store)));
 
   dhf_dbus_policy_set_files (iface, files != NULL ? files : (const gchar *const[]){ NULL });
   dhf_dbus_policy_set_rules (iface, dhf_policy_get_n_rules (policy));
@@ -179,7 +173,6 @@ on_reload_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GError) error = NULL;
   g_auto (GStrv) lines = NULL;
   gboolean applied;
-  guint n_errors = 0;
 
   if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
     {
@@ -189,7 +182,7 @@ on_reload_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
   g_message ("policy: reloading on request of %s",
              g_dbus_method_invocation_get_sender (call->invocation));
   applied = dhf_policy_service_reload (call->self);
-  lines = format_diagnostics (dhf_policy_store_get_diagnostics (call->self->store), &n_errors);
+  lines = format_diagnostics (call->self, dhf_policy_store_get_diagnostics (call->self->store));
   dhf_dbus_policy_complete_reload (DHF_DBUS_POLICY (call->self),
                                    g_steal_pointer (&call->invocation), applied,
                                    (const gchar *const *) lines);

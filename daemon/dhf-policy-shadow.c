@@ -15,8 +15,7 @@
  * source, target) triple, first rule wins; a rule then looks up every
  * triple that would cover it: at most four subjects (itself and its
  * wildcard ancestors) times two sources times two targets. Port ranges
- * cover by arithmetic, so range rules are also kept in a short list per
- * protocol and scanned. */
+ * cover by arithmetic: see RangeGroup below. */
 
 typedef struct
 {
@@ -69,18 +68,6 @@ covering_tokens (const DhfPolicyToken *token, DhfPolicyToken out[2])
       default:
         return 1;
     }
-}
-
-static gboolean
-token_covers (const DhfPolicyToken *wide, const DhfPolicyToken *narrow)
-{
-  DhfPolicyToken cover[2];
-  guint n = covering_tokens (narrow, cover);
-
-  for (guint i = 0; i < n; i++)
-    if (cover[i].type == wide->type && g_strcmp0 (cover[i].value, wide->value) == 0)
-      return TRUE;
-  return FALSE;
 }
 
 /* The normalised subjects that include rule's subject, itself included. */
@@ -141,22 +128,160 @@ is_port_rule (const DhfPolicyRule *rule)
          && (rule->select == DHF_POLICY_SELECT_RANGE || rule->select == DHF_POLICY_SELECT_EXACT);
 }
 
-/* The earliest rule in ranges (port rules with lo < hi) whose range
- * includes rule's and whose tokens cover it. */
-static const DhfPolicyRule *
-range_cover (const GPtrArray *ranges, const DhfPolicyRule *rule)
+/* Port ranges cover by arithmetic: range W covers port rule R when they
+ * have the same protocol, W's tokens cover R's, and W.lo <= R.lo and
+ * R.hi <= W.hi. Comparing every pair is quadratic (130000 ranges took
+ * 20 s), so the ranges are grouped by (protocol, SOURCE, TARGET) and each
+ * group keeps a Fenwick tree over its distinct low ports holding the
+ * highest high port, and its rule, of the earlier ranges at or below each
+ * low port: "is R covered?" is one prefix maximum, O(log n). The rule
+ * reported is a real coverer (the one reaching highest), not always the
+ * earliest. */
+typedef struct
 {
-  for (guint i = 0; i < ranges->len; i++)
-    {
-      const DhfPolicyRule *wide = g_ptr_array_index (ranges, i);
+  GArray *los;  /* distinct low ports, ascending, once built */
+  guint *hi;    /* 1-based Fenwick tree: prefix maximum of high ports */
+  guint *which; /* the rule index holding that maximum */
+} RangeGroup;
 
-      if (wide->port_lo <= rule->port_lo && rule->port_hi <= wide->port_hi
-          && strncmp (wide->key, rule->key, strcspn (rule->key, "/")) == 0
-          && token_covers (&wide->source, &rule->source)
-          && token_covers (&wide->target, &rule->target))
-        return wide;
+static void
+range_group_free (gpointer data)
+{
+  RangeGroup *group = data;
+
+  g_array_unref (group->los);
+  g_free (group->hi);
+  g_free (group->which);
+  g_free (group);
+}
+
+static gint
+compare_ports (gconstpointer a, gconstpointer b)
+{
+  guint x = *(const guint *) a;
+  guint y = *(const guint *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* How many of the group's low ports are <= port. */
+static guint
+count_at_most (const RangeGroup *group, guint port)
+{
+  const guint *los = (const guint *) (gconstpointer) group->los->data;
+  guint lo = 0, hi = group->los->len;
+
+  while (lo < hi)
+    {
+      guint mid = lo + (hi - lo) / 2;
+
+      if (los[mid] <= port)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
-  return NULL;
+  return lo;
+}
+
+static void
+range_group_add (RangeGroup *group, const DhfPolicyRule *rule)
+{
+  guint n = group->los->len;
+
+  /* Its own low port is present: count_at_most is its 1-based position. */
+  for (guint p = count_at_most (group, rule->port_lo); p <= n; p += p & -p)
+    if (rule->port_hi > group->hi[p])
+      {
+        group->hi[p] = rule->port_hi;
+        group->which[p] = rule->index;
+      }
+}
+
+/* An earlier range of the group that covers [lo, hi], or G_MAXUINT. */
+static guint
+range_group_cover (const RangeGroup *group, guint lo, guint hi)
+{
+  guint best_hi = 0, best = G_MAXUINT;
+
+  for (guint p = count_at_most (group, lo); p > 0; p -= p & -p)
+    if (group->hi[p] > best_hi)
+      {
+        best_hi = group->hi[p];
+        best = group->which[p];
+      }
+  return best_hi >= hi ? best : G_MAXUINT;
+}
+
+static const gchar *
+port_protocol (const DhfPolicyRule *rule)
+{
+  return g_str_has_prefix (rule->key, "udp") ? "udp" : "tcp";
+}
+
+/* Files every range rule's low port under its group, then sizes the trees. */
+static GHashTable *
+build_range_groups (const DhfPolicyRule *rules, guint n_rules, Triple *keys)
+{
+  GHashTable *groups = g_hash_table_new_full (triple_hash, triple_equal, NULL, range_group_free);
+  GHashTableIter iter;
+  RangeGroup *group;
+
+  for (guint i = 0; i < n_rules; i++)
+    {
+      const DhfPolicyRule *rule = &rules[i];
+
+      if (!is_port_rule (rule) || rule->select != DHF_POLICY_SELECT_RANGE)
+        continue;
+      keys[i] = (Triple){ port_protocol (rule), rule->source.type, rule->source.value,
+                          rule->target.type, rule->target.value };
+      group = g_hash_table_lookup (groups, &keys[i]);
+      if (group == NULL)
+        {
+          group = g_new0 (RangeGroup, 1);
+          group->los = g_array_new (FALSE, FALSE, sizeof (guint));
+          g_hash_table_insert (groups, &keys[i], group);
+        }
+      g_array_append_val (group->los, rule->port_lo);
+    }
+
+  g_hash_table_iter_init (&iter, groups);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &group))
+    {
+      guint *los = (guint *) (gpointer) group->los->data;
+      guint n = 0;
+
+      g_array_sort (group->los, compare_ports);
+      for (guint i = 0; i < group->los->len; i++)
+        if (n == 0 || los[i] != los[n - 1])
+          los[n++] = los[i];
+      g_array_set_size (group->los, n);
+      group->hi = g_new0 (guint, n + 1);
+      group->which = g_new0 (guint, n + 1);
+    }
+  return groups;
+}
+
+/* The earliest of the covering ranges found for a port rule, or NULL. */
+static const DhfPolicyRule *
+range_cover (GHashTable *groups, const DhfPolicyRule *rules, const DhfPolicyRule *rule,
+             const DhfPolicyToken *sources, guint n_sources, const DhfPolicyToken *targets,
+             guint n_targets)
+{
+  const DhfPolicyRule *cover = NULL;
+
+  for (guint a = 0; a < n_sources; a++)
+    for (guint b = 0; b < n_targets; b++)
+      {
+        Triple key = { port_protocol (rule), sources[a].type, sources[a].value, targets[b].type,
+                       targets[b].value };
+        const RangeGroup *group = g_hash_table_lookup (groups, &key);
+        guint hit
+            = group != NULL ? range_group_cover (group, rule->port_lo, rule->port_hi) : G_MAXUINT;
+
+        if (hit != G_MAXUINT && (cover == NULL || hit < cover->index))
+          cover = &rules[hit];
+      }
+  return cover;
 }
 
 void
@@ -164,7 +289,8 @@ dhf_policy_check_shadowed (const DhfPolicyRule *rules, guint n_rules, DhfPolicyD
 {
   g_autoptr (GHashTable) first = g_hash_table_new (triple_hash, triple_equal);
   g_autofree Triple *triples = g_new (Triple, n_rules);
-  g_autoptr (GPtrArray) ranges = g_ptr_array_new ();
+  g_autofree Triple *range_keys = g_new (Triple, n_rules);
+  g_autoptr (GHashTable) ranges = build_range_groups (rules, n_rules, range_keys);
   gchar subjects[4][DHF_POLICY_MAX_QUERY];
 
   for (guint i = 0; i < n_rules; i++)
@@ -190,12 +316,13 @@ dhf_policy_check_shadowed (const DhfPolicyRule *rules, guint n_rules, DhfPolicyD
             }
       if (is_port_rule (rule))
         {
-          const DhfPolicyRule *hit = range_cover (ranges, rule);
+          const DhfPolicyRule *hit
+              = range_cover (ranges, rules, rule, sources, n_sources, targets, n_targets);
 
           if (hit != NULL && (cover == NULL || hit->index < cover->index))
             cover = hit;
           if (rule->select == DHF_POLICY_SELECT_RANGE)
-            g_ptr_array_add (ranges, (gpointer) rule);
+            range_group_add (g_hash_table_lookup (ranges, &range_keys[i]), rule);
         }
 
       if (cover != NULL)

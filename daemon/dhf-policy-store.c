@@ -2,6 +2,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <glib/gstdio.h>
 
@@ -13,6 +17,14 @@
  * parse and never sees a policy freed under it. */
 
 #define DEBOUNCE_MS 200
+/* How long a file may stay "being written" (CHANGED without the
+ * CHANGES_DONE_HINT of its close) before dhfd reads it anyway. */
+#define WRITE_TIMEOUT_MS 2000
+/* ... and never postponed longer than this by files kept open and written
+ * (a swap or log file in a policy directory). */
+#define WRITE_MAX_WAIT_US (10 * G_USEC_PER_SEC)
+/* The saved last good policy is read back at most this big. */
+#define MAX_LAST_GOOD (64 * 1024 * 1024)
 
 struct _DhfPolicyStore
 {
@@ -26,12 +38,16 @@ struct _DhfPolicyStore
   gboolean loaded; /* a reload has put something in force */
 
   gboolean degraded;
+  DhfPolicySource source;
   GPtrArray *diagnostics;
   guint64 generation;
 
   GMainContext *context; /* where watch() was called */
   GHashTable *monitors;  /* path -> GFileMonitor */
   GSource *debounce;
+  GHashTable *writing;    /* paths changed and not yet closed */
+  GSource *write_timeout; /* reads them anyway when no close comes */
+  gint64 writing_since;   /* when writing last became non-empty */
 };
 
 enum
@@ -55,6 +71,12 @@ dhf_policy_store_finalize (GObject *object)
       g_source_destroy (self->debounce);
       g_source_unref (self->debounce);
     }
+  if (self->write_timeout != NULL)
+    {
+      g_source_destroy (self->write_timeout);
+      g_source_unref (self->write_timeout);
+    }
+  g_clear_pointer (&self->writing, g_hash_table_unref);
   g_clear_pointer (&self->monitors, g_hash_table_unref);
   g_clear_pointer (&self->context, g_main_context_unref);
   g_clear_pointer (&self->policy, dhf_policy_unref);
@@ -99,6 +121,8 @@ dhf_policy_store_init (DhfPolicyStore *self)
   self->policy = dhf_policy_new_empty ();
   self->diagnostics = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_policy_diagnostic_free);
   self->monitors = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, monitor_free);
+  self->writing = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->source = DHF_POLICY_SOURCE_EMPTY;
 }
 
 DhfPolicyStore *
@@ -151,14 +175,160 @@ save_last_good (DhfPolicyStore *self, DhfPolicy *policy)
     return;
   source = dhf_policy_get_source (policy);
   dir = g_path_get_dirname (self->last_good_path);
-  if (g_mkdir_with_parents (dir, 0755) < 0)
+  /* The admin policy is not for everyone to read (D-Bus Show is
+   * restricted too): the directory, when dhfd creates it, and the file
+   * are the daemon's own. */
+  if (g_mkdir_with_parents (dir, 0700) < 0)
     {
       g_warning ("cannot create %s for the last good policy: %s", dir, g_strerror (errno));
       return;
     }
-  /* g_file_set_contents writes a temporary file and renames it over. */
-  if (!g_file_set_contents (self->last_good_path, source, -1, &error))
+  /* Written to a temporary file (mode 0600) and renamed over. */
+  if (!g_file_set_contents_full (self->last_good_path, source, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                 0600, &error))
     g_warning ("cannot save the last good policy: %s", error->message);
+}
+
+/* Reads the saved last good policy, refusing a file that someone other
+ * than dhfd (or root) could have written: it is put in force unchecked
+ * by any admin. */
+static gchar *
+read_last_good (const gchar *path, gsize *length)
+{
+  g_autoptr (GString) text = NULL;
+  struct stat st;
+  int fd;
+
+  fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0)
+    {
+      if (errno != ENOENT)
+        g_warning ("policy: cannot read the last good policy %s: %s", path, g_strerror (errno));
+      return NULL;
+    }
+  if (fstat (fd, &st) < 0)
+    {
+      g_warning ("policy: cannot read the last good policy %s: %s", path, g_strerror (errno));
+      close (fd);
+      return NULL;
+    }
+  if (!S_ISREG (st.st_mode))
+    {
+      g_warning ("policy: ignoring the last good policy %s: not a regular file", path);
+      close (fd);
+      return NULL;
+    }
+  if (st.st_uid != getuid () && st.st_uid != 0)
+    {
+      g_warning ("policy: ignoring the last good policy %s: owned by uid %u, not by dhfd (uid %u) "
+                 "or root",
+                 path, (guint) st.st_uid, (guint) getuid ());
+      close (fd);
+      return NULL;
+    }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    {
+      g_warning ("policy: ignoring the last good policy %s: writable by group or others (mode "
+                 "%04o)",
+                 path, (guint) (st.st_mode & 07777));
+      close (fd);
+      return NULL;
+    }
+  text = g_string_new (NULL);
+  for (;;)
+    {
+      gchar buf[65536];
+      gssize n = read (fd, buf, sizeof buf);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          g_warning ("policy: cannot read the last good policy %s: %s", path, g_strerror (errno));
+          close (fd);
+          return NULL;
+        }
+      if (n == 0)
+        break;
+      if (text->len + (gsize) n > MAX_LAST_GOOD)
+        {
+          g_warning ("policy: ignoring the last good policy %s: larger than %u bytes", path,
+                     MAX_LAST_GOOD);
+          close (fd);
+          return NULL;
+        }
+      g_string_append_len (text, buf, n);
+    }
+  close (fd);
+  *length = text->len;
+  return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
+static gboolean
+is_rule_file_name (const gchar *name)
+{
+  if (!g_str_has_suffix (name, ".policy") || !(g_ascii_isalnum (name[0]) || name[0] == '_'))
+    return FALSE;
+  for (const gchar *p = name; *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p) && *p != '_' && *p != '.' && *p != '-')
+      return FALSE;
+  return TRUE;
+}
+
+static gint
+compare_names (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const gchar *const *) a, *(const gchar *const *) b);
+}
+
+/* The vendor directory (the last of dirs) without the files an admin
+ * directory has a file of the same name for: such a file disables the
+ * vendor one (an empty one is how an admin turns a vendor file off), and
+ * does so even when the admin file itself is broken. */
+static DhfPolicy *
+load_vendor_alone (DhfPolicyStore *self)
+{
+  guint n_dirs = g_strv_length (self->dirs);
+  const gchar *vendor = self->dirs[n_dirs - 1];
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GDir) dir = g_dir_open (vendor, 0, &error);
+  const gchar *name;
+
+  if (dir == NULL)
+    {
+      if (g_error_matches (error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        return dhf_policy_load_files ((const gchar *const[]){ NULL }, NULL);
+      return NULL;
+    }
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      gboolean overridden = FALSE;
+
+      if (!g_str_has_suffix (name, ".policy"))
+        continue;
+      if (!is_rule_file_name (name))
+        return NULL; /* as dhf_policy_load_dirs() would: an error */
+      for (guint i = 0; i + 1 < n_dirs && !overridden; i++)
+        {
+          g_autofree gchar *admin = g_build_filename (self->dirs[i], name, NULL);
+
+          overridden = g_file_test (admin, G_FILE_TEST_EXISTS)
+                       || g_file_test (admin, G_FILE_TEST_IS_SYMLINK);
+        }
+      if (overridden)
+        g_message ("policy: not using the vendor file %s/%s: an admin file of that name disables "
+                   "it",
+                   vendor, name);
+      else
+        g_ptr_array_add (names, g_strdup (name));
+    }
+  g_ptr_array_sort (names, compare_names);
+  for (guint i = 0; i < names->len; i++)
+    g_ptr_array_add (files, g_build_filename (vendor, g_ptr_array_index (names, i), NULL));
+  g_ptr_array_add (files, NULL);
+  return dhf_policy_load_files ((const gchar *const *) files->pdata, NULL);
 }
 
 /* The startup fallbacks, in order: the saved last good policy, the
@@ -170,29 +340,31 @@ load_fallback (DhfPolicyStore *self)
   g_autofree gchar *text = NULL;
   gsize len = 0;
 
-  if (self->last_good_path != NULL && g_file_get_contents (self->last_good_path, &text, &len, NULL))
+  if (self->last_good_path != NULL && (text = read_last_good (self->last_good_path, &len)) != NULL)
     {
       DhfPolicy *policy = dhf_policy_parse_data (self->last_good_path, text, len, NULL);
 
       if (policy != NULL)
         {
           g_warning ("policy: using the last good policy saved in %s", self->last_good_path);
+          self->source = DHF_POLICY_SOURCE_LAST_GOOD_SAVED;
           return policy;
         }
       g_warning ("policy: the last good policy saved in %s is not valid", self->last_good_path);
     }
   if (n_dirs > 1)
     {
-      const gchar *vendor[] = { self->dirs[n_dirs - 1], NULL };
-      DhfPolicy *policy = dhf_policy_load_dirs (vendor, NULL);
+      DhfPolicy *policy = load_vendor_alone (self);
 
       if (policy != NULL)
         {
-          g_warning ("policy: using the vendor policy in %s alone", vendor[0]);
+          g_warning ("policy: using the vendor policy in %s alone", self->dirs[n_dirs - 1]);
+          self->source = DHF_POLICY_SOURCE_VENDOR_ONLY;
           return policy;
         }
     }
   g_warning ("policy: no valid policy; denying everything");
+  self->source = DHF_POLICY_SOURCE_EMPTY;
   return dhf_policy_new_empty ();
 }
 
@@ -218,6 +390,7 @@ dhf_policy_store_reload (DhfPolicyStore *self)
       save_last_good (self, policy);
       swap_in (self, policy);
       self->degraded = FALSE;
+      self->source = DHF_POLICY_SOURCE_FILES;
       update_watches (self);
       g_signal_emit (self, signals[SIGNAL_CHANGED], 0);
       g_signal_emit (self, signals[SIGNAL_RELOADED], 0, TRUE);
@@ -237,8 +410,15 @@ dhf_policy_store_reload (DhfPolicyStore *self)
   self->degraded = TRUE;
   if (self->loaded)
     {
-      g_warning ("policy: keeping the policy in force (generation %" G_GUINT64_FORMAT ")",
-                 self->generation);
+      /* What was in force stays: the files' set becomes "the last good
+       * one in memory"; a startup fallback stays what it was. */
+      if (self->source == DHF_POLICY_SOURCE_FILES)
+        self->source = DHF_POLICY_SOURCE_LAST_GOOD_MEMORY;
+      g_warning ("policy: keeping the policy in force (generation %" G_GUINT64_FORMAT "): %s",
+                 self->generation, dhf_policy_source_describe (self->source));
+      /* The set was refused, but the files it includes must be watched
+       * all the same: fixing one has to bring a reload. */
+      update_watches (self);
       g_signal_emit (self, signals[SIGNAL_RELOADED], 0, FALSE);
       return FALSE;
     }
@@ -263,6 +443,32 @@ dhf_policy_store_get_diagnostics (DhfPolicyStore *self)
   return self->diagnostics;
 }
 
+DhfPolicySource
+dhf_policy_store_get_source (DhfPolicyStore *self)
+{
+  g_return_val_if_fail (DHF_IS_POLICY_STORE (self), DHF_POLICY_SOURCE_EMPTY);
+  return self->source;
+}
+
+const gchar *
+dhf_policy_source_describe (DhfPolicySource source)
+{
+  switch (source)
+    {
+      case DHF_POLICY_SOURCE_FILES:
+        return "the policy files on disk are in force";
+      case DHF_POLICY_SOURCE_LAST_GOOD_MEMORY:
+        return "the last good policy stays in force";
+      case DHF_POLICY_SOURCE_LAST_GOOD_SAVED:
+        return "the last good policy saved at the previous start is in force";
+      case DHF_POLICY_SOURCE_VENDOR_ONLY:
+        return "the vendor defaults alone are in force";
+      case DHF_POLICY_SOURCE_EMPTY:
+      default:
+        return "no policy is in force: everything is denied";
+    }
+}
+
 guint64
 dhf_policy_store_get_generation (DhfPolicyStore *self)
 {
@@ -276,19 +482,17 @@ on_debounce (gpointer data)
   DhfPolicyStore *self = data;
 
   g_clear_pointer (&self->debounce, g_source_unref);
+  /* A file is still being written: its close (or the write timeout)
+   * schedules the reload. */
+  if (g_hash_table_size (self->writing) > 0)
+    return G_SOURCE_REMOVE;
   dhf_policy_store_reload (self);
   return G_SOURCE_REMOVE;
 }
 
 static void
-on_changed (GFileMonitor *monitor, GFile *file, GFile *other, GFileMonitorEvent event,
-            gpointer data)
+schedule_reload (DhfPolicyStore *self)
 {
-  DhfPolicyStore *self = data;
-
-  if (event == G_FILE_MONITOR_EVENT_ATTRIBUTE_CHANGED || event == G_FILE_MONITOR_EVENT_PRE_UNMOUNT
-      || event == G_FILE_MONITOR_EVENT_UNMOUNTED)
-    return;
   /* Editors write in bursts: reload once, after the burst. */
   if (self->debounce != NULL)
     {
@@ -299,6 +503,107 @@ on_changed (GFileMonitor *monitor, GFile *file, GFile *other, GFileMonitorEvent 
   g_source_set_callback (self->debounce, on_debounce, self, NULL);
   g_source_set_static_name (self->debounce, "dhf-policy-reload");
   g_source_attach (self->debounce, self->context);
+}
+
+static void
+cancel_write_timeout (DhfPolicyStore *self)
+{
+  if (self->write_timeout == NULL)
+    return;
+  g_source_destroy (self->write_timeout);
+  g_clear_pointer (&self->write_timeout, g_source_unref);
+}
+
+/* A writer that never closes its file (or a backend without
+ * CHANGES_DONE_HINT): read what is there after all. */
+static gboolean
+on_write_timeout (gpointer data)
+{
+  DhfPolicyStore *self = data;
+
+  g_clear_pointer (&self->write_timeout, g_source_unref);
+  g_debug ("policy: %u files still being written after %u ms; reading them anyway",
+           g_hash_table_size (self->writing), WRITE_TIMEOUT_MS);
+  g_hash_table_remove_all (self->writing);
+  schedule_reload (self);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+start_write_timeout (DhfPolicyStore *self)
+{
+  gint64 now = g_get_monotonic_time ();
+  gint64 left_ms;
+
+  if (self->write_timeout == NULL)
+    self->writing_since = now;
+  cancel_write_timeout (self);
+  left_ms = (self->writing_since + WRITE_MAX_WAIT_US - now) / 1000;
+  self->write_timeout = g_timeout_source_new ((guint) CLAMP (left_ms, 0, WRITE_TIMEOUT_MS));
+  g_source_set_callback (self->write_timeout, on_write_timeout, self, NULL);
+  g_source_set_static_name (self->write_timeout, "dhf-policy-write-timeout");
+  g_source_attach (self->write_timeout, self->context);
+}
+
+static void
+write_finished (DhfPolicyStore *self, GFile *file)
+{
+  g_autofree gchar *path = file != NULL ? g_file_get_path (file) : NULL;
+
+  if (path != NULL)
+    g_hash_table_remove (self->writing, path);
+  if (g_hash_table_size (self->writing) == 0)
+    cancel_write_timeout (self);
+}
+
+/* A file being written in place (CREATED, CHANGED, ...) is read only once
+ * it is closed (CHANGES_DONE_HINT): a writer pausing mid-file must not
+ * get a valid prefix of it put in force and saved as the last good
+ * policy. Renames, deletions and attribute changes are complete events.
+ * Editors (and g_file_set_contents()) write a temporary file and rename
+ * it, which is what docs/policy.md asks admins to do. */
+static void
+on_changed (GFileMonitor *monitor, GFile *file, GFile *other, GFileMonitorEvent event,
+            gpointer data)
+{
+  DhfPolicyStore *self = data;
+  gchar *path;
+
+  switch (event)
+    {
+      case G_FILE_MONITOR_EVENT_PRE_UNMOUNT:
+      case G_FILE_MONITOR_EVENT_UNMOUNTED:
+        return;
+      case G_FILE_MONITOR_EVENT_CHANGED:
+      case G_FILE_MONITOR_EVENT_CREATED:
+        path = file != NULL ? g_file_get_path (file) : NULL;
+        if (path == NULL || g_file_test (path, G_FILE_TEST_IS_DIR))
+          {
+            g_free (path);
+            schedule_reload (self);
+            return;
+          }
+        g_hash_table_add (self->writing, path);
+        /* Measured from the latest write (a writer still writing is waited
+         * for), up to WRITE_MAX_WAIT_US in all. */
+        start_write_timeout (self);
+        return;
+      case G_FILE_MONITOR_EVENT_CHANGES_DONE_HINT:
+      case G_FILE_MONITOR_EVENT_DELETED:
+      case G_FILE_MONITOR_EVENT_MOVED_OUT:
+        write_finished (self, file);
+        break;
+      case G_FILE_MONITOR_EVENT_RENAMED:
+      case G_FILE_MONITOR_EVENT_MOVED:
+        write_finished (self, file);
+        write_finished (self, other);
+        break;
+      case G_FILE_MONITOR_EVENT_ATTRIBUTE_CHANGED:
+      case G_FILE_MONITOR_EVENT_MOVED_IN:
+      default:
+        break;
+    }
+  schedule_reload (self);
 }
 
 static void
@@ -340,35 +645,134 @@ in_watched_dir (DhfPolicyStore *self, const gchar *path)
   return FALSE;
 }
 
+/* The argument of a "!include PATH" line (PATH possibly quoted), else NULL. */
+static gchar *
+include_argument (const gchar *line)
+{
+  g_autoptr (GString) path = g_string_new (NULL);
+  const gchar *p = line;
+  gboolean quoted = FALSE;
+
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (!g_str_has_prefix (p, "!include") || (p[8] != ' ' && p[8] != '\t'))
+    return NULL;
+  p += 8;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  for (; *p != '\0' && *p != '\r'; p++)
+    {
+      if (*p == '"')
+        quoted = !quoted;
+      else if (quoted && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
+        g_string_append_c (path, *++p);
+      else if (!quoted && (*p == ' ' || *p == '\t' || *p == '#'))
+        break;
+      else
+        g_string_append_c (path, *p);
+    }
+  if (path->len == 0)
+    return NULL;
+  return g_string_free (g_steal_pointer (&path), FALSE);
+}
+
+/* Adds to out the files that file includes, directly or not, as its
+ * "!include" lines name them: a cheap scan, so that the included files of
+ * a refused set are watched too (fixing one must bring a reload). */
+static void
+scan_includes (const gchar *file, guint depth, GHashTable *seen, GPtrArray *out)
+{
+  g_autofree gchar *canonical = g_canonicalize_filename (file, NULL);
+  g_autofree gchar *text = NULL;
+  g_autofree gchar *dir = NULL;
+  g_auto (GStrv) lines = NULL;
+  gsize len = 0;
+
+  if (depth > 16 || g_hash_table_contains (seen, canonical))
+    return;
+  g_hash_table_add (seen, g_strdup (canonical));
+  if (!g_file_get_contents (file, &text, &len, NULL) || len > 8 * 1024 * 1024
+      || memchr (text, '\0', len) != NULL)
+    return;
+  dir = g_path_get_dirname (file);
+  lines = g_strsplit (text, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++)
+    {
+      g_autofree gchar *argument = include_argument (lines[i]);
+      gchar *path;
+
+      if (argument == NULL)
+        continue;
+      path = g_path_is_absolute (argument) ? g_steal_pointer (&argument)
+                                           : g_build_filename (dir, argument, NULL);
+      g_ptr_array_add (out, path);
+      scan_includes (path, depth + 1, seen, out);
+    }
+}
+
+/* The rule files of the directories (every *.policy file: a superset of
+ * those the set is built from is fine for watching). */
+static void
+scan_dirs_includes (DhfPolicyStore *self, GPtrArray *out)
+{
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+
+  for (guint i = 0; self->dirs[i] != NULL; i++)
+    {
+      g_autoptr (GDir) dir = g_dir_open (self->dirs[i], 0, NULL);
+      const gchar *name;
+
+      while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+        {
+          g_autofree gchar *path = NULL;
+
+          if (!g_str_has_suffix (name, ".policy"))
+            continue;
+          path = g_build_filename (self->dirs[i], name, NULL);
+          scan_includes (path, 0, seen, out);
+        }
+    }
+}
+
+static void
+want_file (DhfPolicyStore *self, GHashTable *wanted, const gchar *path)
+{
+  if (in_watched_dir (self, path)
+      || g_str_equal (path, self->last_good_path ? self->last_good_path : ""))
+    return;
+  add_monitor (self, path, FALSE);
+  g_hash_table_add (wanted, g_strdup (path));
+}
+
 /* Directories always; included files from elsewhere as the policy in
- * force names them. Watches of files no longer included are dropped. */
+ * force names them, and as the files on disk name them (a refused set's
+ * includes included). Watches of files no longer included are dropped. */
 static void
 update_watches (DhfPolicyStore *self)
 {
   g_autoptr (DhfPolicy) policy = NULL;
   g_autoptr (GHashTable) wanted = NULL;
+  g_autoptr (GPtrArray) includes = NULL;
   const gchar *const *files;
   GHashTableIter iter;
   gpointer key;
 
   if (self->context == NULL)
     return;
-  wanted = g_hash_table_new (g_str_hash, g_str_equal);
+  wanted = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; self->dirs[i] != NULL; i++)
     {
       add_monitor (self, self->dirs[i], TRUE);
-      g_hash_table_add (wanted, self->dirs[i]);
+      g_hash_table_add (wanted, g_strdup (self->dirs[i]));
     }
   policy = dhf_policy_store_get (self);
   files = dhf_policy_get_files (policy);
-  for (guint i = 0; files[i] != NULL; i++)
-    {
-      if (in_watched_dir (self, files[i])
-          || g_str_equal (files[i], self->last_good_path ? self->last_good_path : ""))
-        continue;
-      add_monitor (self, files[i], FALSE);
-      g_hash_table_add (wanted, (gpointer) files[i]);
-    }
+  for (guint i = 0; files != NULL && files[i] != NULL; i++)
+    want_file (self, wanted, files[i]);
+  includes = g_ptr_array_new_with_free_func (g_free);
+  scan_dirs_includes (self, includes);
+  for (guint i = 0; i < includes->len; i++)
+    want_file (self, wanted, g_ptr_array_index (includes, i));
   g_hash_table_iter_init (&iter, self->monitors);
   while (g_hash_table_iter_next (&iter, &key, NULL))
     if (!g_hash_table_contains (wanted, key))

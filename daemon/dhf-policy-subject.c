@@ -477,6 +477,116 @@ parse_hotkey (const gchar *combo, DhfPolicySubject *subject, gchar **message)
   return TRUE;
 }
 
+/* ---- query subjects ------------------------------------------------------
+ *
+ * What a query names must be one concrete subject of the grammar, not a
+ * pattern: otherwise a malformed name ("Button/Power", "tcp", "usb:46d:c52b")
+ * would miss every exact rule yet still match the wildcard and class rules
+ * below them. These checks mirror the parsers above without allocating. */
+
+static gboolean
+copy_lower (const gchar *s, gsize len, gchar *buf, gsize size)
+{
+  if (len >= size)
+    return FALSE;
+  for (gsize i = 0; i < len; i++)
+    buf[i] = g_ascii_tolower (s[i]);
+  buf[len] = '\0';
+  return TRUE;
+}
+
+static gboolean
+query_device (const gchar *s, gchar *buf, gsize size)
+{
+  gsize len = strlen (s);
+
+  if (g_str_has_prefix (s, "usb:"))
+    {
+      const gchar *sel = s + 4;
+      gsize sel_len = len - 4;
+
+      if (sel_len < 9 || !is_hex (sel, 4) || sel[4] != ':' || !is_hex (sel + 5, 4)
+          || (sel_len > 9
+              && (sel[9] != ':' || sel_len - 10 == 0 || sel_len - 10 > 128
+                  || !all_chars (sel + 10, sel_len - 10, "._-"))))
+        return FALSE;
+      /* Hex is compared lowercase; a USB serial keeps its case. */
+      if (!copy_lower (s, 13, buf, size) || len >= size)
+        return FALSE;
+      memcpy (buf + 13, s + 13, len - 13 + 1);
+      return TRUE;
+    }
+  if (g_str_has_prefix (s, "pci:"))
+    {
+      const gchar *sel = s + 4;
+
+      if (len - 4 != 12 || !is_hex (sel, 4) || sel[4] != ':' || !is_hex (sel + 5, 2)
+          || sel[7] != ':' || !is_hex (sel + 8, 2) || sel[10] != '.' || sel[11] < '0'
+          || sel[11] > '7' || g_ascii_xdigit_value (sel[8]) > 1)
+        return FALSE;
+      return copy_lower (s, len, buf, size);
+    }
+  if (g_str_equal (s, "input:keyboard") || g_str_equal (s, "input:mouse")
+      || g_str_equal (s, "input:tablet"))
+    return copy_lower (s, len, buf, size);
+  return FALSE;
+}
+
+static gboolean
+query_network (const gchar *s, gchar *buf, gsize size, guint *port)
+{
+  guint value;
+
+  *port = 0;
+  if (g_str_equal (s, "icmp"))
+    return g_strlcpy (buf, s, size) < size;
+  if ((strncmp (s, "tcp/", 4) != 0 && strncmp (s, "udp/", 4) != 0)
+      || !parse_port (s + 4, strlen (s + 4), &value))
+    return FALSE;
+  *port = value;
+  return (gsize) g_snprintf (buf, size, "%.3s/%u", s, value) < size;
+}
+
+gboolean
+dhf_policy_query_normalise (DhfPolicyKind kind, const gchar *subject, const gchar *argument,
+                            gchar *buf, gsize size, guint *port)
+{
+  const gchar *slash;
+
+  *port = 0;
+  if (kind == DHF_POLICY_KIND_SWITCH)
+    return subject == NULL && argument == NULL;
+  if (subject == NULL || (argument != NULL && kind != DHF_POLICY_KIND_XDM))
+    return FALSE;
+  switch (kind)
+    {
+      case DHF_POLICY_KIND_XDM:
+        if (!is_service_name (subject, strlen (subject))
+            || (argument != NULL
+                && (strlen (argument) > 64 || !all_chars (argument, strlen (argument), "._-"))))
+          return FALSE;
+        return g_strlcpy (buf, subject, size) < size;
+      case DHF_POLICY_KIND_DEVICE:
+        return query_device (subject, buf, size);
+      case DHF_POLICY_KIND_ACPI:
+        /* CLASS/NAME, or a bare CLASS for events that have no name
+         * ("ac_adapter"); either is one event, never a pattern. */
+        slash = strchr (subject, '/');
+        if (!is_lower_word (subject, slash != NULL ? (gsize) (slash - subject) : strlen (subject))
+            || (slash != NULL && !is_lower_word (slash + 1, strlen (slash + 1))))
+          return FALSE;
+        return g_strlcpy (buf, subject, size) < size;
+      case DHF_POLICY_KIND_HOTKEY:
+        return dhf_policy_hotkey_normalise (subject, buf, size, NULL);
+      case DHF_POLICY_KIND_NETWORK:
+        return query_network (subject, buf, size, port);
+      case DHF_POLICY_KIND_SWITCH:
+      case DHF_POLICY_N_KINDS:
+      default:
+        return FALSE;
+    }
+}
+
 static const gchar *const kind_prefixes[] = { "device", "switch", "acpi", "hotkey", "network" };
 
 gboolean

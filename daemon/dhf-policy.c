@@ -252,8 +252,10 @@ dhf_policy_parse_subject (const gchar *text, DhfPolicyKind *kind, gchar **subjec
       g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "%s", message);
       return FALSE;
     }
-  /* A query names one thing: no wildcards, classes or ranges. */
-  if (parsed.kind != DHF_POLICY_KIND_SWITCH && parsed.select != DHF_POLICY_SELECT_EXACT)
+  /* A query names one thing: no wildcards, classes or ranges; network:icmp
+   * is one concrete destination (icmp has no ports). */
+  if (parsed.kind != DHF_POLICY_KIND_SWITCH && parsed.select != DHF_POLICY_SELECT_EXACT
+      && !(parsed.kind == DHF_POLICY_KIND_NETWORK && g_strcmp0 (parsed.key, "icmp") == 0))
     {
       g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
                    "'%s' is a pattern; a query needs one concrete subject", text);

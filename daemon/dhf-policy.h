@@ -93,11 +93,21 @@ typedef struct
   guint line;   /* 1-based; 0 when the problem is about the whole file */
   guint column; /* 1-based; 0 when not applicable */
   gchar *message;
+  /* Set on the last diagnostic only when some were left out (the cap is
+   * 200): that entry's message is "... N more" and these are how many
+   * errors and warnings it stands for (N = their sum). 0 on every other
+   * diagnostic. */
+  guint more_errors;
+  guint more_warnings;
 } DhfPolicyDiagnostic;
 
 void dhf_policy_diagnostic_free (DhfPolicyDiagnostic *diagnostic);
 /* "file:line:col: error: message" (line/col left out when 0). */
 gchar *dhf_policy_diagnostic_format (const DhfPolicyDiagnostic *diagnostic);
+/* The true numbers of errors and warnings in diagnostics (as filled by the
+ * load and parse functions), counting those a "... N more" entry stands
+ * for and not that entry itself. Either pointer may be NULL. */
+void dhf_policy_count_diagnostics (GPtrArray *diagnostics, guint *errors, guint *warnings);
 
 /* Loads the rule files of dirs, the first directory taking precedence: a
  * file in dirs[0] replaces the same-named file in dirs[1] (admin over vendor).
@@ -122,7 +132,13 @@ DhfPolicy *dhf_policy_ref (DhfPolicy *self);
 void dhf_policy_unref (DhfPolicy *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfPolicy, dhf_policy_unref)
 
-/* Thread-safe: the policy is immutable. Returns the decision's action. */
+/* Thread-safe: the policy is immutable. Returns the decision's action.
+ * The query's subject must be one concrete subject of its kind as the
+ * grammar writes it (what dhf_policy_parse_subject() returns: no wildcard,
+ * class or range; tcp/udp with one port, icmp without; an ACPI event as
+ * CLASS or CLASS/NAME in lowercase; hex and hotkeys in any case), and an
+ * XDM argument [A-Za-z0-9._-]{0,64}; anything else is denied with
+ * decision->rule == NULL, without looking at the rules. */
 DhfPolicyAction dhf_policy_evaluate (DhfPolicy *self, const DhfPolicyQuery *query,
                                      DhfPolicyDecision *decision);
 

@@ -3,6 +3,8 @@
  * and test, show and reload on org.dhf.Framework1.Policy. */
 #include "config.h"
 
+#include <string.h>
+
 #include <dhf/dhf.h>
 
 #include "dhf-policy.h"
@@ -296,6 +298,19 @@ cmd_test (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, G
   return TRUE;
 }
 
+/* What dhfd says is in force while degraded: the "note: the policy files
+ * were refused; ..." line its diagnostics end with. */
+static const gchar *
+in_force_text (const gchar *const *diagnostics)
+{
+  static const gchar prefix[] = "note: the policy files were refused; ";
+
+  for (guint i = 0; diagnostics != NULL && diagnostics[i] != NULL; i++)
+    if (g_str_has_prefix (diagnostics[i], prefix))
+      return diagnostics[i] + strlen (prefix);
+  return "the last good policy stays in force";
+}
+
 static gboolean
 cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, GError **error)
 {
@@ -305,6 +320,7 @@ cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, G
   g_autofree gchar *text = NULL;
   g_autofree gchar *rules = NULL;
   g_autofree gchar *generation = NULL;
+  g_autofree gchar *degraded_text = NULL;
   const gchar *const *files;
   const gchar *const *diagnostics;
 
@@ -350,12 +366,10 @@ cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, G
     dhfctl_table_add_row (table, "Files:", "-", NULL);
   dhfctl_table_add_row (table, "Rules:", rules, NULL);
   dhfctl_table_add_row (table, "Generation:", generation, NULL);
-  dhfctl_table_add_row (table, "Degraded:",
-                        dhf_dbus_policy_get_degraded (policy)
-                            ? "yes (the files on disk were refused; the last good policy is "
-                              "in force)"
-                            : "no",
-                        NULL);
+  degraded_text = dhf_dbus_policy_get_degraded (policy) ? g_strdup_printf (
+                      "yes (the files on disk were refused; %s)", in_force_text (diagnostics))
+                                                        : g_strdup ("no");
+  dhfctl_table_add_row (table, "Degraded:", degraded_text, NULL);
   for (guint i = 0; diagnostics != NULL && diagnostics[i] != NULL; i++)
     dhfctl_table_add_row (table, i == 0 ? "Diagnostics:" : "", diagnostics[i], NULL);
   dhfctl_table_print (table);
@@ -426,10 +440,20 @@ cmd_reload (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
              plural (dhf_dbus_policy_get_rules (policy), "rule", "rules"), n_files,
              plural (n_files, "file", "files"));
   else
-    g_printerr ("dhfctl: the policy files were refused; dhfd keeps the last good policy (%u %s) "
-                "and reports itself degraded\n",
-                dhf_dbus_policy_get_rules (policy),
-                plural (dhf_dbus_policy_get_rules (policy), "rule", "rules"));
+    {
+      const gchar *in_force = in_force_text ((const gchar *const *) diagnostics);
+
+      if (g_str_equal (in_force, "the last good policy stays in force"))
+        g_printerr ("dhfctl: the policy files were refused; dhfd keeps the last good policy (%u "
+                    "%s) and reports itself degraded\n",
+                    dhf_dbus_policy_get_rules (policy),
+                    plural (dhf_dbus_policy_get_rules (policy), "rule", "rules"));
+      else
+        g_printerr ("dhfctl: the policy files were refused and dhfd reports itself degraded; %s "
+                    "(%u %s)\n",
+                    in_force, dhf_dbus_policy_get_rules (policy),
+                    plural (dhf_dbus_policy_get_rules (policy), "rule", "rules"));
+    }
   return TRUE;
 }
 

@@ -70,6 +70,17 @@ test_config_policy (void)
       g_assert_true (g_strv_equal ((const gchar *const *) config->policy_dirs, cases[i].expected));
       g_assert_cmpstr (config->policy_last_good, ==, "/var/lib/x/last");
     }
+  /* Next to a policy directory, with its name as a prefix: not inside it. */
+  {
+    g_autoptr (DhfConfig) config = dhf_config_new ();
+    g_autoptr (GError) error = NULL;
+
+    g_assert_true (dhf_config_load_data (
+        config, "[Policy]\nDirectories=/etc/x/policy.d\nLastGood=/etc/x/policy.d.last-good\n",
+        "t.conf", &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (config->policy_last_good, ==, "/etc/x/policy.d.last-good");
+  }
 }
 
 static void
@@ -115,6 +126,21 @@ test_config_errors (void)
     { "[Policy]\nLastGood=last-good\n",
       "t.conf: [Policy] LastGood: expected an absolute path, not 'last-good'" },
     { "[Policy]\nLastgood=/x\n", "t.conf: [Policy] Lastgood: unknown key" },
+    /* The last good policy inside a watched policy directory: a reload
+     * storm (and a file read as rules). */
+    { "[Policy]\nDirectories=/etc/dhf/policy.d;/usr/share/dhf/policy.d\n"
+      "LastGood=/etc/dhf/policy.d/last-good\n",
+      "t.conf: [Policy] LastGood: '/etc/dhf/policy.d/last-good' is inside the policy directory "
+      "'/etc/dhf/policy.d'; it must be kept outside every one of [Policy] Directories (dhfd "
+      "rewrites it at every reload)" },
+    { "[Policy]\nDirectories=/etc/dhf/policy.d;/usr/share/dhf/policy.d/\n"
+      "LastGood=/usr/share/dhf/policy.d/../policy.d/sub/x.policy\n",
+      "t.conf: [Policy] LastGood: '/usr/share/dhf/policy.d/sub/x.policy' is inside the policy "
+      "directory '/usr/share/dhf/policy.d'; it must be kept outside every one of [Policy] "
+      "Directories (dhfd rewrites it at every reload)" },
+    { "[Policy]\nDirectories=/a;/b\nLastGood=/b\n",
+      "t.conf: [Policy] LastGood: '/b' is inside the policy directory '/b'; it must be kept "
+      "outside every one of [Policy] Directories (dhfd rewrites it at every reload)" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)

@@ -2,6 +2,8 @@
 /* The policy audit log's rate limiting, with a clock the test moves. */
 #include "config.h"
 
+#include <string.h>
+
 #include "dhf-policy-audit.h"
 
 #define SECOND G_USEC_PER_SEC
@@ -73,6 +75,20 @@ xdm_query (const gchar *service, const DhfPolicyDomain *source, const DhfPolicyD
 }
 
 static const DhfPolicyDecision default_deny = { .action = DHF_POLICY_ACTION_DENY };
+
+/* Some record is the "other denies suppressed" one. */
+static gboolean
+strv_contains_other (Fixture *fx)
+{
+  for (guint i = 0; i < fx->records->len; i++)
+    {
+      const gchar *message = field (fx, i, "MESSAGE");
+
+      if (g_str_has_suffix (message, " other denies suppressed in the last 10 s"))
+        return TRUE;
+    }
+  return FALSE;
+}
 
 static void
 deny_n (DhfPolicyAudit *audit, const DhfPolicyQuery *query, guint n)
@@ -253,22 +269,23 @@ test_bounded_keys (Fixture *fx, gconstpointer data)
   const DhfPolicyDomain domains[] = {
     { .name = "a" }, { .name = "b" }, { .name = "c" }, { .name = "d" }, { .name = "e" },
   };
+  DhfPolicyQuery a = xdm_query ("org.example.Sync1", &domains[0], &personal);
 
   for (guint i = 0; i < G_N_ELEMENTS (domains); i++)
     {
       DhfPolicyQuery query = xdm_query ("org.example.Sync1", &domains[i], &personal);
 
-      /* The first key's further denies must not vanish with it. */
       deny_n (audit, &query, i == 0 ? 5 : 1);
       fx->now += SECOND;
     }
+  /* a, b, c logged; the table is full and their windows are open: none
+   * is evicted, d and e are only counted. */
   g_assert_cmpuint (dhf_policy_audit_get_n_keys (audit), ==, 3);
-  /* a, b, c logged; d evicts a (summary: 4 more); e evicts b (nothing). */
-  g_assert_cmpuint (fx->records->len, ==, 6);
-  g_assert_cmpstr (field (fx, 3, "DHF_POLICY_SOURCE"), ==, "a");
-  g_assert_cmpstr (field (fx, 3, "DHF_POLICY_SUPPRESSED"), ==, "4");
-  g_assert_cmpstr (field (fx, 4, "DHF_POLICY_SOURCE"), ==, "d");
-  g_assert_cmpstr (field (fx, 5, "DHF_POLICY_SOURCE"), ==, "e");
+  g_assert_cmpuint (fx->records->len, ==, 3);
+  g_assert_cmpstr (field (fx, 2, "DHF_POLICY_SOURCE"), ==, "c");
+  /* a is still rate-limited. */
+  deny_n (audit, &a, 1);
+  g_assert_cmpuint (fx->records->len, ==, 3);
 
   /* Many distinct keys: memory stays bounded. */
   for (guint i = 0; i < 1000; i++)
@@ -280,6 +297,84 @@ test_bounded_keys (Fixture *fx, gconstpointer data)
       dhf_policy_audit_deny (audit, &query, &default_deny);
       g_assert_cmpuint (dhf_policy_audit_get_n_keys (audit), <=, 3);
     }
+  g_assert_cmpuint (fx->records->len, ==, 3);
+  /* The window closes: a's summary (5 more), and one record for the
+   * 1002 denies of keys that found no room. */
+  fx->now += 10 * SECOND;
+  dhf_policy_audit_expire (audit);
+  g_assert_cmpuint (fx->records->len, ==, 5);
+  g_assert_null (field (fx, 3, "DHF_POLICY_SOURCE"));
+  g_assert_cmpstr (field (fx, 3, "DHF_POLICY_SUPPRESSED"), ==, "1002");
+  g_assert_cmpstr (field (fx, 3, "MESSAGE"), ==,
+                   "policy: 1002 other denies suppressed in the last 10 s");
+  g_assert_cmpstr (field (fx, 4, "DHF_POLICY_SOURCE"), ==, "a");
+  g_assert_cmpstr (field (fx, 4, "DHF_POLICY_SUPPRESSED"), ==, "5");
+}
+
+/* Cycling through more keys than are tracked (tcp ports 1-1025), ten
+ * times a second: the budget, not the keys, bounds the records. */
+static void
+test_key_cycling (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (DhfPolicyAudit) audit = new_audit (fx, 0);
+  guint64 denies = 0, suppressed = 0;
+  guint n_summaries = 0;
+
+  for (guint round = 0; round < 100; round++)
+    {
+      for (guint port = 1; port <= 1025; port++)
+        {
+          g_autofree gchar *subject = g_strdup_printf ("tcp/%u", port);
+          DhfPolicyQuery query = { .kind = DHF_POLICY_KIND_NETWORK,
+                                   .subject = subject,
+                                   .source = &personal,
+                                   .target_token = "@outside" };
+
+          dhf_policy_audit_deny (audit, &query, &default_deny);
+          denies++;
+        }
+      fx->now += SECOND / 10;
+    }
+  /* 10 s: one window. */
+  g_assert_cmpuint (fx->records->len, <=, DHF_POLICY_AUDIT_MAX_RECORDS + 1);
+  g_assert_cmpuint (dhf_policy_audit_get_n_keys (audit), <=, DHF_POLICY_AUDIT_MAX_KEYS);
+  fx->now += 10 * SECOND;
+  dhf_policy_audit_expire (audit);
+  g_assert_cmpuint (fx->records->len, <=, 2 * DHF_POLICY_AUDIT_MAX_RECORDS + 2);
+  /* Nothing is lost: every deny is a record or counted in one. */
+  for (guint i = 0; i < fx->records->len; i++)
+    {
+      const gchar *count = field (fx, i, "DHF_POLICY_SUPPRESSED");
+
+      if (count != NULL)
+        {
+          suppressed += g_ascii_strtoull (count, NULL, 10);
+          n_summaries++;
+        }
+    }
+  g_assert_cmpuint (suppressed + (fx->records->len - n_summaries), ==, denies);
+  g_assert_true (strv_contains_other (fx));
+}
+
+/* Guest-supplied strings are cut to DHF_POLICY_AUDIT_MAX_FIELD bytes. */
+static void
+test_long_fields (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (DhfPolicyAudit) audit = new_audit (fx, 0);
+  g_autofree gchar *name = g_strnfill (10000, 'n');
+  g_autoptr (GString) subject = g_string_new ("org.example.");
+  const DhfPolicyDomain source = { .name = name };
+  DhfPolicyQuery query;
+
+  for (guint i = 0; i < 5000; i++)
+    g_string_append (subject, "\xc3\xa9"); /* é: two bytes */
+  query = xdm_query (subject->str, &source, &corporate);
+  dhf_policy_audit_deny (audit, &query, &default_deny);
+  g_assert_cmpuint (fx->records->len, ==, 1);
+  g_assert_cmpuint (strlen (field (fx, 0, "DHF_POLICY_SOURCE")), ==, DHF_POLICY_AUDIT_MAX_FIELD);
+  g_assert_cmpuint (strlen (field (fx, 0, "DHF_POLICY_SUBJECT")), <=, DHF_POLICY_AUDIT_MAX_FIELD);
+  g_assert_true (g_utf8_validate (field (fx, 0, "DHF_POLICY_SUBJECT"), -1, NULL));
+  g_assert_cmpuint (strlen (field (fx, 0, "MESSAGE")), <, 4 * DHF_POLICY_AUDIT_MAX_FIELD);
 }
 
 static void
@@ -351,6 +446,8 @@ main (int argc, char **argv)
   ADD ("/policy-audit/only-denies", test_only_denies);
   ADD ("/policy-audit/rule-field", test_rule_field);
   ADD ("/policy-audit/bounded-keys", test_bounded_keys);
+  ADD ("/policy-audit/key-cycling", test_key_cycling);
+  ADD ("/policy-audit/long-fields", test_long_fields);
   ADD ("/policy-audit/pending-on-free", test_pending_on_free);
   ADD ("/policy-audit/untrusted-names", test_untrusted_names);
   ADD ("/policy-audit/timer", test_timer);

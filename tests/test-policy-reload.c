@@ -369,6 +369,18 @@ policy_reason_shown (gpointer data)
                                      "policy stays in force");
 }
 
+/* At startup the saved policy is in force, and the reason says so. */
+static gboolean
+policy_reason_saved_shown (gpointer data)
+{
+  Fixture *fx = data;
+  const gchar *const *reasons = dhf_dbus_manager_get_status_reasons (fx->manager);
+
+  return g_strcmp0 (dhf_dbus_manager_get_status (fx->manager), "degraded") == 0
+         && strv_has_match (reasons, "^policy: 1 error in the policy files; the last good policy "
+                                     "saved at the previous start is in force");
+}
+
 static gboolean
 status_running (gpointer data)
 {
@@ -472,6 +484,37 @@ test_broken_edit (Fixture *fx, gconstpointer data)
   assert_decision (fx, "hotkey:Ctrl+Alt+Tab", "dom0", "@next", "allow", "/20-admin.policy", 2);
 }
 
+static gboolean
+reason_500_shown (gpointer data)
+{
+  Fixture *fx = data;
+
+  return strv_has_match (dhf_dbus_manager_get_status_reasons (fx->manager),
+                         "^policy: 500 errors in the policy files; the last good policy stays in "
+                         "force");
+}
+
+/* More errors than Diagnostics lists: the status reason counts them all. */
+static void
+test_many_errors (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GString) text = g_string_new (NULL);
+  const gchar *const *diagnostics;
+
+  for (guint i = 0; i < 500; i++)
+    g_string_append (text, "switch @dom0 @any alow\n");
+  dhf_test_write_file (fx->admin_dir, "20-admin.policy", text->str);
+  if (!WAIT_UNTIL (is_degraded, fx))
+    return;
+  if (!WAIT_UNTIL (reason_500_shown, fx))
+    return;
+  diagnostics = dhf_dbus_policy_get_diagnostics (fx->policy);
+  g_assert_true (strv_has_match (diagnostics, "\\.\\.\\. [0-9]+ more"));
+  g_assert_true (strv_has_match (diagnostics, "^note: the policy files were refused; the last "
+                                              "good policy stays in force$"));
+  assert_initial_decisions (fx);
+}
+
 static void
 test_sighup (Fixture *fx, gconstpointer data)
 {
@@ -534,7 +577,11 @@ test_restart_uses_last_good (Fixture *fx, gconstpointer data)
   g_assert_true (dhf_dbus_policy_get_degraded (fx->policy));
   g_assert_true (strv_has_match (dhf_dbus_policy_get_diagnostics (fx->policy),
                                  "/20-admin.policy:2:[0-9]+: error: "));
-  if (!WAIT_UNTIL (policy_reason_shown, fx))
+  /* Diagnostics end with what is in force instead of the files. */
+  g_assert_true (strv_has_match (dhf_dbus_policy_get_diagnostics (fx->policy),
+                                 "^note: the policy files were refused; the last good policy saved "
+                                 "at the previous start is in force$"));
+  if (!WAIT_UNTIL (policy_reason_saved_shown, fx))
     return;
   /* The decisions are the saved policy's, whatever file names it uses. */
   {
@@ -573,6 +620,7 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
   ADD ("/policy-reload/decisions", test_decisions);
   ADD ("/policy-reload/broken-edit", test_broken_edit);
+  ADD ("/policy-reload/many-errors", test_many_errors);
   ADD ("/policy-reload/sighup", test_sighup);
   ADD ("/policy-reload/dbus-reload", test_dbus_reload);
   ADD ("/policy-reload/restart-uses-last-good", test_restart_uses_last_good);

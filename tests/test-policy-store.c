@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include <glib/gstdio.h>
 
@@ -109,8 +110,19 @@ test_reload_keeps_old (Fixture *f, gconstpointer data)
   g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
   g_assert_cmpuint (f->changed, ==, 1);
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+  g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_FILES);
   g_assert_true (g_file_get_contents (f->last_good, &saved, NULL, NULL));
   g_assert_true (strstr (saved, "switch @dom0 @any allow\n") != NULL);
+  /* The saved admin policy is dhfd's alone to read, in a directory of its own. */
+  {
+    GStatBuf st;
+    g_autofree gchar *dir = g_path_get_dirname (f->last_good);
+
+    g_assert_cmpint (g_stat (f->last_good, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+    g_assert_cmpint (g_stat (dir, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 0777, ==, 0700);
+  }
 
   /* A broken edit: the old policy stays in force. */
   warnings = n_warnings;
@@ -121,6 +133,7 @@ test_reload_keeps_old (Fixture *f, gconstpointer data)
   g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
   g_assert_cmpuint (f->changed, ==, 1);
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+  g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_LAST_GOOD_MEMORY);
   g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
   diagnostic = g_ptr_array_index (dhf_policy_store_get_diagnostics (store), 0);
   text = dhf_policy_diagnostic_format (diagnostic);
@@ -136,7 +149,53 @@ test_reload_keeps_old (Fixture *f, gconstpointer data)
   g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 2);
   g_assert_cmpuint (f->changed, ==, 2);
   g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 0);
+  g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_FILES);
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+}
+
+/* A saved last good policy others could have written is not used. */
+static void
+test_last_good_checked (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *elsewhere = g_build_filename (f->root, "elsewhere.last-good", NULL);
+
+  {
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_true (dhf_policy_store_reload (store));
+  }
+  dhf_test_write_file (f->admin, "50-main.policy", "switch @dom0 @any alow\n");
+  dhf_test_write_file (f->vendor, "60-vendor.policy", "switch @dom0 @any ask\n");
+
+  /* Group-writable: refused, the vendor defaults instead. */
+  g_assert_cmpint (g_chmod (f->last_good, 0620), ==, 0);
+  {
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_VENDOR_ONLY);
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+  }
+  /* A symlink (to a file dhfd would accept): refused. */
+  g_assert_cmpint (g_chmod (f->last_good, 0600), ==, 0);
+  g_assert_cmpint (g_rename (f->last_good, elsewhere), ==, 0);
+  g_assert_cmpint (symlink (elsewhere, f->last_good), ==, 0);
+  {
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_VENDOR_ONLY);
+  }
+  /* The file itself, 0600: used. */
+  g_assert_cmpint (g_unlink (f->last_good), ==, 0);
+  g_assert_cmpint (g_rename (elsewhere, f->last_good), ==, 0);
+  {
+    g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_LAST_GOOD_SAVED);
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+  }
 }
 
 static void
@@ -160,15 +219,33 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_assert_true (dhf_policy_store_is_degraded (store));
     g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, 1);
     g_assert_cmpuint (f->changed, ==, 1);
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_LAST_GOOD_SAVED);
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
     g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
   }
   {
-    /* No last good policy: the vendor directory alone. */
+    /* No last good policy: the vendor directory alone, without the vendor
+     * files the admin has a same-named file for (broken or not). */
     g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
 
     g_assert_false (dhf_policy_store_reload (store));
     g_assert_true (dhf_policy_store_is_degraded (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_VENDOR_ONLY);
+    g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
+  }
+  /* An empty admin file disables the vendor one: the fallback keeps it
+   * disabled, while other vendor files are used. */
+  dhf_test_write_file (f->vendor, "40-vendor.policy", "switch @dom0 @any ask\n");
+  dhf_test_write_file (f->vendor, "30-disabled.policy", "switch @dom0 @any allow\n");
+  dhf_test_write_file (f->admin, "30-disabled.policy", "");
+  {
+    g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
+    g_autoptr (DhfPolicy) policy = NULL;
+
+    g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_VENDOR_ONLY);
+    policy = dhf_policy_store_get (store);
+    g_assert_cmpuint (dhf_policy_get_n_rules (policy), ==, 1);
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
   }
   dhf_test_write_file (f->root, "state/policy.last-good", "!include /etc/passwd\n");
@@ -177,9 +254,10 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
 
     g_assert_false (dhf_policy_store_reload (store));
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_VENDOR_ONLY);
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
   }
-  dhf_test_write_file (f->vendor, "50-main.policy", "switch @dom0 @any maybe\n");
+  dhf_test_write_file (f->vendor, "40-vendor.policy", "switch @dom0 @any maybe\n");
   {
     /* Nothing valid: deny everything. */
     g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
@@ -189,8 +267,10 @@ test_startup_fallbacks (Fixture *f, gconstpointer data)
     g_assert_true (dhf_policy_store_is_degraded (store));
     policy = dhf_policy_store_get (store);
     g_assert_cmpuint (dhf_policy_get_n_rules (policy), ==, 0);
+    g_assert_cmpint (dhf_policy_store_get_source (store), ==, DHF_POLICY_SOURCE_EMPTY);
     g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
-    g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 1);
+    /* The admin file's error and the vendor file's. */
+    g_assert_cmpuint (dhf_policy_store_get_diagnostics (store)->len, ==, 2);
   }
 }
 
@@ -252,6 +332,81 @@ test_watch (Fixture *f, gconstpointer data)
   dhf_test_write_file (f->root, "elsewhere/inc.rules", "switch @dom0 @any allow\n");
   g_assert_true (wait_for_generation (store, generation));
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ALLOW);
+}
+
+/* Spins the main loop for ms milliseconds. */
+static void
+spin (guint ms)
+{
+  gint64 deadline = g_get_monotonic_time () + ms * 1000;
+  guint tick = g_timeout_add (10, wake, NULL);
+
+  while (g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_source_remove (tick);
+}
+
+/* A file written in place, with a pause mid-file longer than the
+ * debounce: nothing is read until the writer closes it. */
+static void
+test_watch_waits_for_close (Fixture *f, gconstpointer data)
+{
+  g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
+  g_autofree gchar *path = g_build_filename (f->admin, "50-main.policy", NULL);
+  g_autofree gchar *saved = NULL;
+  guint64 generation;
+  FILE *file;
+
+  g_assert_true (dhf_policy_store_reload (store));
+  dhf_policy_store_watch (store);
+  generation = dhf_policy_store_get_generation (store);
+
+  file = fopen (path, "w");
+  g_assert_nonnull (file);
+  fputs ("switch @dom0 @any ask\n", file);
+  fflush (file);
+  /* The valid prefix, on disk for 3 debounces: not put in force. */
+  spin (600);
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, generation);
+  fputs ("switch @dom0 @any deny\n", file);
+  fclose (file);
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_cmpuint (dhf_policy_get_n_rules (dhf_policy_store_get (store)), ==, 2);
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
+  g_assert_true (g_file_get_contents (f->last_good, &saved, NULL, NULL));
+  g_assert_nonnull (strstr (saved, "switch @dom0 @any deny\n"));
+}
+
+/* A set refused because of a newly included file: fixing that file,
+ * outside the watched directories, brings the reload. */
+static void
+test_watch_refused_include (Fixture *f, gconstpointer data)
+{
+  g_autoptr (DhfPolicyStore) store = new_store (f, FALSE);
+  guint64 generation;
+
+  g_assert_true (dhf_policy_store_reload (store));
+  dhf_policy_store_watch (store);
+  generation = dhf_policy_store_get_generation (store);
+
+  dhf_test_write_file (f->root, "elsewhere/new.rules", "switch @dom0 @any alow\n");
+  dhf_test_write_file (f->admin, "40-include.policy", "!include \"../elsewhere/new.rules\"\n");
+  /* Refused: wait for the attempt. */
+  {
+    gint64 deadline = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
+    guint tick = g_timeout_add (20, wake, NULL);
+
+    while (!dhf_policy_store_is_degraded (store) && g_get_monotonic_time () < deadline)
+      g_main_context_iteration (NULL, TRUE);
+    g_source_remove (tick);
+  }
+  g_assert_true (dhf_policy_store_is_degraded (store));
+  g_assert_cmpuint (dhf_policy_store_get_generation (store), ==, generation);
+
+  dhf_test_write_file (f->root, "elsewhere/new.rules", "switch @dom0 @any deny\n");
+  g_assert_true (wait_for_generation (store, generation));
+  g_assert_false (dhf_policy_store_is_degraded (store));
+  g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_DENY);
 }
 
 typedef struct
@@ -332,7 +487,13 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/policy-store/startup-fallbacks", Fixture, NULL, fixture_setup,
               test_startup_fallbacks, fixture_teardown);
+  g_test_add ("/policy-store/last-good-checked", Fixture, NULL, fixture_setup,
+              test_last_good_checked, fixture_teardown);
   g_test_add ("/policy-store/watch", Fixture, NULL, fixture_setup, test_watch, fixture_teardown);
+  g_test_add ("/policy-store/watch-waits-for-close", Fixture, NULL, fixture_setup,
+              test_watch_waits_for_close, fixture_teardown);
+  g_test_add ("/policy-store/watch-refused-include", Fixture, NULL, fixture_setup,
+              test_watch_refused_include, fixture_teardown);
   g_test_add ("/policy-store/concurrent", Fixture, NULL, fixture_setup, test_concurrent,
               fixture_teardown);
   return g_test_run ();
