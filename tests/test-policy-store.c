@@ -354,6 +354,7 @@ test_watch_waits_for_close (Fixture *f, gconstpointer data)
   g_autoptr (DhfPolicyStore) store = new_store (f, TRUE);
   g_autofree gchar *path = g_build_filename (f->admin, "50-main.policy", NULL);
   g_autofree gchar *saved = NULL;
+  g_autoptr (DhfPolicy) policy = NULL;
   guint64 generation;
   FILE *file;
 
@@ -371,7 +372,8 @@ test_watch_waits_for_close (Fixture *f, gconstpointer data)
   fputs ("switch @dom0 @any deny\n", file);
   fclose (file);
   g_assert_true (wait_for_generation (store, generation));
-  g_assert_cmpuint (dhf_policy_get_n_rules (dhf_policy_store_get (store)), ==, 2);
+  policy = dhf_policy_store_get (store);
+  g_assert_cmpuint (dhf_policy_get_n_rules (policy), ==, 2);
   g_assert_cmpint (switch_action (store), ==, DHF_POLICY_ACTION_ASK);
   g_assert_true (g_file_get_contents (f->last_good, &saved, NULL, NULL));
   g_assert_nonnull (strstr (saved, "switch @dom0 @any deny\n"));
