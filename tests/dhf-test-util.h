@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 G_BEGIN_DECLS
 
@@ -13,5 +13,9 @@ const gchar *dhf_test_dhfd_path (void);
 void dhf_test_write_file (const gchar *dir, const gchar *name, const gchar *text);
 /* Removes a temporary tree; symbolic links are unlinked, never followed. */
 void dhf_test_remove_tree (const gchar *path);
+/* Starts a private dbus-daemon (*bus) and returns a connection to it. */
+GDBusConnection *dhf_test_bus_up (GTestDBus **bus);
+/* Whether org.dhf.Framework1 has an owner on conn's bus. */
+gboolean dhf_test_dhfd_owns_name (GDBusConnection *conn);
 
 G_END_DECLS

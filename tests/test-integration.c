@@ -109,16 +109,8 @@ static gboolean
 name_has_owner (gpointer data)
 {
   Fixture *fx = data;
-  g_autoptr (GVariant) reply = NULL;
-  gboolean owned = FALSE;
 
-  reply = g_dbus_connection_call_sync (fx->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                       "org.freedesktop.DBus", "NameHasOwner",
-                                       g_variant_new ("(s)", DHF_BUS_NAME), G_VARIANT_TYPE ("(b)"),
-                                       G_DBUS_CALL_FLAGS_NONE, -1, NULL, NULL);
-  if (reply != NULL)
-    g_variant_get (reply, "(b)", &owned);
-  return owned;
+  return dhf_test_dhfd_owns_name (fx->conn);
 }
 
 static GSubprocess *
@@ -157,14 +149,7 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   g_assert_true (g_file_set_contents (fx->node_path, node, -1, &error));
   g_assert_true (g_file_set_contents (fx->config_path, config, -1, &error));
 
-  fx->bus = g_test_dbus_new (G_TEST_DBUS_NONE);
-  g_test_dbus_up (fx->bus);
-  fx->conn = g_dbus_connection_new_for_address_sync (
-      g_test_dbus_get_bus_address (fx->bus),
-      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-      NULL, NULL, &error);
-  g_assert_no_error (error);
+  fx->conn = dhf_test_bus_up (&fx->bus);
 
   fx->dhfd = spawn_dhfd (fx, FALSE);
   wait_until (name_has_owner, fx);

@@ -109,26 +109,11 @@ wait_for (const gchar *what, gboolean (*check) (gpointer), gpointer data)
 #define WAIT_UNTIL(check, data) wait_for (#check, check, data)
 
 static gboolean
-name_owned (GDBusConnection *conn)
-{
-  g_autoptr (GVariant) reply = NULL;
-  gboolean owned = FALSE;
-
-  reply = g_dbus_connection_call_sync (conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                       "org.freedesktop.DBus", "NameHasOwner",
-                                       g_variant_new ("(s)", DHF_BUS_NAME), G_VARIANT_TYPE ("(b)"),
-                                       G_DBUS_CALL_FLAGS_NONE, -1, NULL, NULL);
-  if (reply != NULL)
-    g_variant_get (reply, "(b)", &owned);
-  return owned;
-}
-
-static gboolean
 name_has_owner (gpointer data)
 {
   Fixture *fx = data;
 
-  return name_owned (fx->conn);
+  return dhf_test_dhfd_owns_name (fx->conn);
 }
 
 static gboolean
@@ -136,7 +121,7 @@ name_has_no_owner (gpointer data)
 {
   Fixture *fx = data;
 
-  return !name_owned (fx->conn);
+  return !dhf_test_dhfd_owns_name (fx->conn);
 }
 
 /* A failed assertion aborts the test without tearing down: dhfd must not
@@ -214,14 +199,7 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   g_assert_true (g_file_set_contents (fx->node_path, node, -1, &error));
   g_assert_true (g_file_set_contents (fx->config_path, config, -1, &error));
 
-  fx->bus = g_test_dbus_new (G_TEST_DBUS_NONE);
-  g_test_dbus_up (fx->bus);
-  fx->conn = g_dbus_connection_new_for_address_sync (
-      g_test_dbus_get_bus_address (fx->bus),
-      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-      NULL, NULL, &error);
-  g_assert_no_error (error);
+  fx->conn = dhf_test_bus_up (&fx->bus);
   start_dhfd (fx);
 }
 
