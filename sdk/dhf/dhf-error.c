@@ -18,6 +18,10 @@ static const GDBusErrorEntry dhf_error_entries[] = {
   { DHF_ERROR_NOT_SUPPORTED, "org.dhf.Framework1.Error.NotSupported" },
   { DHF_ERROR_TIMEOUT, "org.dhf.Framework1.Error.Timeout" },
   { DHF_ERROR_CANCELLED, "org.dhf.Framework1.Error.Cancelled" },
+  { DHF_ERROR_PROTOCOL, "org.dhf.Framework1.Error.Protocol" },
+  { DHF_ERROR_DISCONNECTED, "org.dhf.Framework1.Error.Disconnected" },
+  { DHF_ERROR_LIMIT_EXCEEDED, "org.dhf.Framework1.Error.LimitExceeded" },
+  { DHF_ERROR_UNAVAILABLE, "org.dhf.Framework1.Error.Unavailable" },
 };
 
 G_STATIC_ASSERT (G_N_ELEMENTS (dhf_error_entries) == DHF_ERROR_LAST);

@@ -36,6 +36,14 @@ G_BEGIN_DECLS
  * @DHF_ERROR_NOT_SUPPORTED: The hypervisor or build does not support this.
  * @DHF_ERROR_TIMEOUT: The operation did not finish in time.
  * @DHF_ERROR_CANCELLED: The operation was cancelled.
+ * @DHF_ERROR_PROTOCOL: A peer broke the XDM wire protocol (malformed frame,
+ *   unknown message type, no common protocol version). Since: 0.2
+ * @DHF_ERROR_DISCONNECTED: The XDM connection to dhfd was lost before the
+ *   operation completed. Since: 0.2
+ * @DHF_ERROR_LIMIT_EXCEEDED: A quota or queue limit refused the request
+ *   (calls in flight, queued bytes, registrations, subscriptions). Since: 0.2
+ * @DHF_ERROR_UNAVAILABLE: The service's provider went away, or no provider
+ *   is connected. Since: 0.2
  *
  * Error codes in the %DHF_ERROR domain.
  *
@@ -55,6 +63,10 @@ typedef enum
   DHF_ERROR_NOT_SUPPORTED,
   DHF_ERROR_TIMEOUT,
   DHF_ERROR_CANCELLED,
+  DHF_ERROR_PROTOCOL,
+  DHF_ERROR_DISCONNECTED,
+  DHF_ERROR_LIMIT_EXCEEDED,
+  DHF_ERROR_UNAVAILABLE,
   /*< private >*/
   DHF_ERROR_LAST
 } DhfError;
