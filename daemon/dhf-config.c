@@ -2,10 +2,13 @@
 #include "config.h"
 
 #include <string.h>
+#include <sys/un.h>
 
 #include <dhf/dhf.h>
 
 #include "dhf-config.h"
+#include "dhf-xdm-codec.h"
+#include "dhf-xdm-router.h"
 
 /* Every key dhfd reads. Unknown groups and keys are errors, so that a typo
  * in an admin's edit is reported instead of silently ignored. */
@@ -21,6 +24,19 @@ static const struct
   { "Authorization", "Mode" },
   { "Policy", "Directories" },
   { "Policy", "LastGood" },
+  { "XDM", "Socket" },
+  { "XDM", "SocketMode" },
+  { "XDM", "SocketGroup" },
+  { "XDM", "VsockPort" },
+  { "XDM", "MaxCallsInFlight" },
+  { "XDM", "MaxQueuedBytes" },
+  { "XDM", "MaxRegistrations" },
+  { "XDM", "MaxSubscriptions" },
+  { "XDM", "MaxStreams" },
+  { "XDM", "MaxClients" },
+  { "XDM", "MaxConnectionsPerDomain" },
+  { "XDM", "MaxPendingQuestions" },
+  { "XDM", "AskTimeout" },
 };
 
 #define MAX_SHUTDOWN_TIMEOUT_S (24 * 3600)
@@ -29,6 +45,7 @@ DhfConfig *
 dhf_config_new (void)
 {
   DhfConfig *self = g_new0 (DhfConfig, 1);
+  DhfXdmLimits limits;
 
   self->hypervisor_uri = g_strdup ("qemu:///system");
   self->domain_type = g_strdup ("auto");
@@ -38,6 +55,18 @@ dhf_config_new (void)
   self->policy_dirs = g_strdupv ((gchar **) (const gchar *const[]){
       DHF_SYSCONFDIR "/policy.d", DHF_DATADIR "/policy.d", NULL });
   self->policy_last_good = g_strdup (DHF_LOCALSTATEDIR "/policy.last-good");
+  dhf_xdm_limits_init (&limits);
+  self->xdm_socket_mode = 0660;
+  self->xdm_vsock_port = DHF_XDM_VSOCK_PORT;
+  self->xdm_max_calls_in_flight = limits.max_calls_in_flight;
+  self->xdm_max_queued_bytes = limits.max_queued_bytes;
+  self->xdm_max_registrations = limits.max_registrations;
+  self->xdm_max_subscriptions = limits.max_subscriptions;
+  self->xdm_max_streams = limits.max_streams;
+  self->xdm_max_clients = limits.max_dom0_clients;
+  self->xdm_max_connections_per_domain = limits.max_domain_connections;
+  self->xdm_max_pending_questions = limits.max_pending_asks;
+  self->xdm_ask_timeout_s = limits.ask_timeout_ms / 1000;
   return self;
 }
 
@@ -51,6 +80,8 @@ dhf_config_free (DhfConfig *self)
   g_free (self->storage_dir);
   g_strfreev (self->policy_dirs);
   g_free (self->policy_last_good);
+  g_free (self->xdm_socket);
+  g_free (self->xdm_socket_group);
   g_free (self);
 }
 
@@ -204,6 +235,195 @@ read_policy (GKeyFile *kf, DhfConfig *self, GError **error)
   return TRUE;
 }
 
+/* XDM */
+
+/* Reads an optional unsigned key in [min, max]; base 8 or 10. */
+static gboolean
+read_unsigned (GKeyFile *kf, const gchar *key, guint base, guint64 min, guint64 max,
+               const gchar *what, guint64 *out, GError **error)
+{
+  g_autofree gchar *text = NULL;
+
+  if (!read_string (kf, "XDM", key, &text, error))
+    return FALSE;
+  if (text == NULL)
+    return TRUE;
+  if (!g_ascii_string_to_unsigned (text, base, min, max, out, NULL))
+    {
+      if (base == 8)
+        g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                     "[XDM] %s: expected %s from %" G_GINT64_MODIFIER "o to %" G_GINT64_MODIFIER
+                     "o (octal), not '%s'",
+                     key, what, min, max, text);
+      else
+        g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                     "[XDM] %s: expected %s from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+                     ", not '%s'",
+                     key, what, min, max, text);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+read_count (GKeyFile *kf, const gchar *key, guint max, guint *out, GError **error)
+{
+  guint64 value = *out;
+
+  if (!read_unsigned (kf, key, 10, 1, max, "a number", &value, error))
+    return FALSE;
+  *out = (guint) value;
+  return TRUE;
+}
+
+/* MaxQueuedBytes: bytes, or a whole number of KiB, MiB or GiB. */
+static gboolean
+read_byte_size (GKeyFile *kf, const gchar *key, guint64 min, guint64 max, guint64 *out,
+                GError **error)
+{
+  static const struct
+  {
+    const gchar *suffix;
+    guint shift;
+  } units[] = { { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 } };
+  g_autofree gchar *text = NULL;
+  g_autofree gchar *number = NULL;
+  guint shift = 0;
+  guint64 value = 0;
+
+  if (!read_string (kf, "XDM", key, &text, error))
+    return FALSE;
+  if (text == NULL)
+    return TRUE;
+  number = g_strdup (text);
+  for (guint i = 0; i < G_N_ELEMENTS (units); i++)
+    {
+      if (g_str_has_suffix (number, units[i].suffix))
+        {
+          number[strlen (number) - strlen (units[i].suffix)] = '\0';
+          g_strchomp (number);
+          shift = units[i].shift;
+          break;
+        }
+    }
+  if (!g_ascii_string_to_unsigned (number, 10, 0, max >> shift, &value, NULL)
+      || (value << shift) < min)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[XDM] %s: expected a size from %" G_GUINT64_FORMAT
+                   " bytes to %" G_GUINT64_FORMAT " MiB (bytes, or with KiB, MiB or GiB), not '%s'",
+                   key, min, max >> 20, text);
+      return FALSE;
+    }
+  *out = value << shift;
+  return TRUE;
+}
+
+/* Group names as useradd(8) accepts them. */
+static gboolean
+group_name_is_valid (const gchar *name)
+{
+  gsize length = strlen (name);
+
+  if (length == 0 || length > 32 || name[0] == '-')
+    return FALSE;
+  for (gsize i = 0; i < length; i++)
+    {
+      if (!g_ascii_isalnum (name[i]) && strchr ("_.-", name[i]) == NULL
+          && !(name[i] == '$' && i == length - 1))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/**
+ * dhf_config_set_xdm_socket:
+ * @self: the configuration
+ * @path: where dom0 clients connect
+ * @error: return location for a #GError
+ *
+ * [XDM] Socket, or dhfd's --xdm-socket: an absolute path (made canonical)
+ * that fits a unix socket address.
+ *
+ * Returns: %FALSE with %DHF_ERROR_INVALID_ARGS when @path cannot be one
+ */
+gboolean
+dhf_config_set_xdm_socket (DhfConfig *self, const gchar *path, GError **error)
+{
+  g_autofree gchar *canonical = NULL;
+  gsize max = sizeof (((struct sockaddr_un *) NULL)->sun_path) - 1;
+
+  if (!g_path_is_absolute (path))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS, "expected an absolute path, not '%s'",
+                   path);
+      return FALSE;
+    }
+  canonical = g_canonicalize_filename (path, NULL);
+  if (g_str_equal (canonical, "/") || strlen (canonical) > max)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "'%s' cannot be a unix socket's path (at most %zu bytes)", canonical, max);
+      return FALSE;
+    }
+  g_free (self->xdm_socket);
+  self->xdm_socket = g_steal_pointer (&canonical);
+  return TRUE;
+}
+
+static gboolean
+read_xdm (GKeyFile *kf, DhfConfig *self, GError **error)
+{
+  g_autofree gchar *socket_path = NULL;
+  guint64 value;
+
+  if (!read_string (kf, "XDM", "Socket", &socket_path, error))
+    return FALSE;
+  if (socket_path != NULL && !dhf_config_set_xdm_socket (self, socket_path, error))
+    {
+      g_prefix_error (error, "[XDM] Socket: ");
+      return FALSE;
+    }
+  value = self->xdm_socket_mode;
+  if (!read_unsigned (kf, "SocketMode", 8, 0, 0777, "permission bits", &value, error))
+    return FALSE;
+  self->xdm_socket_mode = (guint) value;
+  if (!read_string (kf, "XDM", "SocketGroup", &self->xdm_socket_group, error))
+    return FALSE;
+  if (self->xdm_socket_group != NULL && !group_name_is_valid (self->xdm_socket_group))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[XDM] SocketGroup: '%s' is not a group name", self->xdm_socket_group);
+      return FALSE;
+    }
+  /* -1 is VMADDR_PORT_ANY. */
+  value = self->xdm_vsock_port;
+  if (!read_unsigned (kf, "VsockPort", 10, 0, G_MAXUINT32 - 1, "a port (0 disables vsock)", &value,
+                      error))
+    return FALSE;
+  self->xdm_vsock_port = (guint32) value;
+  self->xdm_vsock_port_set |= g_key_file_has_key (kf, "XDM", "VsockPort", NULL);
+
+  if (!read_count (kf, "MaxCallsInFlight", 65536, &self->xdm_max_calls_in_flight, error)
+      || !read_count (kf, "MaxRegistrations", 4096, &self->xdm_max_registrations, error)
+      || !read_count (kf, "MaxSubscriptions", 65536, &self->xdm_max_subscriptions, error)
+      || !read_count (kf, "MaxStreams", 4096, &self->xdm_max_streams, error)
+      || !read_count (kf, "MaxClients", 65536, &self->xdm_max_clients, error)
+      || !read_count (kf, "MaxConnectionsPerDomain", 1024, &self->xdm_max_connections_per_domain,
+                      error)
+      || !read_count (kf, "MaxPendingQuestions", 1024, &self->xdm_max_pending_questions, error))
+    return FALSE;
+  /* A queue must hold one frame of the largest size. */
+  if (!read_byte_size (kf, "MaxQueuedBytes", DHF_XDM_HEADER_SIZE + DHF_XDM_MAX_BODY,
+                       (guint64) 256 << 20, &self->xdm_max_queued_bytes, error))
+    return FALSE;
+  value = self->xdm_ask_timeout_s;
+  if (!read_unsigned (kf, "AskTimeout", 10, 1, 3600, "seconds", &value, error))
+    return FALSE;
+  self->xdm_ask_timeout_s = (guint) value;
+  return TRUE;
+}
+
 static gboolean
 apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 {
@@ -273,7 +493,9 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
           return FALSE;
         }
     }
-  return read_policy (kf, self, error);
+  if (!read_policy (kf, self, error))
+    return FALSE;
+  return read_xdm (kf, self, error);
 }
 
 gboolean

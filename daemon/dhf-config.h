@@ -25,12 +25,32 @@ typedef struct
   DhfAuthMode auth_mode;
   gchar **policy_dirs;     /* admin directory first, vendor directory last */
   gchar *policy_last_good; /* where the last good policy is saved */
+
+  /* [XDM]: the transports ... */
+  gchar *xdm_socket;           /* dom0 socket; NULL: DHF_XDM_DEFAULT_SOCKET on the system bus,
+                                * none on another bus */
+  guint xdm_socket_mode;       /* permission bits of the socket */
+  gchar *xdm_socket_group;     /* NULL: "dhf" if that group exists, else left as created */
+  guint32 xdm_vsock_port;      /* 0: no vsock listener */
+  gboolean xdm_vsock_port_set; /* FALSE: xdm_vsock_port on the system bus, none elsewhere */
+  /* ... and the router's limits, the fields of DhfXdmLimits (dhf-xdm-router.h;
+   * dhfd copies them there), with its defaults */
+  guint xdm_max_calls_in_flight;
+  guint64 xdm_max_queued_bytes;
+  guint xdm_max_registrations;
+  guint xdm_max_subscriptions;
+  guint xdm_max_streams;
+  guint xdm_max_clients;
+  guint xdm_max_connections_per_domain;
+  guint xdm_max_pending_questions;
+  guint xdm_ask_timeout_s;
 } DhfConfig;
 
 DhfConfig *dhf_config_new (void);
 gboolean dhf_config_load (DhfConfig *self, const gchar *path, gboolean must_exist, GError **error);
 gboolean dhf_config_load_data (DhfConfig *self, const gchar *data, const gchar *origin,
                                GError **error);
+gboolean dhf_config_set_xdm_socket (DhfConfig *self, const gchar *path, GError **error);
 void dhf_config_free (DhfConfig *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfConfig, dhf_config_free)
 

@@ -11,6 +11,12 @@
 #include "dhf-installer.h"
 #include "dhf-manifest.h"
 #include "dhf-policy-service.h"
+#include "dhf-xdm-channel.h"
+#include "dhf-xdm-codec.h"
+#include "dhf-xdm-router.h"
+#include "dhf-xdm-service.h"
+#include "dhf-xdm-unix.h"
+#include "dhf-xdm-vsock.h"
 
 struct _DhfDaemon
 {
@@ -28,6 +34,17 @@ struct _DhfDaemon
   DhfHypervisor *hypervisor;
   DhfInstaller *installer;
   DhfPolicyService *policy;
+
+  /* Cross-domain messaging: the router, its transports, its D-Bus face. */
+  DhfXdmRouter *xdm;
+  DhfXdmUnix *xdm_unix;
+  DhfXdmVsock *xdm_vsock;
+  DhfXdmChannel *xdm_channel;
+  DhfXdmService *xdm_service;
+  GHashTable *xdm_channel_closed; /* connection id -> ClosedRelay */
+  /* The vsock CIDs are the hypervisor's word since the last sync: while it
+   * is unreachable, a dead domain's CID may already be a new one's. */
+  gboolean xdm_cids_valid;
 
   GHashTable *by_uuid;        /* uuid -> DhfAppliance */
   GHashTable *by_name;        /* name -> DhfAppliance (borrowed) */
@@ -98,6 +115,11 @@ set_status_reason (DhfDaemon *self, const gchar *key, const gchar *text)
 
 /* --- appliance objects ------------------------------------------------ */
 
+static gboolean serves_system_bus (DhfDaemon *self);
+static void xdm_publish_state (DhfDaemon *self, DhfDBusAppliance *iface);
+static void xdm_track_domain (DhfDaemon *self, const DhfDomainInfo *info);
+static void xdm_forget_domain (DhfDaemon *self, const gchar *name);
+
 static void
 on_appliance_state_changed (DhfAppliance *appliance, DhfDaemon *self)
 {
@@ -106,6 +128,7 @@ on_appliance_state_changed (DhfAppliance *appliance, DhfDaemon *self)
   dhf_dbus_manager_emit_state_changed (
       self->manager, dhf_appliance_get_object_path (appliance), dhf_dbus_appliance_get_name (iface),
       dhf_dbus_appliance_get_state (iface), dhf_dbus_appliance_get_state_reason (iface));
+  xdm_publish_state (self, iface);
 }
 
 static void
@@ -133,6 +156,7 @@ remove_appliance (DhfDaemon *self, DhfAppliance *borrowed)
   const gchar *name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance));
 
   g_debug ("appliance %s disappeared", name);
+  xdm_forget_domain (self, name);
   dhf_appliance_vanished (appliance);
   g_signal_handlers_disconnect_by_data (appliance, self);
   g_dbus_object_manager_server_unexport (self->object_manager,
@@ -161,15 +185,19 @@ apply_domain_info (DhfDaemon *self, const DhfDomainInfo *info)
       if (clash != NULL)
         remove_appliance (self, clash);
       add_appliance (self, info);
+      xdm_track_domain (self, info);
       return;
     }
   dhf_appliance_update (appliance, info);
+  xdm_track_domain (self, info);
 }
 
 static void
 on_domain_changed (DhfHypervisor *hypervisor, const DhfDomainInfo *info, DhfDaemon *self)
 {
   apply_domain_info (self, info);
+  if (self->xdm != NULL)
+    dhf_xdm_router_domains_changed (self->xdm);
 }
 
 static void
@@ -179,6 +207,8 @@ on_domain_removed (DhfHypervisor *hypervisor, const gchar *uuid, DhfDaemon *self
 
   if (appliance != NULL)
     remove_appliance (self, appliance);
+  if (self->xdm != NULL)
+    dhf_xdm_router_domains_changed (self->xdm);
 }
 
 static void own_name (DhfDaemon *self);
@@ -193,6 +223,7 @@ on_synced (DhfHypervisor *hypervisor, GPtrArray *infos, DhfDaemon *self)
   GHashTableIter iter;
   gpointer key, value;
 
+  self->xdm_cids_valid = TRUE;
   for (guint i = 0; i < infos->len; i++)
     {
       const DhfDomainInfo *info = g_ptr_array_index (infos, i);
@@ -208,6 +239,8 @@ on_synced (DhfHypervisor *hypervisor, GPtrArray *infos, DhfDaemon *self)
     }
   for (guint i = 0; i < gone->len; i++)
     remove_appliance (self, g_ptr_array_index (gone, i));
+  if (self->xdm != NULL)
+    dhf_xdm_router_domains_changed (self->xdm);
   own_name (self);
 }
 
@@ -222,6 +255,15 @@ on_hypervisor_connected (DhfHypervisor *hypervisor, GParamSpec *pspec, DhfDaemon
     why = g_strdup_printf ("hypervisor %s unreachable; reconnecting",
                            dhf_hypervisor_get_uri (hypervisor));
   set_status_reason (self, "hypervisor", why);
+  /* No guest is let in over vsock until the next sync says again which
+   * CID is whose. Connections made before stay: they were identified
+   * while the CIDs were current. */
+  if (!connected)
+    {
+      self->xdm_cids_valid = FALSE;
+      if (self->xdm_vsock != NULL)
+        dhf_xdm_vsock_clear (self->xdm_vsock);
+    }
 }
 
 static void
@@ -298,6 +340,302 @@ start_policy (DhfDaemon *self, GError **error)
       return FALSE;
     }
   return TRUE;
+}
+
+/* --- cross-domain messaging ------------------------------------------ */
+
+/* The router's closed callback for a channel connection, passed on to the
+ * channel transport once the count of connections is published. */
+typedef struct
+{
+  DhfXdmClosedFunc closed;
+  gpointer closed_data;
+} ClosedRelay;
+
+static void
+xdm_update_connections (DhfDaemon *self)
+{
+  if (self->xdm_service != NULL)
+    dhf_xdm_service_update_connections (self->xdm_service);
+}
+
+static void
+on_xdm_closed (guint64 connection_id, const GError *error, gboolean established, gpointer user_data)
+{
+  xdm_update_connections (user_data);
+}
+
+static void
+on_xdm_channel_closed (guint64 connection_id, const GError *error, gboolean established,
+                       gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+  ClosedRelay *relay = g_hash_table_lookup (self->xdm_channel_closed, &connection_id);
+  DhfXdmClosedFunc closed;
+  gpointer closed_data;
+
+  xdm_update_connections (self);
+  if (relay == NULL)
+    return;
+  closed = relay->closed;
+  closed_data = relay->closed_data;
+  g_hash_table_remove (self->xdm_channel_closed, &connection_id);
+  closed (connection_id, error, established, closed_data);
+}
+
+static void
+xdm_accept (gint fd, const DhfXdmPeer *peer, gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  const gchar *transport = dhf_xdm_transport_to_string (peer->transport);
+
+  /* Over MaxClients is a flood's symptom: a line each would flood the
+   * journal too. */
+  if (dhf_xdm_router_add_connection (self->xdm, fd, peer, on_xdm_closed, self, &error) == 0)
+    {
+      if (g_error_matches (error, DHF_ERROR, DHF_ERROR_LIMIT_EXCEEDED))
+        g_debug ("XDM: refused a %s connection from %s: %s", transport, peer->domain,
+                 error->message);
+      else
+        g_message ("XDM: refused a %s connection from %s: %s", transport, peer->domain,
+                   error->message);
+    }
+  xdm_update_connections (self);
+}
+
+static guint64
+xdm_channel_add (gint fd, const DhfXdmPeer *peer, DhfXdmClosedFunc closed, gpointer closed_data,
+                 gpointer user_data, GError **error)
+{
+  DhfDaemon *self = user_data;
+  guint64 id
+      = dhf_xdm_router_add_connection (self->xdm, fd, peer, on_xdm_channel_closed, self, error);
+
+  if (id != 0)
+    {
+      ClosedRelay *relay = g_new0 (ClosedRelay, 1);
+
+      relay->closed = closed;
+      relay->closed_data = closed_data;
+      g_hash_table_replace (self->xdm_channel_closed, g_memdup2 (&id, sizeof id), relay);
+    }
+  xdm_update_connections (self);
+  return id;
+}
+
+static void
+xdm_channel_close (guint64 connection_id, gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+
+  g_hash_table_remove (self->xdm_channel_closed, &connection_id);
+  dhf_xdm_router_close_connection (self->xdm, connection_id);
+  xdm_update_connections (self);
+}
+
+/* A libvirt domain called "dom0" would pass for the host in every policy
+ * decision, and a name the wire format cannot carry cannot be a peer:
+ * neither is connected. */
+static gboolean
+xdm_name_usable (const gchar *name)
+{
+  return dhf_xdm_domain_is_valid (name) && !g_str_equal (name, "dom0");
+}
+
+/* After every snapshot of a domain: connect to its channel while it runs,
+ * know its vsock CID, and close what it had once it stops. */
+static void
+xdm_track_domain (DhfDaemon *self, const DhfDomainInfo *info)
+{
+  const gchar *path = info->active ? info->xdm_channel_path : NULL;
+  guint32 cid = info->active && self->xdm_cids_valid ? info->vsock_cid : 0;
+
+  if (self->xdm == NULL)
+    return;
+  /* The live XML could not be read this time (a transient libvirt
+   * failure): the transports keep what they had rather than drop a
+   * working connection. */
+  if (info->active && !info->endpoints_known)
+    return;
+  if (!xdm_name_usable (info->name))
+    {
+      if (path != NULL || cid != 0)
+        g_warning ("XDM: domain '%s' has an XDM endpoint, but its name cannot be an XDM "
+                   "domain's (letters, digits, '_', '.', '-', not dom0); not connecting it",
+                   info->name);
+      return;
+    }
+  dhf_xdm_channel_update (self->xdm_channel, info->name, info->uuid, path);
+  if (self->xdm_vsock != NULL)
+    dhf_xdm_vsock_update (self->xdm_vsock, info->name, info->uuid, cid);
+  if (!info->active)
+    {
+      dhf_xdm_router_close_domain (self->xdm, info->name);
+      xdm_update_connections (self);
+    }
+}
+
+static void
+xdm_forget_domain (DhfDaemon *self, const gchar *name)
+{
+  if (self->xdm == NULL || !xdm_name_usable (name))
+    return;
+  dhf_xdm_channel_remove (self->xdm_channel, name);
+  if (self->xdm_vsock != NULL)
+    dhf_xdm_vsock_remove (self->xdm_vsock, name);
+  dhf_xdm_router_close_domain (self->xdm, name);
+  xdm_update_connections (self);
+}
+
+/* org.dhf.framework.ApplianceState, from dom0, on every state change. */
+static void
+xdm_publish_state (DhfDaemon *self, DhfDBusAppliance *iface)
+{
+  json_object *data;
+
+  if (self->xdm == NULL)
+    return;
+  data = json_object_new_object ();
+  json_object_object_add (data, "appliance",
+                          json_object_new_string (dhf_dbus_appliance_get_name (iface)));
+  json_object_object_add (data, "state",
+                          json_object_new_string (dhf_dbus_appliance_get_state (iface)));
+  json_object_object_add (data, "reason",
+                          json_object_new_string (dhf_dbus_appliance_get_state_reason (iface)));
+  dhf_xdm_router_publish (self->xdm, "org.dhf.framework.ApplianceState", data);
+  json_object_put (data);
+}
+
+/* org.dhf.framework.ListAppliances: every appliance dhfd manages. */
+static GPtrArray *
+xdm_directory (gpointer user_data)
+{
+  DhfDaemon *self = user_data;
+  GPtrArray *entries = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_xdm_domain_entry_free);
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, self->by_name);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      DhfDBusAppliance *iface = DHF_DBUS_APPLIANCE (value);
+      DhfXdmDomainEntry *entry;
+
+      if (!xdm_name_usable (dhf_dbus_appliance_get_name (iface)))
+        continue;
+      entry = g_new0 (DhfXdmDomainEntry, 1);
+      entry->name = g_strdup (dhf_dbus_appliance_get_name (iface));
+      entry->role = dhf_dbus_appliance_get_managed (iface)
+                        ? g_strdup (dhf_dbus_appliance_get_role (iface))
+                        : NULL;
+      entry->state = g_strdup (dhf_dbus_appliance_get_state (iface));
+      g_ptr_array_add (entries, entry);
+    }
+  return entries;
+}
+
+static void
+xdm_limits_from_config (const DhfConfig *config, DhfXdmLimits *limits)
+{
+  dhf_xdm_limits_init (limits);
+  limits->max_calls_in_flight = config->xdm_max_calls_in_flight;
+  limits->max_queued_bytes = config->xdm_max_queued_bytes;
+  limits->max_connection_bytes = 4 * config->xdm_max_queued_bytes;
+  limits->max_registrations = config->xdm_max_registrations;
+  limits->max_subscriptions = config->xdm_max_subscriptions;
+  limits->max_streams = config->xdm_max_streams;
+  limits->max_dom0_clients = config->xdm_max_clients;
+  limits->max_domain_connections = config->xdm_max_connections_per_domain;
+  limits->max_pending_asks = config->xdm_max_pending_questions;
+  limits->ask_timeout_ms = config->xdm_ask_timeout_s * 1000;
+}
+
+/* Host-wide endpoints (the default socket path, the vsock port) are only
+ * taken by default by the system's dhfd: one on a private bus (tests,
+ * demos) must not grab them from it. */
+static gboolean
+start_xdm (DhfDaemon *self, GError **error)
+{
+  static const DhfXdmChannelSink channel_sink = {
+    .add_connection = xdm_channel_add,
+    .close_connection = xdm_channel_close,
+  };
+  DhfConfig *config = self->config;
+  gboolean system = serves_system_bus (self);
+  const gchar *socket_path = config->xdm_socket;
+  guint32 vsock_port = config->xdm_vsock_port;
+  DhfXdmLimits limits;
+
+  if (socket_path == NULL && system)
+    socket_path = DHF_XDM_DEFAULT_SOCKET;
+  if (!config->xdm_vsock_port_set && !system)
+    vsock_port = 0;
+
+  xdm_limits_from_config (config, &limits);
+  self->xdm = dhf_xdm_router_new (self->policy, &limits, lookup_policy_domain, self);
+  dhf_xdm_router_set_directory (self->xdm, xdm_directory, self);
+  self->xdm_channel = dhf_xdm_channel_new (&channel_sink, self);
+
+  if (socket_path != NULL)
+    {
+      DhfXdmUnixOptions options = {
+        .path = socket_path,
+        .mode = config->xdm_socket_mode,
+        .group = config->xdm_socket_group,
+        .replace = self->replace,
+      };
+
+      self->xdm_unix = dhf_xdm_unix_new (&options, xdm_accept, self, error);
+      if (self->xdm_unix == NULL)
+        return FALSE;
+    }
+  else
+    {
+      g_message ("XDM: no dom0 socket (not on the system bus; set [XDM] Socket or "
+                 "--xdm-socket for one)");
+    }
+  if (vsock_port != 0)
+    {
+      g_autoptr (GError) vsock_error = NULL;
+
+      self->xdm_vsock = dhf_xdm_vsock_new (NULL, vsock_port, xdm_accept, self, &vsock_error);
+      /* Not fatal: appliances still have their channel. */
+      if (self->xdm_vsock == NULL
+          && g_error_matches (vsock_error, DHF_ERROR, DHF_ERROR_NOT_SUPPORTED))
+        g_message ("%s; this host has no vsock, dhfd goes on without it", vsock_error->message);
+      else if (self->xdm_vsock == NULL)
+        g_warning ("%s; dhfd goes on without vsock", vsock_error->message);
+    }
+
+  self->xdm_service
+      = dhf_xdm_service_new (self->authority, self->xdm, socket_path, limits.ask_timeout_ms);
+  if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (self->xdm_service),
+                                         self->connection, DHF_OBJECT_PATH, error))
+    {
+      g_prefix_error (error, "exporting Xdm: ");
+      return FALSE;
+    }
+  dhf_xdm_router_set_asker (self->xdm, dhf_xdm_service_ask, self->xdm_service);
+  return TRUE;
+}
+
+static void
+stop_xdm (DhfDaemon *self)
+{
+  /* Transports first (the channel closes its connections without being
+   * told back), then the router, which closes the rest. */
+  g_clear_object (&self->xdm_unix);
+  g_clear_object (&self->xdm_vsock);
+  g_clear_object (&self->xdm_channel);
+  if (self->xdm != NULL)
+    dhf_xdm_router_set_asker (self->xdm, NULL, NULL);
+  if (self->xdm_service != NULL)
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (self->xdm_service));
+  g_clear_object (&self->xdm_service);
+  g_clear_object (&self->xdm);
+  g_clear_pointer (&self->xdm_channel_closed, g_hash_table_unref);
 }
 
 /* --- Manager methods -------------------------------------------------- */
@@ -680,6 +1018,8 @@ dhf_daemon_start (DhfDaemon *self, GError **error)
     }
   if (!start_policy (self, error))
     return FALSE;
+  if (!start_xdm (self, error))
+    return FALSE;
   self->object_manager = g_dbus_object_manager_server_new (DHF_OBJECT_PATH);
   g_dbus_object_manager_server_set_connection (self->object_manager, self->connection);
 
@@ -717,6 +1057,7 @@ dhf_daemon_init (DhfDaemon *self)
   self->by_uuid = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_object_unref);
   self->by_name = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->status_reasons = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  self->xdm_channel_closed = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, g_free);
 }
 
 static void
@@ -731,6 +1072,8 @@ dhf_daemon_dispose (GObject *object)
     g_signal_handlers_disconnect_by_data (self->hypervisor, self);
   if (self->connection != NULL)
     g_signal_handlers_disconnect_by_data (self->connection, self);
+  /* Before the appliances: the router asks about them until it is gone. */
+  stop_xdm (self);
   if (self->by_uuid != NULL)
     {
       GHashTableIter iter;

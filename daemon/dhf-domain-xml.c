@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <string.h>
+#include <sys/un.h>
 
 #include "dhf-domain-xml.h"
 
@@ -92,12 +93,18 @@ append_disk (GString *xml, DomainFamily family, const gchar *path, DhfDiskFormat
 }
 
 static void
-append_channel (GString *xml, DomainFamily family)
+append_channel (GString *xml, DomainFamily family, const gchar *name, const gchar *xen_socket_dir)
 {
   if (family == FAMILY_XEN)
     {
-      g_string_append (xml, "    <channel type='pty'>\n"
-                            "      <target type='xen' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
+      /* A unix socket, like QEMU's, so that dhfd reaches every guest the
+       * same way; libxl wants the path spelled out. */
+      g_autofree gchar *path = g_strdup_printf (
+          "%s/%s.sock", xen_socket_dir != NULL ? xen_socket_dir : DHF_XDM_XEN_SOCKET_DIR, name);
+
+      g_string_append (xml, "    <channel type='unix'>\n");
+      append_escaped (xml, "      <source mode='bind' path='%s'/>\n", path);
+      g_string_append (xml, "      <target type='xen' name='" DHF_XDM_CHANNEL_NAME "'/>\n"
                             "    </channel>\n");
       return;
     }
@@ -189,7 +196,7 @@ dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *op
     append_disk (xml, family, options->disk_path, dhf_manifest_get_disk_format (manifest));
   if (family == FAMILY_QEMU)
     g_string_append (xml, "    <controller type='usb' model='qemu-xhci'/>\n");
-  append_channel (xml, family);
+  append_channel (xml, family, dhf_manifest_get_name (manifest), options->xen_socket_dir);
   append_graphics (xml, family, dhf_manifest_get_display (manifest));
   g_string_append (xml, "  </devices>\n"
                         "</domain>\n");
@@ -450,4 +457,297 @@ dhf_domain_metadata_free (DhfDomainMetadata *metadata)
   g_free (metadata->disk_path);
   g_free (metadata->installed);
   g_free (metadata);
+}
+
+/* Live domain XML: the XDM endpoints */
+
+typedef struct
+{
+  gchar *type;        /* <channel type=...> */
+  gchar *source_mode; /* of its first <source> */
+  gchar *source_path;
+  gboolean has_source;
+  gchar *target_type;
+  gchar *target_name;
+} ChannelElement;
+
+typedef struct
+{
+  guint depth;
+  gboolean in_devices; /* inside <domain><devices> */
+  gboolean in_channel; /* inside <devices><channel> */
+  gboolean in_vsock;   /* inside <devices><vsock> */
+  ChannelElement channel;
+
+  /* results */
+  guint n_channels; /* channels named DHF_XDM_CHANNEL_NAME */
+  gchar *channel_path;
+  gchar *channel_problem;
+  guint n_vsocks;
+  gchar *vsock_model;
+  gboolean has_cid;
+  gchar *cid_address;
+} EndpointParser;
+
+static void
+channel_element_clear (ChannelElement *channel)
+{
+  g_clear_pointer (&channel->type, g_free);
+  g_clear_pointer (&channel->source_mode, g_free);
+  g_clear_pointer (&channel->source_path, g_free);
+  g_clear_pointer (&channel->target_type, g_free);
+  g_clear_pointer (&channel->target_name, g_free);
+  channel->has_source = FALSE;
+}
+
+static void
+endpoint_parser_clear (EndpointParser *parser)
+{
+  channel_element_clear (&parser->channel);
+  g_free (parser->channel_path);
+  g_free (parser->channel_problem);
+  g_free (parser->vsock_model);
+  g_free (parser->cid_address);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (EndpointParser, endpoint_parser_clear)
+
+static const gchar *
+attribute (const gchar **names, const gchar **values, const gchar *name)
+{
+  for (guint i = 0; names[i] != NULL; i++)
+    {
+      if (g_str_equal (names[i], name))
+        return values[i];
+    }
+  return NULL;
+}
+
+static void
+endpoint_start_element (GMarkupParseContext *context, const gchar *element_name,
+                        const gchar **attribute_names, const gchar **attribute_values,
+                        gpointer user_data, GError **error)
+{
+  EndpointParser *parser = user_data;
+
+  parser->depth++;
+  if (parser->depth == 1)
+    {
+      if (!g_str_equal (element_name, "domain"))
+        g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "expected <domain>, found <%s>",
+                     element_name);
+      return;
+    }
+  /* Only the domain's own devices count: <metadata> may hold anything. */
+  if (parser->depth == 2)
+    {
+      parser->in_devices = g_str_equal (element_name, "devices");
+      return;
+    }
+  if (parser->depth == 3 && parser->in_devices)
+    {
+      if (g_str_equal (element_name, "channel"))
+        {
+          parser->in_channel = TRUE;
+          parser->channel.type = g_strdup (attribute (attribute_names, attribute_values, "type"));
+        }
+      else if (g_str_equal (element_name, "vsock"))
+        {
+          parser->in_vsock = TRUE;
+          parser->n_vsocks++;
+          g_free (parser->vsock_model);
+          parser->vsock_model = g_strdup (attribute (attribute_names, attribute_values, "model"));
+          parser->has_cid = FALSE;
+          g_clear_pointer (&parser->cid_address, g_free);
+        }
+      return;
+    }
+  if (parser->depth != 4)
+    return;
+  if (parser->in_channel && g_str_equal (element_name, "source") && !parser->channel.has_source)
+    {
+      parser->channel.has_source = TRUE;
+      parser->channel.source_mode
+          = g_strdup (attribute (attribute_names, attribute_values, "mode"));
+      parser->channel.source_path
+          = g_strdup (attribute (attribute_names, attribute_values, "path"));
+    }
+  else if (parser->in_channel && g_str_equal (element_name, "target"))
+    {
+      g_free (parser->channel.target_type);
+      g_free (parser->channel.target_name);
+      parser->channel.target_type
+          = g_strdup (attribute (attribute_names, attribute_values, "type"));
+      parser->channel.target_name
+          = g_strdup (attribute (attribute_names, attribute_values, "name"));
+    }
+  else if (parser->in_vsock && g_str_equal (element_name, "cid"))
+    {
+      parser->has_cid = TRUE;
+      g_free (parser->cid_address);
+      parser->cid_address = g_strdup (attribute (attribute_names, attribute_values, "address"));
+    }
+}
+
+/* Why the channel cannot be used, or NULL when it can. */
+static gchar *
+check_channel (const ChannelElement *channel)
+{
+  if (g_strcmp0 (channel->target_type, "virtio") != 0 && g_strcmp0 (channel->target_type, "xen"))
+    return g_strdup_printf ("its target type is '%s', expected virtio or xen",
+                            channel->target_type != NULL ? channel->target_type : "(none)");
+  if (g_strcmp0 (channel->type, "unix") != 0)
+    return g_strdup_printf ("it is of type '%s', dhfd can only reach type 'unix'",
+                            channel->type != NULL ? channel->type : "(none)");
+  /* In connect mode the hypervisor is the client: whoever listens on that
+   * path is not the guest. */
+  if (g_strcmp0 (channel->source_mode, "bind") != 0)
+    return g_strdup_printf ("its source mode is '%s', expected 'bind'",
+                            channel->source_mode != NULL ? channel->source_mode : "(none)");
+  if (channel->source_path == NULL || channel->source_path[0] == '\0')
+    return g_strdup ("it has no source path (is the domain running?)");
+  if (!storage_path_is_valid (channel->source_path))
+    return g_strdup_printf ("its source path '%s' is not absolute and canonical",
+                            channel->source_path);
+  if (strlen (channel->source_path) >= sizeof (((struct sockaddr_un *) NULL)->sun_path))
+    return g_strdup_printf ("its source path '%s' is too long for a unix socket address",
+                            channel->source_path);
+  return NULL;
+}
+
+static void
+endpoint_end_element (GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
+                      GError **error)
+{
+  EndpointParser *parser = user_data;
+
+  if (parser->depth == 3 && parser->in_channel)
+    {
+      if (g_strcmp0 (parser->channel.target_name, DHF_XDM_CHANNEL_NAME) == 0)
+        {
+          parser->n_channels++;
+          g_clear_pointer (&parser->channel_path, g_free);
+          g_clear_pointer (&parser->channel_problem, g_free);
+          parser->channel_problem = check_channel (&parser->channel);
+          if (parser->channel_problem == NULL)
+            parser->channel_path = g_strdup (parser->channel.source_path);
+        }
+      channel_element_clear (&parser->channel);
+      parser->in_channel = FALSE;
+    }
+  else if (parser->depth == 3)
+    {
+      parser->in_vsock = FALSE;
+    }
+  else if (parser->depth == 2)
+    {
+      parser->in_devices = FALSE;
+    }
+  parser->depth--;
+}
+
+static const GMarkupParser endpoint_parser = {
+  .start_element = endpoint_start_element,
+  .end_element = endpoint_end_element,
+};
+
+static gboolean
+parse_endpoints (EndpointParser *parser, const gchar *xml, GError **error)
+{
+  g_autoptr (GMarkupParseContext) context
+      = g_markup_parse_context_new (&endpoint_parser, 0, parser, NULL);
+  g_autoptr (GError) local_error = NULL;
+
+  if (g_markup_parse_context_parse (context, xml, -1, &local_error)
+      && g_markup_parse_context_end_parse (context, &local_error))
+    return TRUE;
+  g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "domain XML: %s", local_error->message);
+  return FALSE;
+}
+
+/**
+ * dhf_domain_xml_get_xdm_channel:
+ * @xml: a domain's live XML
+ * @path: (out) (transfer full) (nullable): the channel's socket, or %NULL
+ *   when the domain has no channel named org.dhf.xdm.0
+ * @error: return location for a #GError
+ *
+ * Returns: %FALSE when the XML is malformed or the channel is unusable
+ */
+gboolean
+dhf_domain_xml_get_xdm_channel (const gchar *xml, gchar **path, GError **error)
+{
+  g_auto (EndpointParser) parser = { 0 };
+
+  g_return_val_if_fail (xml != NULL, FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+
+  *path = NULL;
+  if (!parse_endpoints (&parser, xml, error))
+    return FALSE;
+  /* Which of two would be the guest's? Neither is trusted. */
+  if (parser.n_channels > 1)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "domain XML: %u channels are named " DHF_XDM_CHANNEL_NAME ", expected one",
+                   parser.n_channels);
+      return FALSE;
+    }
+  if (parser.channel_problem != NULL)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "domain XML: channel " DHF_XDM_CHANNEL_NAME ": %s", parser.channel_problem);
+      return FALSE;
+    }
+  *path = g_steal_pointer (&parser.channel_path);
+  return TRUE;
+}
+
+/**
+ * dhf_domain_xml_get_vsock_cid:
+ * @xml: a domain's live XML
+ * @cid: (out): the guest's CID, or 0 when the domain has no vsock device
+ *   (or the XML is that of an inactive domain with an automatic CID)
+ * @error: return location for a #GError
+ *
+ * Returns: %FALSE when the XML is malformed or the device is unusable
+ */
+gboolean
+dhf_domain_xml_get_vsock_cid (const gchar *xml, guint32 *cid, GError **error)
+{
+  g_auto (EndpointParser) parser = { 0 };
+  guint64 value = 0;
+
+  g_return_val_if_fail (xml != NULL, FALSE);
+  g_return_val_if_fail (cid != NULL, FALSE);
+
+  *cid = 0;
+  if (!parse_endpoints (&parser, xml, error))
+    return FALSE;
+  if (parser.n_vsocks == 0)
+    return TRUE;
+  if (parser.n_vsocks > 1)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "domain XML: %u vsock devices, expected one",
+                   parser.n_vsocks);
+      return FALSE;
+    }
+  if (parser.vsock_model != NULL && !g_str_equal (parser.vsock_model, "virtio"))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "domain XML: vsock model '%s', expected virtio", parser.vsock_model);
+      return FALSE;
+    }
+  if (!parser.has_cid || parser.cid_address == NULL)
+    return TRUE;
+  /* 0-2 are the hypervisor, loopback and the host; -1 is "any". */
+  if (!g_ascii_string_to_unsigned (parser.cid_address, 10, 3, G_MAXUINT32 - 1, &value, NULL))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED,
+                   "domain XML: vsock CID '%s' is not a guest CID (3 to %u)", parser.cid_address,
+                   G_MAXUINT32 - 1);
+      return FALSE;
+    }
+  *cid = (guint32) value;
+  return TRUE;
 }

@@ -141,6 +141,7 @@ dhf_domain_info_copy (const DhfDomainInfo *info)
   copy->name = g_strdup (info->name);
   copy->reason = g_strdup (info->reason);
   copy->metadata = g_strdup (info->metadata);
+  copy->xdm_channel_path = g_strdup (info->xdm_channel_path);
   return copy;
 }
 
@@ -153,6 +154,7 @@ dhf_domain_info_free (DhfDomainInfo *info)
   g_free (info->name);
   g_free (info->reason);
   g_free (info->metadata);
+  g_free (info->xdm_channel_path);
   g_free (info);
 }
 
@@ -284,6 +286,36 @@ read_metadata (virDomainPtr dom, gboolean persistent)
   return copy;
 }
 
+/* Worker thread. Where dhfd reaches the running domain over XDM: only the
+ * live XML has the channel's socket path and an automatic vsock CID. A
+ * device dhfd cannot use safely is left out (and said why, once per
+ * refresh, in the debug log); the domain itself is fine. When the XML
+ * cannot be read, the endpoints stay unknown: the next refresh tells. */
+static void
+read_xdm_endpoints (virDomainPtr dom, DhfDomainInfo *info)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *xml = NULL;
+  char *raw = virDomainGetXMLDesc (dom, 0);
+
+  if (raw == NULL)
+    {
+      g_debug ("%s: cannot read the live XML: %s", info->name, virGetLastErrorMessage ());
+      virResetLastError ();
+      return;
+    }
+  info->endpoints_known = TRUE;
+  xml = g_strdup (raw);
+  free (raw);
+  if (!dhf_domain_xml_get_xdm_channel (xml, &info->xdm_channel_path, &error))
+    {
+      g_debug ("%s: no XDM channel: %s", info->name, error->message);
+      g_clear_error (&error);
+    }
+  if (!dhf_domain_xml_get_vsock_cid (xml, &info->vsock_cid, &error))
+    g_debug ("%s: no XDM vsock: %s", info->name, error->message);
+}
+
 /* Worker thread. */
 static DhfDomainInfo *
 domain_info_read (virDomainPtr dom, GError **error)
@@ -326,6 +358,8 @@ domain_info_read (virDomainPtr dom, GError **error)
   info->memory = (guint64) vinfo.maxMem * 1024;
   info->vcpus = vinfo.nrVirtCpu;
   info->metadata = read_metadata (dom, info->persistent);
+  if (info->active)
+    read_xdm_endpoints (dom, info);
   return g_steal_pointer (&info);
 }
 

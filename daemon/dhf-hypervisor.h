@@ -24,6 +24,11 @@ typedef struct
   guint64 memory; /* bytes */
   guint vcpus;
   gchar *metadata; /* dhf <metadata> element, NULL when the domain has none */
+  /* XDM endpoints from the live XML, only while the domain is active: */
+  gboolean endpoints_known; /* FALSE: the live XML could not be read this time, and the
+                             * two below say nothing (not "none") */
+  gchar *xdm_channel_path;  /* host-side socket of channel org.dhf.xdm.0, or NULL */
+  guint32 vsock_cid;        /* the guest's vsock CID, 0 for none */
 } DhfDomainInfo;
 
 DhfDomainInfo *dhf_domain_info_copy (const DhfDomainInfo *info);

@@ -6,6 +6,7 @@
 
 #include <glib/gstdio.h>
 
+#include "dhf-domain-xml.h"
 #include "dhf-installer.h"
 #include "dhf-log.h"
 
@@ -139,6 +140,17 @@ prepare_disk_thread (GTask *task, gpointer source, gpointer task_data, GCancella
   g_autoptr (GFile) dst = NULL;
   g_autoptr (GError) error = NULL;
 
+  /* Xen's device model creates the XDM channel socket there; nobody but
+   * root (dhfd, libxl) needs to reach it. */
+  if (g_str_equal (install->domain_type, "xen")
+      && g_mkdir_with_parents (DHF_XDM_XEN_SOCKET_DIR, 0700) < 0)
+    {
+      int saved_errno = errno;
+
+      g_task_return_new_error (task, DHF_ERROR, DHF_ERROR_FAILED, "cannot create %s: %s",
+                               DHF_XDM_XEN_SOCKET_DIR, g_strerror (saved_errno));
+      return;
+    }
   if (image == NULL)
     {
       g_task_return_boolean (task, TRUE);

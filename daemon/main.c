@@ -29,6 +29,7 @@ main (int argc, char **argv)
   g_autofree gchar *opt_address = NULL;
   g_autofree gchar *opt_hypervisor = NULL;
   g_autofree gchar *opt_config = NULL;
+  g_autofree gchar *opt_xdm_socket = NULL;
   const GOptionEntry entries[] = {
     { "system", 0, 0, G_OPTION_ARG_NONE, &opt_system, "Serve on the system bus (default)", NULL },
     { "session", 0, 0, G_OPTION_ARG_NONE, &opt_session, "Serve on the session bus", NULL },
@@ -38,6 +39,8 @@ main (int argc, char **argv)
       "libvirt URI to manage (overrides the config file)", "URI" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &opt_config,
       "Configuration file (default " DHF_CONFIG_DEFAULT_PATH ")", "FILE" },
+    { "xdm-socket", 0, 0, G_OPTION_ARG_FILENAME, &opt_xdm_socket,
+      "Listen for dom0 XDM clients on PATH (overrides the config file)", "PATH" },
     { "replace", 0, 0, G_OPTION_ARG_NONE, &opt_replace, "Take over from a running dhfd", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log debug messages", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL },
@@ -90,6 +93,11 @@ main (int argc, char **argv)
     {
       g_free (config->hypervisor_uri);
       config->hypervisor_uri = g_strdup (opt_hypervisor);
+    }
+  if (opt_xdm_socket != NULL && !dhf_config_set_xdm_socket (config, opt_xdm_socket, &error))
+    {
+      g_printerr ("dhfd: --xdm-socket: %s\n", error->message);
+      return DHF_EXIT_USAGE;
     }
 
   loop = g_main_loop_new (NULL, FALSE);

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <string.h>
+
 #include <dhf/dhf.h>
 #include <glib/gstdio.h>
 
 #include "dhf-config.h"
+#include "dhf-xdm-codec.h"
+#include "dhf-xdm-router.h"
 
 static void
 test_config_defaults (void)
@@ -83,6 +87,102 @@ test_config_policy (void)
   }
 }
 
+/* [XDM]: the defaults are the router's. */
+static void
+test_config_xdm_defaults (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  DhfXdmLimits limits;
+
+  dhf_xdm_limits_init (&limits);
+  g_assert_null (config->xdm_socket);
+  g_assert_cmpuint (config->xdm_socket_mode, ==, 0660);
+  g_assert_null (config->xdm_socket_group);
+  g_assert_cmpuint (config->xdm_vsock_port, ==, DHF_XDM_VSOCK_PORT);
+  g_assert_false (config->xdm_vsock_port_set);
+  g_assert_cmpuint (config->xdm_max_calls_in_flight, ==, limits.max_calls_in_flight);
+  g_assert_cmpuint (config->xdm_max_queued_bytes, ==, limits.max_queued_bytes);
+  g_assert_cmpuint (config->xdm_max_registrations, ==, limits.max_registrations);
+  g_assert_cmpuint (config->xdm_max_subscriptions, ==, limits.max_subscriptions);
+  g_assert_cmpuint (config->xdm_max_streams, ==, limits.max_streams);
+  g_assert_cmpuint (config->xdm_max_clients, ==, limits.max_dom0_clients);
+  g_assert_cmpuint (config->xdm_max_connections_per_domain, ==, limits.max_domain_connections);
+  g_assert_cmpuint (config->xdm_max_pending_questions, ==, limits.max_pending_asks);
+  g_assert_cmpuint (config->xdm_ask_timeout_s * 1000, ==, limits.ask_timeout_ms);
+  /* What dhfd.conf(5) and dhfd(8) document. */
+  g_assert_cmpuint (config->xdm_max_calls_in_flight, ==, 256);
+  g_assert_cmpuint (config->xdm_max_queued_bytes, ==, 4 << 20);
+  g_assert_cmpuint (config->xdm_max_registrations, ==, 64);
+  g_assert_cmpuint (config->xdm_max_subscriptions, ==, 256);
+  g_assert_cmpuint (config->xdm_max_streams, ==, 64);
+  g_assert_cmpuint (config->xdm_max_clients, ==, 4096);
+  g_assert_cmpuint (config->xdm_max_connections_per_domain, ==, 8);
+  g_assert_cmpuint (config->xdm_max_pending_questions, ==, 8);
+  g_assert_cmpuint (config->xdm_ask_timeout_s, ==, 30);
+}
+
+static void
+test_config_xdm_full (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
+  const gchar *data = "[XDM]\nSocket=/run/x//dhf/../xdm.sock\nSocketMode=0600\n"
+                      "SocketGroup=wheel\nVsockPort=0\nMaxCallsInFlight=10\n"
+                      "MaxQueuedBytes=2MiB\nMaxRegistrations=3\nMaxSubscriptions=4\n"
+                      "MaxStreams=5\nMaxClients=6\nMaxPendingQuestions=7\nAskTimeout=120\n"
+                      "MaxConnectionsPerDomain=9\n";
+
+  g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->xdm_socket, ==, "/run/x/xdm.sock");
+  g_assert_cmpuint (config->xdm_socket_mode, ==, 0600);
+  g_assert_cmpstr (config->xdm_socket_group, ==, "wheel");
+  g_assert_cmpuint (config->xdm_vsock_port, ==, 0);
+  g_assert_true (config->xdm_vsock_port_set);
+  g_assert_cmpuint (config->xdm_max_calls_in_flight, ==, 10);
+  g_assert_cmpuint (config->xdm_max_queued_bytes, ==, 2 << 20);
+  g_assert_cmpuint (config->xdm_max_registrations, ==, 3);
+  g_assert_cmpuint (config->xdm_max_subscriptions, ==, 4);
+  g_assert_cmpuint (config->xdm_max_streams, ==, 5);
+  g_assert_cmpuint (config->xdm_max_clients, ==, 6);
+  g_assert_cmpuint (config->xdm_max_connections_per_domain, ==, 9);
+  g_assert_cmpuint (config->xdm_max_pending_questions, ==, 7);
+  g_assert_cmpuint (config->xdm_ask_timeout_s, ==, 120);
+}
+
+static void
+test_config_xdm_sizes (void)
+{
+  static const struct
+  {
+    const gchar *text;
+    guint64 bytes;
+  } cases[] = {
+    { "1048592", 1048592 }, /* one largest frame */
+    { "4MiB", 4 << 20 },
+    { "3 MiB", 3 << 20 },
+    { "2048 KiB", 2 << 20 },
+    { "1 GiB", (guint64) 1 << 30 },
+    { "256MiB", (guint64) 256 << 20 },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (DhfConfig) config = dhf_config_new ();
+      g_autoptr (GError) error = NULL;
+      g_autofree gchar *data = g_strdup_printf ("[XDM]\nMaxQueuedBytes=%s\n", cases[i].text);
+
+      if (cases[i].bytes > ((guint64) 256 << 20))
+        {
+          g_assert_false (dhf_config_load_data (config, data, "t.conf", &error));
+          continue;
+        }
+      g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
+      g_assert_no_error (error);
+      g_assert_cmpuint (config->xdm_max_queued_bytes, ==, cases[i].bytes);
+    }
+}
+
 static void
 test_config_storage_canonical (void)
 {
@@ -141,6 +241,72 @@ test_config_errors (void)
     { "[Policy]\nDirectories=/a;/b\nLastGood=/b\n",
       "t.conf: [Policy] LastGood: '/b' is inside the policy directory '/b'; it must be kept "
       "outside every one of [Policy] Directories (dhfd rewrites it at every reload)" },
+    { "[XDM]\nsocket=/x\n", "t.conf: [XDM] socket: unknown key" },
+    { "[XDM]\nSocket=\n", "t.conf: [XDM] Socket: empty value" },
+    { "[XDM]\nSocket=run/xdm.sock\n",
+      "t.conf: [XDM] Socket: expected an absolute path, not 'run/xdm.sock'" },
+    { "[XDM]\nSocket=/\n",
+      "t.conf: [XDM] Socket: '/' cannot be a unix socket's path (at most 107 bytes)" },
+    { "[XDM]\nSocket=/run/"
+      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+      "xxxxxx"
+      "xxxxx\n",
+      "t.conf: [XDM] Socket: '/run/"
+      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+      "xxxxxx"
+      "xxxxx' cannot be a unix socket's path (at most 107 bytes)" },
+    { "[XDM]\nSocketMode=0666x\n",
+      "t.conf: [XDM] SocketMode: expected permission bits from 0 to 777 (octal), not '0666x'" },
+    { "[XDM]\nSocketMode=1777\n",
+      "t.conf: [XDM] SocketMode: expected permission bits from 0 to 777 (octal), not '1777'" },
+    { "[XDM]\nSocketMode=0680\n",
+      "t.conf: [XDM] SocketMode: expected permission bits from 0 to 777 (octal), not '0680'" },
+    { "[XDM]\nSocketGroup=a b\n", "t.conf: [XDM] SocketGroup: 'a b' is not a group name" },
+    { "[XDM]\nSocketGroup=-g\n", "t.conf: [XDM] SocketGroup: '-g' is not a group name" },
+    { "[XDM]\nSocketGroup=g:x\n", "t.conf: [XDM] SocketGroup: 'g:x' is not a group name" },
+    { "[XDM]\nVsockPort=-1\n",
+      "t.conf: [XDM] VsockPort: expected a port (0 disables vsock) from 0 to 4294967294, not "
+      "'-1'" },
+    { "[XDM]\nVsockPort=4294967295\n",
+      "t.conf: [XDM] VsockPort: expected a port (0 disables vsock) from 0 to 4294967294, not "
+      "'4294967295'" },
+    { "[XDM]\nMaxCallsInFlight=0\n",
+      "t.conf: [XDM] MaxCallsInFlight: expected a number from 1 to 65536, not '0'" },
+    { "[XDM]\nMaxCallsInFlight=many\n",
+      "t.conf: [XDM] MaxCallsInFlight: expected a number from 1 to 65536, not 'many'" },
+    { "[XDM]\nMaxRegistrations=4097\n",
+      "t.conf: [XDM] MaxRegistrations: expected a number from 1 to 4096, not '4097'" },
+    { "[XDM]\nMaxSubscriptions=0\n",
+      "t.conf: [XDM] MaxSubscriptions: expected a number from 1 to 65536, not '0'" },
+    { "[XDM]\nMaxStreams=1e3\n",
+      "t.conf: [XDM] MaxStreams: expected a number from 1 to 4096, not '1e3'" },
+    { "[XDM]\nMaxClients=65537\n",
+      "t.conf: [XDM] MaxClients: expected a number from 1 to 65536, not '65537'" },
+    { "[XDM]\nMaxConnectionsPerDomain=0\n",
+      "t.conf: [XDM] MaxConnectionsPerDomain: expected a number from 1 to 1024, not '0'" },
+    { "[XDM]\nMaxConnectionsPerDomain=1025\n",
+      "t.conf: [XDM] MaxConnectionsPerDomain: expected a number from 1 to 1024, not '1025'" },
+    { "[XDM]\nMaxPendingQuestions=0\n",
+      "t.conf: [XDM] MaxPendingQuestions: expected a number from 1 to 1024, not '0'" },
+    { "[XDM]\nAskTimeout=0\n",
+      "t.conf: [XDM] AskTimeout: expected seconds from 1 to 3600, not '0'" },
+    { "[XDM]\nAskTimeout=30s\n",
+      "t.conf: [XDM] AskTimeout: expected seconds from 1 to 3600, not '30s'" },
+    { "[XDM]\nMaxQueuedBytes=1MiB\n",
+      "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
+      "with KiB, MiB or GiB), not '1MiB'" },
+    { "[XDM]\nMaxQueuedBytes=257MiB\n",
+      "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
+      "with KiB, MiB or GiB), not '257MiB'" },
+    { "[XDM]\nMaxQueuedBytes=4MB\n",
+      "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
+      "with KiB, MiB or GiB), not '4MB'" },
+    { "[XDM]\nMaxQueuedBytes=MiB\n",
+      "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
+      "with KiB, MiB or GiB), not 'MiB'" },
+    { "[XDM]\nMaxQueuedBytes=18446744073709551615GiB\n",
+      "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
+      "with KiB, MiB or GiB), not '18446744073709551615GiB'" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -207,6 +373,49 @@ test_config_shipped (void)
   g_assert_cmpuint (g_strv_length (config->policy_dirs), ==, 2);
   g_assert_cmpstr (config->policy_dirs[0], ==, "/etc/dhf/policy.d");
   g_assert_cmpstr (config->policy_last_good, ==, "/var/lib/dhf/policy.last-good");
+  /* It documents every [XDM] key with its default. */
+  {
+    g_autoptr (DhfConfig) defaults = dhf_config_new ();
+    g_autofree gchar *text = NULL;
+    static const gchar *const keys[] = { "Socket",
+                                         "SocketMode",
+                                         "SocketGroup",
+                                         "VsockPort",
+                                         "MaxCallsInFlight",
+                                         "MaxQueuedBytes",
+                                         "MaxRegistrations",
+                                         "MaxSubscriptions",
+                                         "MaxStreams",
+                                         "MaxClients",
+                                         "MaxPendingQuestions",
+                                         "AskTimeout",
+                                         "MaxConnectionsPerDomain" };
+
+    g_assert_true (g_file_get_contents (path, &text, NULL, &error));
+    for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+      {
+        g_autofree gchar *line = g_strdup_printf ("\n%s=", keys[i]);
+        g_autofree gchar *commented = g_strdup_printf ("\n#%s=", keys[i]);
+
+        if (strstr (text, line) == NULL && strstr (text, commented) == NULL)
+          g_test_fail_printf ("data/dhfd.conf does not document [XDM] %s", keys[i]);
+      }
+    g_assert_null (config->xdm_socket);
+    g_assert_null (config->xdm_socket_group);
+    g_assert_cmpuint (config->xdm_socket_mode, ==, defaults->xdm_socket_mode);
+    g_assert_cmpuint (config->xdm_vsock_port, ==, defaults->xdm_vsock_port);
+    g_assert_false (config->xdm_vsock_port_set);
+    g_assert_cmpuint (config->xdm_max_calls_in_flight, ==, defaults->xdm_max_calls_in_flight);
+    g_assert_cmpuint (config->xdm_max_queued_bytes, ==, defaults->xdm_max_queued_bytes);
+    g_assert_cmpuint (config->xdm_max_registrations, ==, defaults->xdm_max_registrations);
+    g_assert_cmpuint (config->xdm_max_subscriptions, ==, defaults->xdm_max_subscriptions);
+    g_assert_cmpuint (config->xdm_max_streams, ==, defaults->xdm_max_streams);
+    g_assert_cmpuint (config->xdm_max_clients, ==, defaults->xdm_max_clients);
+    g_assert_cmpuint (config->xdm_max_connections_per_domain, ==,
+                      defaults->xdm_max_connections_per_domain);
+    g_assert_cmpuint (config->xdm_max_pending_questions, ==, defaults->xdm_max_pending_questions);
+    g_assert_cmpuint (config->xdm_ask_timeout_s, ==, defaults->xdm_ask_timeout_s);
+  }
 }
 
 int
@@ -216,6 +425,9 @@ main (int argc, char **argv)
   g_test_add_func ("/config/defaults", test_config_defaults);
   g_test_add_func ("/config/full", test_config_full);
   g_test_add_func ("/config/policy", test_config_policy);
+  g_test_add_func ("/config/xdm-defaults", test_config_xdm_defaults);
+  g_test_add_func ("/config/xdm-full", test_config_xdm_full);
+  g_test_add_func ("/config/xdm-sizes", test_config_xdm_sizes);
   g_test_add_func ("/config/storage-canonical", test_config_storage_canonical);
   g_test_add_func ("/config/errors", test_config_errors);
   g_test_add_func ("/config/syntax-error", test_config_syntax_error);

@@ -187,7 +187,9 @@ test_xen_devices (void)
 
   assert_contains (xml, "<driver name='qemu' type='qcow2'/>");
   assert_contains (xml, "<target dev='xvda' bus='xen'/>");
-  assert_contains (xml, "<channel type='pty'>\n      <target type='xen' name='org.dhf.xdm.0'/>");
+  assert_contains (xml,
+                   "<channel type='unix'>\n      <source mode='bind' path='" DHF_XDM_XEN_SOCKET_DIR
+                   "/demo.sock'/>\n      <target type='xen' name='org.dhf.xdm.0'/>");
   assert_contains (xml, "<model type='vga'/>");
   assert_lacks (xml, "virtio");
   assert_lacks (xml, "<controller");
@@ -477,6 +479,287 @@ test_metadata_truncated_everywhere (void)
     }
 }
 
+/* Live XML: the XDM channel and the vsock CID */
+
+/* A running QEMU domain's live XML, as libvirt formats it; %s is spliced
+ * into <devices>. */
+static const gchar live_xml_format[]
+    = "<domain type='kvm' id='3'>\n"
+      "  <name>demo</name>\n"
+      "  <uuid>6a1f4f3e-1b2c-4d5e-8f90-0123456789ab</uuid>\n"
+      "  <metadata>\n"
+      "    <other:thing xmlns:other='urn:x'><devices><channel type='unix'>"
+      "<source mode='bind' path='/tmp/evil'/><target type='virtio' name='org.dhf.xdm.0'/>"
+      "</channel></devices></other:thing>\n"
+      "  </metadata>\n"
+      "  <memory unit='KiB'>1048576</memory>\n"
+      "  <devices>\n"
+      "    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
+      "    <controller type='virtio-serial' index='0'><alias name='virtio-serial0'/></controller>\n"
+      "    <channel type='unix'>\n"
+      "      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-demo/"
+      "org.qemu.guest_agent.0'/>\n"
+      "      <target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/>\n"
+      "    </channel>\n"
+      "%s"
+      "    <input type='mouse' bus='ps2'/>\n"
+      "  </devices>\n"
+      "  <seclabel type='dynamic' model='dac' relabel='yes'/>\n"
+      "</domain>\n";
+
+#define LIVE_PATH "/var/lib/libvirt/qemu/channel/target/domain-3-demo/org.dhf.xdm.0"
+#define LIVE_CHANNEL                                                                               \
+  "    <channel type='unix'>\n"                                                                    \
+  "      <source mode='bind' path='" LIVE_PATH "'/>\n"                                             \
+  "      <target type='virtio' name='org.dhf.xdm.0' state='connected'/>\n"                         \
+  "      <alias name='channel1'/>\n"                                                               \
+  "      <address type='virtio-serial' controller='0' bus='0' port='2'/>\n"                        \
+  "    </channel>\n"
+#define LIVE_VSOCK                                                                                 \
+  "    <vsock model='virtio'>\n"                                                                   \
+  "      <cid auto='yes' address='42'/>\n"                                                         \
+  "      <alias name='vsock0'/>\n"                                                                 \
+  "    </vsock>\n"
+
+static gchar *
+live_xml (const gchar *devices)
+{
+  return g_strdup_printf (live_xml_format, devices);
+}
+
+static void
+test_live_endpoints (void)
+{
+  g_autofree gchar *xml = live_xml (LIVE_CHANNEL LIVE_VSOCK);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *path = NULL;
+  guint32 cid = 0;
+
+  g_assert_true (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (path, ==, LIVE_PATH);
+  g_assert_true (dhf_domain_xml_get_vsock_cid (xml, &cid, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (cid, ==, 42);
+}
+
+static void
+test_live_xen_channel (void)
+{
+  g_autofree gchar *xml = live_xml ("<channel type='unix'><source mode='bind' path='/run/xen/c'/>"
+                                    "<target type='xen' name='org.dhf.xdm.0'/></channel>");
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *path = NULL;
+
+  g_assert_true (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (path, ==, "/run/xen/c");
+}
+
+/* No device: no endpoint, and no error. The channel hidden in <metadata>
+ * and the guest agent's channel do not count. */
+static void
+test_live_none (void)
+{
+  g_autofree gchar *xml = live_xml ("");
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *path = NULL;
+  guint32 cid = 7;
+
+  g_assert_true (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+  g_assert_no_error (error);
+  g_assert_null (path);
+  g_assert_true (dhf_domain_xml_get_vsock_cid (xml, &cid, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (cid, ==, 0);
+}
+
+/* An inactive domain's XML: the automatic CID is not assigned yet. */
+static void
+test_live_vsock_auto_unassigned (void)
+{
+  g_autofree gchar *xml = live_xml ("<vsock model='virtio'><cid auto='yes'/></vsock>");
+  g_autoptr (GError) error = NULL;
+  guint32 cid = 7;
+
+  g_assert_true (dhf_domain_xml_get_vsock_cid (xml, &cid, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (cid, ==, 0);
+}
+
+typedef struct
+{
+  const gchar *name;
+  const gchar *devices;
+  const gchar *message; /* expected in the error */
+} BadLiveCase;
+
+static const BadLiveCase bad_channel_cases[] = {
+  { "two-channels", LIVE_CHANNEL LIVE_CHANNEL, "2 channels are named org.dhf.xdm.0" },
+  { "two-channels-one-bad",
+    LIVE_CHANNEL "<channel type='pty'><target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "2 channels are named org.dhf.xdm.0" },
+  { "relative-path",
+    "<channel type='unix'><source mode='bind' path='run/x.sock'/>"
+    "<target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "'run/x.sock' is not absolute and canonical" },
+  { "dot-dot-path",
+    "<channel type='unix'><source mode='bind' path='/run/../etc/x.sock'/>"
+    "<target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "'/run/../etc/x.sock' is not absolute and canonical" },
+  { "missing-path",
+    "<channel type='unix'><source mode='bind'/><target type='virtio' name='org.dhf.xdm.0'/>"
+    "</channel>",
+    "no source path" },
+  { "empty-path",
+    "<channel type='unix'><source mode='bind' path=''/><target type='virtio' "
+    "name='org.dhf.xdm.0'/></channel>",
+    "no source path" },
+  { "no-source", "<channel type='unix'><target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "source mode is '(none)'" },
+  { "pty", "<channel type='pty'><target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "of type 'pty'" },
+  { "xen-pty", "<channel type='pty'><target type='xen' name='org.dhf.xdm.0'/></channel>",
+    "of type 'pty'" },
+  { "no-type",
+    "<channel><source mode='bind' path='/run/x'/><target type='virtio' name='org.dhf.xdm.0'/>"
+    "</channel>",
+    "of type '(none)'" },
+  { "connect-mode",
+    "<channel type='unix'><source mode='connect' path='/run/x.sock'/>"
+    "<target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "source mode is 'connect'" },
+  { "guestfwd-target",
+    "<channel type='unix'><source mode='bind' path='/run/x.sock'/>"
+    "<target type='guestfwd' name='org.dhf.xdm.0'/></channel>",
+    "target type is 'guestfwd'" },
+  { "long-path",
+    "<channel type='unix'><source mode='bind' path='/run/"
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock'/>"
+    "<target type='virtio' name='org.dhf.xdm.0'/></channel>",
+    "too long for a unix socket address" },
+  { "malformed", "<channel type='unix'><source mode='bind' path='/run/x'>", "domain XML: " },
+};
+
+static const BadLiveCase bad_vsock_cases[] = {
+  { "two-vsocks", LIVE_VSOCK LIVE_VSOCK, "2 vsock devices" },
+  { "host-cid", "<vsock model='virtio'><cid auto='no' address='2'/></vsock>",
+    "vsock CID '2' is not a guest CID" },
+  { "any-cid", "<vsock model='virtio'><cid auto='no' address='4294967295'/></vsock>",
+    "vsock CID '4294967295' is not a guest CID" },
+  { "not-a-number", "<vsock model='virtio'><cid auto='no' address='0x10'/></vsock>",
+    "vsock CID '0x10' is not a guest CID" },
+  { "negative", "<vsock model='virtio'><cid auto='no' address='-5'/></vsock>",
+    "vsock CID '-5' is not a guest CID" },
+  { "model", "<vsock model='vhost-user'><cid address='9'/></vsock>", "vsock model 'vhost-user'" },
+  { "malformed", "<vsock model='virtio'><cid address='9'/>", "domain XML: " },
+};
+
+static void
+test_live_bad_channel (gconstpointer data)
+{
+  const BadLiveCase *c = data;
+  g_autofree gchar *xml = live_xml (c->devices);
+  g_autoptr (GError) error = NULL;
+  gchar *path = (gchar *) "untouched";
+
+  g_assert_false (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_FAILED);
+  g_assert_null (path);
+  if (strstr (error->message, c->message) == NULL)
+    g_test_fail_printf ("expected \"%s\" in \"%s\"", c->message, error->message);
+}
+
+static void
+test_live_bad_vsock (gconstpointer data)
+{
+  const BadLiveCase *c = data;
+  g_autofree gchar *xml = live_xml (c->devices);
+  g_autoptr (GError) error = NULL;
+  guint32 cid = 7;
+
+  g_assert_false (dhf_domain_xml_get_vsock_cid (xml, &cid, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_FAILED);
+  g_assert_cmpuint (cid, ==, 0);
+  if (strstr (error->message, c->message) == NULL)
+    g_test_fail_printf ("expected \"%s\" in \"%s\"", c->message, error->message);
+}
+
+/* A broken vsock device does not hide a good channel, nor the reverse. */
+static void
+test_live_independent (void)
+{
+  g_autofree gchar *xml
+      = live_xml (LIVE_CHANNEL "<vsock model='virtio'><cid auto='no' address='1'/></vsock>");
+  g_autofree gchar *xml2 = live_xml (LIVE_CHANNEL LIVE_CHANNEL LIVE_VSOCK);
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *path = NULL;
+  guint32 cid = 0;
+
+  g_assert_true (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (path, ==, LIVE_PATH);
+  g_assert_true (dhf_domain_xml_get_vsock_cid (xml2, &cid, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (cid, ==, 42);
+}
+
+/* Every prefix of a good document is refused, never half-read. */
+static void
+test_live_truncated_everywhere (void)
+{
+  g_autofree gchar *xml = live_xml (LIVE_CHANNEL LIVE_VSOCK);
+  gsize length = strlen (xml);
+
+  /* Up to the last '>': what follows is only whitespace. */
+  while (length > 0 && xml[length - 1] != '>')
+    length--;
+  for (gsize i = 0; i + 1 < length; i++)
+    {
+      g_autofree gchar *prefix = g_strndup (xml, i);
+      g_autoptr (GError) error = NULL;
+      g_autofree gchar *path = NULL;
+      guint32 cid = 0;
+
+      g_assert_false (dhf_domain_xml_get_xdm_channel (prefix, &path, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_FAILED);
+      g_assert_null (path);
+      g_clear_error (&error);
+      g_assert_false (dhf_domain_xml_get_vsock_cid (prefix, &cid, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_FAILED);
+    }
+}
+
+/* What dhf defines carries the channel; once the hypervisor has given it
+ * a path (libvirt does when it starts the domain), dhfd finds it. */
+static void
+test_live_built_channel (void)
+{
+  static const gchar *const types[] = { "kvm", "qemu", "test" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autofree gchar *xml = build (base_json, types[i], "/d.qcow2");
+      g_autoptr (GString) live = g_string_new (xml);
+      g_autoptr (GError) error = NULL;
+      g_autofree gchar *path = NULL;
+
+      /* Not started yet: a bind channel without a path. */
+      g_assert_false (dhf_domain_xml_get_xdm_channel (xml, &path, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_FAILED);
+      g_assert_nonnull (strstr (error->message, "no source path"));
+      g_clear_error (&error);
+
+      g_assert_cmpuint (g_string_replace (live, "<source mode='bind'/>",
+                                          "<source mode='bind' path='" LIVE_PATH "'/>", 0),
+                        ==, 1);
+      g_assert_true (dhf_domain_xml_get_xdm_channel (live->str, &path, &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (path, ==, LIVE_PATH);
+    }
+}
+
 /* libvirt's own test driver: what it stores and hands back must parse. */
 
 static void
@@ -561,6 +844,27 @@ main (int argc, char **argv)
       g_autofree gchar *path
           = g_strdup_printf ("/domain-xml/metadata/bad/%s", bad_metadata_cases[i].label);
       g_test_add_data_func (path, &bad_metadata_cases[i], test_metadata_bad);
+    }
+  g_test_add_func ("/domain-xml/live/endpoints", test_live_endpoints);
+  g_test_add_func ("/domain-xml/live/xen-channel", test_live_xen_channel);
+  g_test_add_func ("/domain-xml/live/none", test_live_none);
+  g_test_add_func ("/domain-xml/live/vsock-auto-unassigned", test_live_vsock_auto_unassigned);
+  g_test_add_func ("/domain-xml/live/independent", test_live_independent);
+  g_test_add_func ("/domain-xml/live/truncated-everywhere", test_live_truncated_everywhere);
+  g_test_add_func ("/domain-xml/live/built-channel", test_live_built_channel);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_channel_cases); i++)
+    {
+      g_autofree gchar *path
+          = g_strconcat ("/domain-xml/live/bad-channel/", bad_channel_cases[i].name, NULL);
+
+      g_test_add_data_func (path, &bad_channel_cases[i], test_live_bad_channel);
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_vsock_cases); i++)
+    {
+      g_autofree gchar *path
+          = g_strconcat ("/domain-xml/live/bad-vsock/", bad_vsock_cases[i].name, NULL);
+
+      g_test_add_data_func (path, &bad_vsock_cases[i], test_live_bad_vsock);
     }
   g_test_add_func ("/domain-xml/libvirt/test-driver", test_libvirt_test_driver);
 

@@ -12,10 +12,10 @@ which actions polkit grants.  Checked:
     nothing, while read-only calls work and never consult polkit;
   * polkit is asked about the calling connection (system-bus-name subject)
     and is told when the caller allows interactive authorization;
-  * each of the six actions gates exactly the methods the API
+  * each of the eight actions gates exactly the methods the API
     (protos/org.dhf.Framework1.xml) says it does, the read-only methods
     (Policy.Test, Policy.Show) name none, and the policy file defines
-    exactly those six actions;
+    exactly those eight actions;
   * without polkitd (never started, or killed) dhfd fails closed and keeps
     serving reads, and it uses polkitd again once it is back;
   * with Mode=peer-uid root may change things and `nobody` may only read
@@ -51,6 +51,7 @@ DHF_NAME = 'org.dhf.Framework1'
 DHF_PATH = '/org/dhf/Framework1'
 MANAGER = 'org.dhf.Framework1.Manager'
 POLICY = 'org.dhf.Framework1.Policy'
+XDM = 'org.dhf.Framework1.Xdm'
 APPLIANCE = 'org.dhf.Framework1.Appliance'
 PROPERTIES = 'org.freedesktop.DBus.Properties'
 OBJECT_MANAGER = 'org.freedesktop.DBus.ObjectManager'
@@ -66,7 +67,9 @@ START = 'org.dhf.framework1.appliance.start'
 STOP = 'org.dhf.framework1.appliance.stop'
 PAUSE = 'org.dhf.framework1.appliance.pause'
 RELOAD = 'org.dhf.framework1.policy.reload'
-ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE, RELOAD]
+XDM_INSPECT = 'org.dhf.framework1.xdm.inspect'
+XDM_PROMPT_AGENT = 'org.dhf.framework1.xdm.prompt-agent'
+ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE, RELOAD, XDM_INSPECT, XDM_PROMPT_AGENT]
 
 # The contract: which action gates which method. It must agree with the
 # "Authorization:" lines of protos/org.dhf.Framework1.xml (checked below)
@@ -79,10 +82,22 @@ CONTRACT = {
     'Install': INSTALL,
     'Remove': REMOVE,
     'Reload': RELOAD,
+    'ListConnections': XDM_INSPECT,
+    'ListServices': XDM_INSPECT,
+    'ListSubscriptions': XDM_INSPECT,
+    'RegisterPromptAgent': XDM_PROMPT_AGENT,
+    'UnregisterPromptAgent': XDM_PROMPT_AGENT,
 }
 METHODS = list(CONTRACT)
 # Methods that need no action (the XML gives them no "Authorization:" line).
 READ_ONLY = {'Test', 'Show'}
+# Methods of org.dhf.Framework1.Xdm; they change no appliance.
+XDM_METHODS = {'ListConnections', 'ListServices', 'ListSubscriptions', 'RegisterPromptAgent',
+               'UnregisterPromptAgent'}
+# Interfaces the XML describes for clients to implement, not dhfd.
+CLIENT_INTERFACES = ['org.dhf.Framework1.PromptAgent']
+AGENT_PATH = '/org/dhf/test/Agent'
+
 
 DEMO_APPLIANCES = ['corporate', 'file-sync', 'personal', 'vpn-gateway']
 PROBE = 'authz-probe'
@@ -226,6 +241,8 @@ def method_params(method, target):
         return GLib.Variant('(sa{sv})', (PROBE_MANIFEST, {}))
     if method == 'Remove':
         return GLib.Variant('(sa{sv})', (target, {}))
+    if method in ('RegisterPromptAgent', 'UnregisterPromptAgent'):
+        return GLib.Variant('(o)', (AGENT_PATH,))
     return None
 
 
@@ -395,11 +412,14 @@ class Dhfd:
         config = os.path.join(self.tmp, f'dhfd-{mode}.conf')
         policy = os.path.join(self.tmp, 'policy.d')
         os.makedirs(policy, exist_ok=True)
+        # This bus stands in for the system bus: without [XDM], dhfd would
+        # take the system's XDM socket and vsock port.
         with open(config, 'w') as f:
             f.write(f'[Authorization]\nMode={mode}\n\n'
                     f'[Appliances]\nStorageDirectory={storage}\nShutdownTimeout=2\n\n'
                     f'[Policy]\nDirectories={policy}\n'
-                    f'LastGood={os.path.join(self.tmp, "policy.last-good")}\n')
+                    f'LastGood={os.path.join(self.tmp, "policy.last-good")}\n\n'
+                    f'[XDM]\nSocket={os.path.join(self.tmp, "xdm.sock")}\nVsockPort=0\n')
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address,
                    DBUS_SESSION_BUS_ADDRESS=self.address)
         self.proc = self.procs.start(
@@ -454,6 +474,8 @@ def invoke(conn, method, target, flags=Gio.DBusCallFlags.NONE):
     (ignored by Reload)."""
     if method == 'Reload':
         return call(conn, DHF_NAME, DHF_PATH, POLICY, method, None, flags)
+    if method in XDM_METHODS:
+        return call(conn, DHF_NAME, DHF_PATH, XDM, method, method_params(method, target), flags)
     if method in ('Install', 'Remove'):
         return call(conn, DHF_NAME, DHF_PATH, MANAGER, method, method_params(method, target),
                     flags)
@@ -507,7 +529,9 @@ def prepare(conn, polkitd, method):
 
     Returns (target, state before, state a successful call leaves)."""
     polkitd.set_allowed(ACTIONS)
-    if method == 'Reload':
+    if method == 'Reload' or method in XDM_METHODS:
+        if method == 'UnregisterPromptAgent':
+            do(conn, 'RegisterPromptAgent', None)  # there is one to unregister
         return None, None, None  # changes no appliance
     installed = PROBE in appliances(conn)
     if method == 'Install':
@@ -606,6 +630,9 @@ def check_documents():
     def api_agrees():
         with open(os.path.join(root, 'protos', 'org.dhf.Framework1.xml')) as f:
             text = f.read()
+        for iface in CLIENT_INTERFACES:
+            text = re.sub(rf'<interface name="{re.escape(iface)}">.*?</interface>', '', text,
+                          flags=re.S)
         documented = {}
         for m in re.finditer(r'<!--((?:(?!-->).)*)-->\s*<method name="(\w+)"', text, re.S):
             action = re.search(r'Authorization:\s*(\S+)', m.group(1))
@@ -940,6 +967,8 @@ def check_nobody(conn, address):
         (DHF_PATH, MANAGER, 'Install', '(sa{sv})', [PROBE_MANIFEST, {}]),
         (DHF_PATH, MANAGER, 'Remove', '(sa{sv})', ['file-sync', {}]),
         (DHF_PATH, POLICY, 'Reload', '', []),
+        (DHF_PATH, XDM, 'ListConnections', '', []),
+        (DHF_PATH, XDM, 'RegisterPromptAgent', '(o)', [AGENT_PATH]),
     ]
     nobody_uid, uid, bus_uid, replies = run_as_nobody(address, reads + mutating)
 
@@ -960,8 +989,8 @@ def check_nobody(conn, address):
             if p:
                 problems.append(f'{c[2]}: {p}')
         return '\n'.join(problems) or None
-    tap.check('Mode=peer-uid: nobody\'s Start/Shutdown/Pause/Resume/Install/Remove/Reload all '
-              'fail with NotAuthorized', refused)
+    tap.check('Mode=peer-uid: nobody\'s Start/Shutdown/Pause/Resume/Install/Remove/Reload/'
+              'ListConnections/RegisterPromptAgent all fail with NotAuthorized', refused)
     tap.check('Mode=peer-uid: nobody\'s refused calls changed nothing',
               lambda: None if snapshot(conn) == before
               else f'before: {before}\nafter:  {snapshot(conn)}')
