@@ -9,6 +9,9 @@
 #include <dhf/dhf-enums.h>
 #include <dhf/dhf-enum-types.h>
 #include <dhf/dhf-dbus-generated.h>
+#include <dhf/dhf-stream.h>
+#include <dhf/dhf-invocation.h>
+#include <dhf/dhf-client.h>
 #undef DHF_INSIDE
 
 /**
