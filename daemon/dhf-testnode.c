@@ -66,6 +66,29 @@ uuid_for_name (const gchar *name)
                           digest + 20);
 }
 
+/* With a channel directory, each domain's XDM channel gets the socket
+ * DIR/NAME.sock: a simulated appliance listens there (libdhf-1's listen:
+ * address) and dhfd connects to it as to the host side of a real
+ * virtio-serial channel, having read the path from the live domain XML. */
+static gchar *
+with_channel_path (const gchar *xml, const gchar *channel_dir, const gchar *name)
+{
+  static const gchar bind_source[] = "<source mode='bind'/>";
+  g_autofree gchar *path = g_strdup_printf ("%s/%s.sock", channel_dir, name);
+  g_autofree gchar *escaped = g_markup_escape_text (path, -1);
+  g_autofree gchar *source = g_strdup_printf ("<source mode='bind' path='%s'/>", escaped);
+  const gchar *at = strstr (xml, bind_source);
+  GString *out;
+
+  g_assert (at != NULL);
+  out = g_string_new_len (xml, at - xml);
+  g_string_append (out, source);
+  g_string_append (out, at + strlen (bind_source));
+  return g_string_free (out, FALSE);
+}
+
+static const gchar *channel_dir;
+
 static gchar *
 test_domain_xml (const DhfManifest *manifest, gboolean running)
 {
@@ -79,6 +102,14 @@ test_domain_xml (const DhfManifest *manifest, gboolean running)
   };
   g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
   GString *out;
+
+  if (channel_dir != NULL)
+    {
+      gchar *moved = with_channel_path (xml, channel_dir, dhf_manifest_get_name (manifest));
+
+      g_free (xml);
+      xml = moved;
+    }
 
   if (running)
     return g_steal_pointer (&xml);
@@ -149,7 +180,10 @@ main (int argc, char **argv)
   g_autofree gchar *node = NULL;
   gint copies = 0;
   gboolean running = FALSE;
+  g_autofree gchar *channels = NULL;
   const GOptionEntry entries[] = {
+    { "channel-dir", 'c', 0, G_OPTION_ARG_FILENAME, &channels,
+      "Give each domain's XDM channel the socket DIR/NAME.sock", "DIR" },
     { "copies", 'n', 0, G_OPTION_ARG_INT, &copies,
       "Make N copies of each appliance, named NAME-1 to NAME-N", "N" },
     { "running", 'r', 0, G_OPTION_ARG_NONE, &running, "Leave the domains running", NULL },
@@ -177,6 +211,12 @@ main (int argc, char **argv)
       return EXIT_FAILURE;
     }
 
+  if (channels != NULL && !g_path_is_absolute (channels))
+    {
+      g_printerr ("dhf-testnode: --channel-dir must be an absolute path\n");
+      return EXIT_FAILURE;
+    }
+  channel_dir = channels;
   node = build_node (files, copies, running, &error);
   if (node == NULL)
     {

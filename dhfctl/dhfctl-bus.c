@@ -264,7 +264,9 @@ dhfctl_exit_status_for_error (const GError *error)
       || g_error_matches (error, G_DBUS_ERROR, G_DBUS_ERROR_ACCESS_DENIED))
     return DHFCTL_EXIT_NOT_AUTHORIZED;
 
-  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CLOSED))
+  /* dhfd's XDM socket refused or lost the session. */
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CLOSED)
+      || g_error_matches (error, DHF_ERROR, DHF_ERROR_DISCONNECTED))
     return DHFCTL_EXIT_UNREACHABLE;
 
   if (error->domain != G_DBUS_ERROR)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dhfctl: the administrator's command line for dhfd. This file holds main(),
  * the command table and option parsing; the commands live in
- * dhfctl-appliance.c, dhfctl-manager.c and dhfctl-policy.c. */
+ * dhfctl-appliance.c, dhfctl-manager.c, dhfctl-policy.c and dhfctl-xdm.c. */
 #include "config.h"
 
 #include <dhf/dhf.h>
@@ -25,6 +25,8 @@ static const DhfctlCommand commands[] = {
   { "status", NULL, "Show the state of dhfd and the hypervisor", dhfctl_cmd_status },
   { "policy", "check|test|show|reload", "Check, test, show or reload the admin policy",
     dhfctl_cmd_policy },
+  { "xdm", "SUBCOMMAND",
+    "Cross-domain messaging: list, services, subscriptions, call, publish, watch", dhfctl_cmd_xdm },
   { "help", "[COMMAND]", "Show help on dhfctl or on one command", cmd_help },
 };
 
@@ -202,7 +204,7 @@ main_option_context (DhfctlContext *ctx, gboolean *version)
                "is in $DHF_BUS_ADDRESS, or else to the system bus.\n"
                "\n"
                "Exit status: 0 success, 1 the operation failed, 2 usage error,\n"
-               "3 dhfd not reachable, 4 no such appliance, 5 not authorized.\n"
+               "3 dhfd not reachable, 4 no such appliance (or XDM service), 5 not authorized.\n"
                "\n"
                "Run 'dhfctl help COMMAND' for the options of one command.");
   return context;

@@ -12,8 +12,9 @@ typedef enum
   DHFCTL_EXIT_OK = 0,
   DHFCTL_EXIT_FAILED = 1,         /* dhfd (or a local step) failed the operation */
   DHFCTL_EXIT_USAGE = 2,          /* bad command line */
-  DHFCTL_EXIT_UNREACHABLE = 3,    /* no bus, or nobody owns org.dhf.Framework1 */
-  DHFCTL_EXIT_NOT_FOUND = 4,      /* no such appliance */
+  DHFCTL_EXIT_UNREACHABLE = 3,    /* no bus, or nobody owns org.dhf.Framework1, or no
+                                   * XDM session (DHF_ERROR_DISCONNECTED) */
+  DHFCTL_EXIT_NOT_FOUND = 4,      /* no such appliance (or XDM service) */
   DHFCTL_EXIT_NOT_AUTHORIZED = 5, /* NotAuthorized or AccessDenied */
 } DhfctlExit;
 
@@ -117,5 +118,9 @@ gboolean dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int ar
 /* dhfctl-policy.c */
 gboolean dhfctl_cmd_policy (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
                             GError **error);
+
+/* dhfctl-xdm.c */
+gboolean dhfctl_cmd_xdm (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                         GError **error);
 
 G_END_DECLS

@@ -15,6 +15,7 @@ shopt -s nullglob
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhfctl-test.XXXXXX")
 bus_pid=
 dhfd_pid=
+watch_pids=()
 addr=
 n=0
 failed=0
@@ -28,6 +29,11 @@ stop_dhfd() {
 }
 
 cleanup() {
+  local pid
+  for pid in "${watch_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   stop_dhfd
   if [ -n "$bus_pid" ]; then
     kill "$bus_pid" 2>/dev/null || true
@@ -185,6 +191,9 @@ Mode=peer-uid
 [Policy]
 Directories=$tmp/policy.d;$tmp/vendor.d
 LastGood=$tmp/policy.last-good
+
+[XDM]
+VsockPort=0
 EOF
 
 # The policy: the vendor defaults from the source tree, and one admin file.
@@ -286,14 +295,18 @@ expect "dhfd not running: install exits 3" '[ $rc -eq 3 ]'
 
 # --- dhfd on the test driver ------------------------------------------------
 
-if ! "$DHF_TESTNODE" "${examples[@]}" "$tmp/alpha.json" >"$tmp/node.xml" 2>"$tmp/testnode.err"; then
+# Each domain's XDM channel is $tmp/channels/NAME.sock: a process listening
+# there (address listen:PATH) is that domain for dhfd.
+mkdir "$tmp/channels"
+if ! "$DHF_TESTNODE" --channel-dir "$tmp/channels" "${examples[@]}" "$tmp/alpha.json" \
+  >"$tmp/node.xml" 2>"$tmp/testnode.err"; then
   echo "Bail out! dhf-testnode failed"
   diag "$tmp/testnode.err"
   exit 1
 fi
 
 "$DHFD" --address "$addr" --hypervisor "test://$tmp/node.xml" --config "$tmp/dhfd.conf" --verbose \
-  >"$tmp/dhfd.log" 2>&1 &
+  --xdm-socket "$tmp/xdm.sock" >"$tmp/dhfd.log" 2>&1 &
 dhfd_pid=$!
 owned=no
 for _ in $(seq 100); do
@@ -544,6 +557,155 @@ else
   skip "start by another uid exits 5" "needs root and setpriv"
 fi
 
+# --- cross-domain messaging (XDM) -------------------------------------------
+
+# wait_until DESCRIPTION CONDITION: polls CONDITION (every 0.1 s, at most 30 s).
+wait_until() {
+  for _ in $(seq 300); do
+    if eval "$2"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "# timed out waiting for $1"
+  return 1
+}
+
+ctl xdm
+expect "xdm without a subcommand is a usage error" '[ $rc -eq 2 ] && grep -q "missing subcommand" "$tmp/err"'
+ctl xdm frobnicate
+expect "xdm: an unknown subcommand is a usage error" '[ $rc -eq 2 ]'
+ctl xdm --help
+expect "xdm --help lists the subcommands" '[ $rc -eq 0 ] && grep -q "call SERVICE\[+ARG\] \[PARAMS_JSON\]" "$tmp/out"'
+ctl xdm call "not a service"
+expect "xdm call: a malformed service name is a usage error" '[ $rc -eq 2 ] && grep -q "is not a service name" "$tmp/err"'
+ctl xdm call org.dhf.framework.Whoami --target dom0 '{"unterminated": '
+expect "xdm call: bad JSON params exit 2" '[ $rc -eq 2 ] && grep -q "PARAMS_JSON is not valid JSON" "$tmp/err"'
+ctl xdm call org.dhf.framework.Whoami --target dom0 '{} trailing'
+expect "xdm call: text after the JSON value exits 2" '[ $rc -eq 2 ] && grep -q "PARAMS_JSON is not valid JSON" "$tmp/err"'
+ctl --json xdm call org.dhf.framework.Whoami --target dom0 '[1,'
+expect "--json xdm call: bad JSON params reported as InvalidArgs" \
+  '[ $rc -eq 2 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.InvalidArgs\""'
+ctl xdm call org.dhf.framework.Whoami --target "no such/domain"
+expect "xdm call: a malformed --target is a usage error" '[ $rc -eq 2 ]'
+ctl xdm call --address bogus:x org.dhf.framework.Whoami
+expect "xdm call: a bad --address is a usage error" '[ $rc -eq 2 ] && grep -q "bad XDM address" "$tmp/err"'
+ctl xdm call --address vsock:not-a-cid org.dhf.framework.Whoami
+expect "xdm call: an address the SDK refuses is a usage error" '[ $rc -eq 2 ] && grep -q "^dhfctl: bad XDM address: " "$tmp/err"'
+ctl --timeout 1 xdm call --address "listen:$tmp/nobody.sock" org.dhf.framework.Whoami
+expect "xdm call: no session within --timeout exits 3" \
+  '[ $rc -eq 3 ] && grep -q "^dhfctl: cannot reach dhfd over XDM: no session at listen:$tmp/nobody.sock within 1 s" "$tmp/err"'
+ctl --timeout 601 xdm call org.dhf.framework.Whoami
+expect "xdm call: --timeout over 600 s is a usage error" '[ $rc -eq 2 ]'
+ctl xdm call --address "unix:$tmp/no-such.sock" org.dhf.framework.Whoami --target dom0
+expect "xdm call: nothing at the address exits 3" \
+  '[ $rc -eq 3 ] && grep -q "^dhfctl: cannot reach dhfd over XDM: .*unix:$tmp/no-such.sock" "$tmp/err"'
+ctl xdm publish "bad topic"
+expect "xdm publish: a malformed topic is a usage error" '[ $rc -eq 2 ]'
+ctl xdm publish org.dhf.test.Alert 'nope'
+expect "xdm publish: bad JSON data exits 2" '[ $rc -eq 2 ] && grep -q "DATA_JSON is not valid JSON" "$tmp/err"'
+
+# dom0 may ask who it is (the vendor defaults already allow it: the rule
+# is repeated so that the test does not depend on them), and the test
+# topic goes from dom0 to dom0 and to ctl-alpha. Nothing else.
+printf '%s\n' "org.dhf.framework.Whoami  @dom0  @dom0      allow" \
+  "org.dhf.test.Alert        @dom0  @dom0      allow" \
+  "org.dhf.test.Alert        @dom0  ctl-alpha  allow" >"$tmp/policy.d/.05-xdm.policy"
+mv "$tmp/policy.d/.05-xdm.policy" "$tmp/policy.d/05-xdm.policy"
+ctl policy reload
+expect "the XDM test rules are in force" '[ $rc -eq 0 ] && grep -q "^Reloaded: " "$tmp/out"'
+
+# Two watchers: ctl-alpha, simulated (dhfd connects to its channel socket
+# once the domain runs), and a dom0 client on dhfd's socket (the address
+# read from the Xdm.Socket property).
+ctl start ctl-alpha
+expect "ctl-alpha runs, for its XDM channel" '[ $rc -eq 0 ]'
+env DHF_BUS_ADDRESS="$addr" "$DHFCTL" xdm watch --address "listen:$tmp/channels/ctl-alpha.sock" \
+  org.dhf.test.Alert >"$tmp/alpha-watch.out" 2>"$tmp/alpha-watch.err" &
+alpha_watch=$!
+watch_pids+=("$alpha_watch")
+env DHF_BUS_ADDRESS="$addr" "$DHFCTL" xdm watch org.dhf.test.Alert >"$tmp/dom0-watch.out" 2>"$tmp/dom0-watch.err" &
+dom0_watch=$!
+watch_pids+=("$dom0_watch")
+
+both_subscribed() {
+  ctl xdm subscriptions
+  [ $rc -eq 0 ] && grep -Eq "^org\.dhf\.test\.Alert +ctl-alpha " "$tmp/out" &&
+    grep -Eq "^org\.dhf\.test\.Alert +dom0 " "$tmp/out"
+}
+wait_until "both watchers to subscribe" both_subscribed || true
+expect "xdm subscriptions: the simulated domain and the dom0 client" 'both_subscribed'
+cp "$tmp/out" "$tmp/subscriptions"
+expect "xdm subscriptions: header and aligned columns" \
+  'head -n 1 "$tmp/subscriptions" | grep -Eq "^TOPIC +DOMAIN +CONNECTION +DELIVERED +DROPPED$" && table_aligned "$tmp/subscriptions" 2>>"$tmp/err"'
+
+ctl xdm list
+cp "$tmp/out" "$tmp/xdm-list"
+expect "xdm list: header and aligned columns" \
+  '[ $rc -eq 0 ] && head -n 1 "$tmp/xdm-list" | grep -Eq "^ID +DOMAIN +TRANSPORT +UID +IN-FLIGHT +QUEUED +SERVICES +TOPICS$" &&
+   table_aligned "$tmp/xdm-list" 2>>"$tmp/err"'
+expect "xdm list: the simulated domain on its channel, with its topic" \
+  'grep -Eq "^[0-9]+ +ctl-alpha +channel +- +0 +[0-9]+ +- +org\.dhf\.test\.Alert$" "$tmp/xdm-list"'
+expect "xdm list: a dom0 client on the local socket, with our uid" \
+  'grep -Eq "^[0-9]+ +dom0 +unix +$(id -u) +[0-9]+ +[0-9]+ +- +org\.dhf\.test\.Alert$" "$tmp/xdm-list"'
+ctl --json xdm list
+expect "--json xdm list" \
+  '[ $rc -eq 0 ] && json_ok "any(c[\"domain\"] == \"ctl-alpha\" and c[\"transport\"] == \"channel\" and c[\"topics\"] == [\"org.dhf.test.Alert\"] for c in d) and any(c[\"domain\"] == \"dom0\" and c[\"uid\"] == $(id -u) and \"connected_at\" in c and \"calls_in_flight\" in c for c in d)"'
+ctl --json xdm subscriptions
+expect "--json xdm subscriptions" \
+  '[ $rc -eq 0 ] && json_ok "sorted(s[\"domain\"] for s in d if s[\"topic\"] == \"org.dhf.test.Alert\") == [\"ctl-alpha\", \"dom0\"]"'
+ctl xdm services
+expect "xdm services: a header, no service registered" \
+  '[ $rc -eq 0 ] && [ "$(cat "$tmp/out")" = "SERVICE  DOMAIN  CONNECTION  CALLS" ]'
+
+ctl xdm call org.dhf.framework.Whoami --target dom0
+expect "xdm call Whoami on dom0: dom0 over unix, with our uid" \
+  '[ $rc -eq 0 ] && json_ok "d[\"domain\"] == \"dom0\" and d[\"transport\"] == \"unix\" and d[\"uid\"] == $(id -u)"'
+ctl --json xdm call org.dhf.framework.Whoami --target dom0 '{}'
+expect "--json xdm call prints the result" '[ $rc -eq 0 ] && json_ok "d[\"domain\"] == \"dom0\""'
+echo '{"ignored": true}' >"$tmp/params.json"
+run env DHF_BUS_ADDRESS="$addr" DHF_XDM_ADDRESS="unix:$tmp/xdm.sock" "$DHFCTL" xdm call \
+  org.dhf.framework.Whoami --target dom0 - <"$tmp/params.json"
+expect "xdm call: params from stdin, the address from DHF_XDM_ADDRESS" \
+  '[ $rc -eq 0 ] && json_ok "d[\"domain\"] == \"dom0\""'
+
+ctl xdm call org.dhf.framework.ListAppliances --target dom0
+expect "xdm call ListAppliances from dom0 (vendor defaults): dom0 itself" \
+  '[ $rc -eq 0 ] && json_ok "any(a[\"name\"] == \"dom0\" for a in d[\"appliances\"])"'
+ctl xdm call org.dhf.test.Secret1 --target ctl-alpha
+expect "xdm call denied by the policy exits 5 with dhfd's message" \
+  '[ $rc -eq 5 ] && grep -q "^dhfctl: cannot call org.dhf.test.Secret1 on ctl-alpha: dom0 may not call org.dhf.test.Secret1 on ctl-alpha" "$tmp/err"'
+ctl --json xdm call org.dhf.test.Secret1 --target ctl-alpha
+expect "--json: the denied call is NotAuthorized" \
+  '[ $rc -eq 5 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.NotAuthorized\""'
+ctl xdm call org.dhf.test.NobodyOffersThis1
+expect "xdm call of a service nobody provides exits 4" '[ $rc -eq 4 ]'
+
+ctl xdm publish org.dhf.test.Alert '{"level": "high", "text": "Ünïcøde"}'
+expect "xdm publish" '[ $rc -eq 0 ] && [ ! -s "$tmp/out" ]'
+# event_line FILE: FILE has the line of the event just published.
+event_line() {
+  python3 -c 'import json, sys
+want = {"topic": "org.dhf.test.Alert", "source": "dom0", "data": {"level": "high", "text": "Ünïcøde"}}
+sys.exit(0 if any(json.loads(line) == want for line in open(sys.argv[1], encoding="utf-8")) else 1)' "$1"
+}
+wait_until "the event at the dom0 watcher" 'event_line "$tmp/dom0-watch.out" 2>/dev/null' || true
+expect "xdm watch (dom0) prints the event as one JSON line" 'event_line "$tmp/dom0-watch.out"'
+wait_until "the event at ctl-alpha" 'event_line "$tmp/alpha-watch.out" 2>/dev/null' || true
+expect "xdm watch (the simulated ctl-alpha) gets it from dom0 too" 'event_line "$tmp/alpha-watch.out"'
+ctl --json xdm publish org.dhf.test.Alert
+expect "--json xdm publish" '[ $rc -eq 0 ] && json_ok "d == {\"topic\": \"org.dhf.test.Alert\", \"published\": True}"'
+
+kill -INT "$dom0_watch" "$alpha_watch"
+rc=0
+wait "$dom0_watch" || rc=$?
+expect "xdm watch ends cleanly on SIGINT" '[ $rc -eq 0 ]'
+rc=0
+wait "$alpha_watch" || rc=$?
+expect "xdm watch on a listen: address ends cleanly on SIGINT" '[ $rc -eq 0 ]'
+watch_pids=()
+cat "$tmp/dom0-watch.err" "$tmp/alpha-watch.err" >>"$tmp/all-stderr"
+
 # --- dhfd gone --------------------------------------------------------------
 
 stop_dhfd
@@ -558,6 +720,12 @@ expect "status after dhfd stopped exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is no
 
 ctl show ctl-alpha
 expect "show after dhfd stopped exits 3" '[ $rc -eq 3 ]'
+
+ctl xdm list
+expect "xdm list after dhfd stopped exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
+
+ctl xdm call --address "unix:$tmp/xdm.sock" org.dhf.framework.Whoami --target dom0
+expect "xdm call after dhfd stopped exits 3" '[ $rc -eq 3 ]'
 
 expect "no GLib warnings or criticals from dhfctl" \
   '! grep -Eq "(CRITICAL|WARNING) \*\*" "$tmp/all-stderr"'
