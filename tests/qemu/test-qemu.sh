@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # dhfd against a real libvirtd + QEMU (qemu:///system, TCG): install, the
-# lifecycle, foreign domains, libvirtd restarts and disks, each checked
-# against what libvirt itself says. TAP output; meson runs it with the DHFD,
+# lifecycle, the XDM channel connection, foreign domains, libvirtd restarts
+# and disks, each checked against what libvirt itself says. TAP output; meson runs it with the DHFD,
 # DHFCTL and DHF_SOURCE_ROOT variables of tests/meson.build.
 #
 # Needs root. It starts libvirtd with scripts/libvirtd-up, restarts and stops
@@ -25,7 +25,7 @@ readonly PREFIX="dhftest-$$-"
 readonly A="${PREFIX}a" # the appliance most scenarios drive
 readonly B="${PREFIX}b" # the one with a disk
 readonly F="${PREFIX}f" # defined behind dhfd's back
-readonly PLAN=10
+readonly PLAN=13
 readonly NL=$'\n'
 
 tmp=
@@ -141,6 +141,51 @@ is_not_listed() {
 # status_is CONNECTED STATUS: dhfctl status says so.
 status_is() {
   [[ "$(ctl --json status 2>/dev/null | json '"%s %s" % (json.dumps(d["hypervisor_connected"]), d["status"])')" == "$1 $2" ]]
+}
+
+# xdm_conn_ids NAME: the ids of dhfd's channel connections to NAME, one a
+# line (none: empty), from `dhfctl --json xdm list` (D-Bus ListConnections).
+xdm_conn_ids() {
+  ctl --json xdm list |
+    json '"\n".join(str(c["id"]) for c in d if c["domain"] == a[0] and c["transport"] == "channel")' "$1"
+}
+
+# has_xdm_conn NAME [NOT-ID]: dhfd has a channel connection to NAME (other
+# than NOT-ID).
+has_xdm_conn() {
+  local ids
+  ids=$(xdm_conn_ids "$1" 2>/dev/null) || return 1
+  [[ -n "$ids" ]] || return 1
+  [[ -z "${2:-}" ]] || ! grep -qx "$2" <<<"$ids"
+}
+
+no_xdm_conn() {
+  local ids
+  ids=$(xdm_conn_ids "$1" 2>/dev/null) || return 1
+  [[ -z "$ids" ]]
+}
+
+# live_channel_path NAME: the host socket of NAME's org.dhf.xdm.0 channel
+# in its live XML.
+live_channel_path() {
+  vsh dumpxml "$1" >"$tmp/live.xml"
+  xml_get "$tmp/live.xml" "./devices/channel/target[@name='org.dhf.xdm.0']/../source/@path"
+}
+
+# dhfd_connected_to PATH: a socket of dhfd is connected to the listening
+# socket PATH (ss shows PATH as the local address of QEMU's end; the peer
+# inode of that end is dhfd's socket).
+dhfd_connected_to() {
+  ss -xpn 2>/dev/null | awk -v path="$1" -v pid="pid=$dhfd_pid," '
+    index($0, pid) { mine[$6] = 1 }
+    $5 == path { peers[$8] = 1 }
+    END { for (p in peers) if (p in mine) found = 1; exit !found }'
+}
+
+# xdm_log_lines NAME: how many lines of dhfd's log are about NAME's XDM
+# channel connection.
+xdm_log_lines() {
+  grep -ciE "(xdm|channel|hello).*$1|$1.*(xdm|channel|hello)" "$tmp/dhfd.log" || true
 }
 
 pid_gone() {
@@ -265,8 +310,63 @@ scenario_start() {
     echo "# $path is not a socket"
     return 1
   }
-  # A host process (dhfd's xdm, later) can connect to it.
-  "$PY" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$path"
+}
+
+# No guest OS runs, so nobody at the guest end says HELLO: dhfd's connection
+# to the host side of the channel is there, and must stay quiet while the
+# router waits for a HELLO that never comes (no reconnect storm, no log
+# flood).
+scenario_xdm_connect() {
+  local path t0 lines before after ids
+  expect_eq "precondition: A running" "$(ctl_field "$A" state)" running
+  path=$(live_channel_path "$A")
+  t0=$(now_ms)
+  wait_until 20 "dhfd's XDM connection to $A" has_xdm_conn "$A"
+  echo "# dhfd listed a channel connection to $A $(($(now_ms) - t0)) ms after the check began"
+  ctl xdm list | sed 's/^/# dhfctl xdm list: /'
+  ids=$(xdm_conn_ids "$A")
+  expect_eq "channel connections to $A" "$(wc -l <<<"$ids")" 1
+  wait_until 10 "a dhfd socket connected to $path" dhfd_connected_to "$path"
+  # Watch for 25 s, more than two HELLO timeouts (10 s): dhfd may close and
+  # reconnect, but with a backoff, and without flooding its log.
+  before=$(xdm_log_lines "$A")
+  sleep 25
+  after=$(xdm_log_lines "$A")
+  lines=$((after - before))
+  echo "# dhfd logged $lines lines about $A's XDM channel in 25 s without a guest; the last ones:"
+  grep -iE "(xdm|channel|hello).*$A|$A.*(xdm|channel|hello)" "$tmp/dhfd.log" | tail -n 8 | sed 's/^/#   /'
+  if ((lines > 12)); then
+    echo "# more than 12 log lines in 25 s: a reconnect loop floods the log"
+    return 1
+  fi
+  wait_until 20 "dhfd's XDM connection to $A" has_xdm_conn "$A"
+  echo "# after 25 s: connection ids $(xdm_conn_ids "$A" | tr '\n' ' ')(were $ids)"
+}
+
+scenario_xdm_domain_restart() {
+  local id path path2
+  id=$(xdm_conn_ids "$A" | head -n 1)
+  path=$(live_channel_path "$A")
+  vsh destroy "$A" >/dev/null
+  wait_until 20 "dhfd to drop its XDM connection to the destroyed $A" no_xdm_conn "$A"
+  expect_eq "start" "$(ctl --json start "$A" | json 'd["state"]')" running
+  path2=$(live_channel_path "$A")
+  echo "# channel socket before: $path"
+  echo "# channel socket after:  $path2"
+  [[ -S "$path2" ]]
+  wait_until 20 "dhfd's XDM connection to the restarted $A" has_xdm_conn "$A" "$id"
+  wait_until 10 "a dhfd socket connected to $path2" dhfd_connected_to "$path2"
+}
+
+# Needs dhfd_status: the main shell restarts dhfd just before.
+scenario_xdm_dhfd_restart() {
+  local path
+  expect_eq "dhfd exit status after SIGTERM" "$dhfd_status" 0
+  expect_eq "A still running" "$(vsh domstate "$A")" running
+  path=$(live_channel_path "$A")
+  wait_until 20 "the new dhfd's XDM connection to $A" has_xdm_conn "$A"
+  wait_until 10 "a socket of the new dhfd connected to $path" dhfd_connected_to "$path"
+  expect_eq "dhfctl state" "$(ctl_field "$A" state)" running
 }
 
 scenario_pause_resume() {
@@ -571,7 +671,7 @@ trap 'exit 143' TERM
 if [[ "$(id -u)" -ne 0 ]]; then
   bail "must run as root: it drives the system libvirtd (qemu:///system) and QEMU"
 fi
-for bin in virsh dbus-daemon dbus-monitor qemu-img qemu-io flock "$PY"; do
+for bin in virsh dbus-daemon dbus-monitor qemu-img qemu-io flock ss "$PY"; do
   command -v "$bin" >/dev/null || bail "$bin not found (scripts/install-deps installs it)"
 done
 
@@ -615,25 +715,36 @@ wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/de
 # The vendor policy from the source tree; the last good copy stays in $tmp.
 printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n[Policy]\nDirectories=%s/policy.d;%s\nLastGood=%s/policy.last-good\n' \
   "$tmp" "$tmp" "$DHF_SOURCE_ROOT/policies/policy.d" "$tmp" >"$tmp/dhfd.conf"
-"$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
-  >"$tmp/dhfd.log" 2>&1 </dev/null &
-dhfd_pid=$!
-
 dhfd_serving() {
   pid_gone "$dhfd_pid" && bail "dhfd exited at startup: $(cat "$tmp/dhfd.log")"
   ctl status >/dev/null 2>&1
 }
-wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
-  bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
-wait_until 20 "dhfd to connect to $URI" status_is true running >/dev/null ||
-  bail "dhfd did not connect to $URI within 20 s: $(cat "$tmp/dhfd.log")"
+
+# Starts dhfd (its log appended to $tmp/dhfd.log) and waits until it
+# serves and is connected to libvirtd. Its dom0 XDM socket is in $tmp.
+start_dhfd() {
+  "$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
+    --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 </dev/null &
+  dhfd_pid=$!
+  wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
+    bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
+  wait_until 20 "dhfd to connect to $URI" status_is true running >/dev/null ||
+    bail "dhfd did not connect to $URI within 20 s: $(cat "$tmp/dhfd.log")"
+}
+start_dhfd
 
 auto_type=$(sed -n 's/.*new appliances are type \([a-z]*\)).*/\1/p' "$tmp/dhfd.log" | head -n 1)
 echo "# dhfd connected to $URI; DomainType=auto would pick: ${auto_type:-?} (this run uses qemu)"
 
 echo "1..$PLAN"
 run_scenario "install: listed, dhf metadata and the xdm channel in the domain XML" scenario_install
-run_scenario "start: running in dhfctl and virsh, the xdm channel socket accepts connections" scenario_start
+run_scenario "start: running in dhfctl and virsh, the xdm channel socket in the live XML" scenario_start
+run_scenario "xdm: dhfd connects to the running appliance's channel socket, quietly without a guest" scenario_xdm_connect
+run_scenario "xdm: destroyed and started again, dhfd connects to the new channel socket" scenario_xdm_domain_restart
+echo "# restarting dhfd while $A runs"
+stop_dhfd
+start_dhfd
+run_scenario "xdm: a restarted dhfd connects to the running appliance's channel again" scenario_xdm_dhfd_restart
 run_scenario "pause and resume, as virsh sees them" scenario_pause_resume
 run_scenario "stop --timeout 2 of a guest that ignores ACPI is forced off" scenario_forced_stop
 run_scenario "a domain defined with virsh shows up unmanaged, follows virsh start, goes with undefine" scenario_foreign
