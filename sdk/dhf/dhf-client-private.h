@@ -141,6 +141,131 @@ gchar *dhf_core_json_to_text (json_object *value);
 gboolean dhf_core_json_validate (const gchar *text, gint max_depth, const gchar *what,
                                  GError **error);
 
+/* The parts of DhfClient, split by concept over dhf-client*.c. */
+
+typedef enum
+{
+  PENDING_CALL,    /* REPLY {"result"} */
+  PENDING_OPEN,    /* REPLY {"window"}: the stream is created on arrival */
+  PENDING_SIMPLE,  /* REGISTER, SUBSCRIBE, ...: REPLY {} */
+  PENDING_RESTORE, /* re-REGISTER / re-SUBSCRIBE after a reconnection (I/O thread) */
+} PendingKind;
+
+typedef struct
+{
+  gatomicrefcount ref_count; /* heap pendings: the table and a cancellable connection */
+  GList link;                /* in a completion batch */
+  DhfClientCore *core;
+  PendingKind kind;
+  gboolean sync;
+  guint32 id;
+  guint gen;
+  gint64 deadline; /* monotonic µs */
+
+  /* guarded by core->lock */
+  gboolean done;
+  gboolean cancelled; /* sync: the cancellable fired */
+  GCond cond;         /* sync waiter */
+  gulong cancel_id;   /* async */
+
+  gchar *result; /* CALL */
+  GError *error;
+  DhfStream *stream;        /* OPEN */
+  gchar *service;           /* OPEN: the name as given, for the stream */
+  gchar *target;            /* OPEN */
+  gchar *what;              /* RESTORE: "service org.x.Y" */
+  gboolean restore_service; /* RESTORE: of a service (its name in service), else a topic */
+  GTask *task;              /* async */
+  GCancellable *cancellable;
+} DhfPending;
+
+/* What the I/O thread (or a canceller) does once core->lock is released:
+ * completing GTasks and cancelling invocations must not happen under it. */
+typedef struct
+{
+  GQueue finished;    /* async DhfPending, removed from the table */
+  GPtrArray *cancel;  /* GCancellable, GMainContext pairs of abandoned invocations */
+  GPtrArray *dropped; /* DhfHandler out of the tables, to deactivate */
+  gboolean notify;    /* "connected" changed */
+  gboolean notify_value;
+} Later;
+
+/* A service registration or a subscription. It is a GSource attached to
+ * the thread-default context of the thread that registered it: the I/O
+ * thread queues invocations (or events) and wakes it; it runs them in a
+ * batch. It lives until it is unregistered and its queue has drained. */
+typedef struct
+{
+  GSource source;
+  DhfClientCore *core; /* ref */
+  guint id;
+  gboolean is_service;
+  gchar *name; /* service or topic */
+  DhfServiceHandler service_handler;
+  DhfEventHandler event_handler;
+  gpointer user_data;
+  GDestroyNotify notify;
+
+  /* guarded by core->lock */
+  GQueue queue;
+  gboolean active;
+  guint running;
+  gboolean notified; /* notify was called */
+} DhfHandler;
+
+typedef struct
+{
+  GList link;
+  gchar *topic;
+  gchar *source;
+  GRefString *data; /* NULL when the event had none */
+  gsize size;       /* counted in core->handler_bytes */
+} EventItem;
+/* JSON helpers (dhf-client-json.c). */
+gboolean dhf_core_check_body_size (GString *body, GError **error);
+GString *dhf_core_start_service_body (const gchar *service, const gchar *target, GError **error);
+
+/* Requests of ours in flight (dhf-client-requests.c). */
+void dhf_core_finish_pending_locked (DhfClientCore *core, DhfPending *p, Later *later);
+void dhf_core_insert_pending_locked (DhfClientCore *core, DhfPending *p, gint timeout_ms);
+void dhf_core_later_abandon (Later *later, DhfInvocation *invocation);
+void dhf_core_pending_clear_fields (DhfPending *p);
+DhfPending *dhf_core_pending_new (DhfClientCore *core, PendingKind kind);
+void dhf_core_pending_sync_init (DhfPending *p, DhfClientCore *core, PendingKind kind);
+void dhf_core_request_async (DhfClientCore *core, DhfPending *p, DhfXdmType type,
+                             const GString *body, gint timeout_ms);
+gboolean dhf_core_request_sync (DhfClientCore *core, DhfPending *p, DhfXdmType type,
+                                const GString *body, gint timeout_ms, GCancellable *cancellable,
+                                GError **error);
+gboolean dhf_core_request_sync_locked (DhfClientCore *core, DhfPending *p, DhfXdmType type,
+                                       const GString *body, gint timeout_ms, GError **error);
+gboolean dhf_core_require_connected_locked (DhfClientCore *core, GError **error);
+void dhf_core_restore_done_locked (DhfClientCore *core, Later *later);
+void dhf_core_run_later (DhfClientCore *core, Later *later);
+void dhf_core_send_cancel_locked (DhfClientCore *core, DhfPending *p);
+
+/* Services and subscriptions (dhf-client-handlers.c). */
+void dhf_core_charge_handlers_locked (DhfClientCore *core, gsize bytes);
+void dhf_core_handler_deactivate (DhfClientCore *core, DhfHandler *h);
+DhfHandler *dhf_core_handler_new (DhfClientCore *core, gboolean is_service, const gchar *name);
+
+/* The connection and the I/O thread (dhf-client-core.c). */
+void dhf_core_close (DhfClientCore *core, const gchar *why);
+guint64 dhf_core_get_serials (DhfClientCore *core);
+gpointer dhf_core_io_thread_main (gpointer data);
+DhfClientCore *dhf_core_new (const gchar *address);
+gboolean dhf_core_request_connect (DhfClientCore *core, GError **error);
+void dhf_core_run_in_context (GMainContext *context, GSourceFunc func, gpointer data,
+                              GDestroyNotify destroy);
+gboolean dhf_core_send_frame_locked (DhfClientCore *core, GByteArray *frame);
+void dhf_core_set_state_locked (DhfClientCore *core, DhfConnState state, Later *later);
+void dhf_core_update_io_events_locked (DhfClientCore *core);
+gboolean dhf_core_wait_connected (DhfClientCore *core, guint64 serials, GCancellable *cancellable,
+                                  GError **error);
+
+/* The client object (dhf-client.c). */
+void dhf_core_emit_connected (DhfClientCore *core, gboolean value);
+
 /* Invocations (dhf-invocation.c). */
 /* context: the handler's, where its cancellable is cancelled. */
 DhfInvocation *dhf_core_invocation_new (DhfClientCore *core, guint gen, const DhfXdmMessage *msg,

@@ -830,6 +830,15 @@ test_prompt_agent (Fixture *fx, gconstpointer data)
   close (dom0);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+/* The shim is preloaded into dhfd, which ASan requires to load its own
+ * runtime first: the plain build runs this test. */
+static void
+skip_endpoints_unknown (void)
+{
+  g_test_skip ("needs LD_PRELOAD of a shim, which an ASan-built dhfd refuses");
+}
+#else
 /* A refresh that cannot read the live XML (libvirt failing for a moment)
  * knows nothing of the channel: the working connection stays. */
 static void
@@ -875,6 +884,7 @@ test_endpoints_unknown (Fixture *fx, gconstpointer data)
   close (alpha);
   close (dom0);
 }
+#endif
 
 int
 main (int argc, char **argv)
@@ -890,7 +900,9 @@ main (int argc, char **argv)
 #undef ADD
   /* The sanitizers' runtime must come first in a process: no preloading
    * into a dhfd built with them. */
-#if !defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)
+  g_test_add_func ("/xdm-dhfd/endpoints-unknown", skip_endpoints_unknown);
+#else
   g_test_add ("/xdm-dhfd/endpoints-unknown", Fixture, "xmldesc-shim", fixture_set_up,
               test_endpoints_unknown, fixture_tear_down);
 #endif
