@@ -1078,7 +1078,7 @@ test_unref_in_callback (Fixture *f, gconstpointer data)
   close (fds[0]);
   fixture_wait (f, router_gone, f);
   /* Everything went with it. */
-  (void) peer_expect_eof (alpha);
+  g_ptr_array_unref (peer_expect_eof (alpha));
 }
 
 static void
