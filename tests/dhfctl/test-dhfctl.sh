@@ -45,25 +45,8 @@ trap cleanup EXIT
 
 # --- TAP helpers ------------------------------------------------------------
 
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-}
-
-skip() {
-  n=$((n + 1))
-  echo "ok $n - $1 # SKIP $2"
-}
-
-diag() {
-  sed 's/^/# /' "$@" || true
-}
+# shellcheck source=tests/tap.sh
+. "$DHF_SOURCE_ROOT/tests/tap.sh"
 
 # run CMD...: runs CMD, leaving its status in $rc and its output in
 # $tmp/out and $tmp/err (both also appended to $tmp/all-stderr for the

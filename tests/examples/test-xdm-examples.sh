@@ -48,25 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() {
-  n=$((n + 1))
-  echo "ok $n - $1"
-}
-
-not_ok() {
-  n=$((n + 1))
-  failed=$((failed + 1))
-  echo "not ok $n - $1"
-}
-
-skip() {
-  n=$((n + 1))
-  echo "ok $n - $1 # SKIP $2"
-}
-
-diag() {
-  sed 's/^/# /' "$@" || true
-}
+# shellcheck source=tests/tap.sh
+. "$DHF_SOURCE_ROOT/tests/tap.sh"
 
 bail() {
   echo "Bail out! $1"
