@@ -181,8 +181,9 @@ main (int argc, char **argv)
   b.config = g_build_filename (tmpdir, "dhfd.conf", NULL);
   /* No policy files, and the last good copy kept in the temporary dir. */
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n[Policy]\nDirectories=%s/"
-                            "policy.d\nLastGood=%s/policy.last-good\n",
-                            tmpdir, tmpdir, tmpdir);
+                            "policy.d\nLastGood=%s/policy.last-good\n"
+                            "[Devices]\nStateFile=%s/devices.json\n",
+                            tmpdir, tmpdir, tmpdir, tmpdir);
   if (!g_file_set_contents (node_path, node, -1, &error)
       || !g_file_set_contents (b.config, config, -1, &error))
     fail ("writing the test node", error);

@@ -1054,8 +1054,8 @@ orchestrate (void)
   xdm_socket = g_build_filename (tmpdir, "xdm.sock", NULL);
   node = build_node (channel_dir, domains);
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s/images\n[Policy]\nDirectories=%s\n"
-                            "LastGood=%s/policy.last-good\n",
-                            tmpdir, policy_dir, tmpdir);
+                            "LastGood=%s/policy.last-good\n[Devices]\nStateFile=%s/devices.json\n",
+                            tmpdir, policy_dir, tmpdir, tmpdir);
   {
     g_autofree gchar *policy_path = g_build_filename (policy_dir, "50-bench.policy", NULL);
 

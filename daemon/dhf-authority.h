@@ -14,6 +14,11 @@ G_BEGIN_DECLS
 #define DHF_ACTION_STOP          "org.dhf.framework1.appliance.stop"
 #define DHF_ACTION_PAUSE         "org.dhf.framework1.appliance.pause"
 #define DHF_ACTION_POLICY_RELOAD "org.dhf.framework1.policy.reload"
+/* Devices and the display (docs/display.md). */
+#define DHF_ACTION_DEVICES_ASSIGN     "org.dhf.framework1.devices.assign"
+#define DHF_ACTION_DISPLAY_SWITCH     "org.dhf.framework1.display.switch"
+#define DHF_ACTION_DISPLAY_OPEN       "org.dhf.framework1.display.open"
+#define DHF_ACTION_DISPLAY_SCREENSHOT "org.dhf.framework1.display.screenshot"
 
 #define DHF_TYPE_AUTHORITY (dhf_authority_get_type ())
 G_DECLARE_FINAL_TYPE (DhfAuthority, dhf_authority, DHF, AUTHORITY, GObject)

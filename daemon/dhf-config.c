@@ -6,7 +6,7 @@
 
 #include <dhf/dhf.h>
 
-#include "dhf-config.h"
+#include "dhf-config-private.h"
 #include "dhf-xdm-codec.h"
 #include "dhf-xdm-router.h"
 
@@ -37,6 +37,15 @@ static const struct
   { "XDM", "MaxConnectionsPerDomain" },
   { "XDM", "MaxPendingQuestions" },
   { "XDM", "AskTimeout" },
+  { "Devices", "EmulatedInput" },
+  { "Devices", "StateFile" },
+  { "Display", "Fallback" },
+  { "Display", "FocusedWeight" },
+  { "Display", "NormalWeight" },
+  { "Display", "Order" },
+  { "Display", "CycleDom0" },
+  { "Hotkeys", "Keyboards" },
+  { "Hotkeys", "SlotModifiers" },
 };
 
 #define MAX_SHUTDOWN_TIMEOUT_S (24 * 3600)
@@ -67,6 +76,15 @@ dhf_config_new (void)
   self->xdm_max_connections_per_domain = limits.max_domain_connections;
   self->xdm_max_pending_questions = limits.max_pending_asks;
   self->xdm_ask_timeout_s = limits.ask_timeout_ms / 1000;
+  self->emulated_inputs = g_new0 (gchar *, 1);
+  self->device_state_file = g_strdup (DHF_LOCALSTATEDIR "/devices.json");
+  self->focus_fallback = g_strdup ("dom0");
+  self->focused_weight = 1024;
+  self->normal_weight = 256;
+  self->switch_order = g_new0 (gchar *, 1);
+  self->cycle_dom0 = FALSE;
+  self->hotkey_keyboards = g_new0 (gchar *, 1);
+  self->hotkey_slot_modifiers = NULL;
   return self;
 }
 
@@ -82,6 +100,12 @@ dhf_config_free (DhfConfig *self)
   g_free (self->policy_last_good);
   g_free (self->xdm_socket);
   g_free (self->xdm_socket_group);
+  g_strfreev (self->emulated_inputs);
+  g_free (self->device_state_file);
+  g_free (self->focus_fallback);
+  g_strfreev (self->switch_order);
+  g_strfreev (self->hotkey_keyboards);
+  g_free (self->hotkey_slot_modifiers);
   g_free (self);
 }
 
@@ -132,8 +156,9 @@ check_known_keys (GKeyFile *kf, GError **error)
 }
 
 /* Reads an optional string key into *out; FALSE only on a malformed value. */
-static gboolean
-read_string (GKeyFile *kf, const gchar *group, const gchar *key, gchar **out, GError **error)
+gboolean
+dhf_config_read_string (GKeyFile *kf, const gchar *group, const gchar *key, gchar **out,
+                        GError **error)
 {
   g_autoptr (GError) local_error = NULL;
   g_autofree gchar *value = g_key_file_get_string (kf, group, key, &local_error);
@@ -167,7 +192,7 @@ read_policy_dirs (GKeyFile *kf, DhfConfig *self, GError **error)
   g_auto (GStrv) parts = NULL;
   g_autoptr (GPtrArray) dirs = g_ptr_array_new_with_free_func (g_free);
 
-  if (!read_string (kf, "Policy", "Directories", &value, error))
+  if (!dhf_config_read_string (kf, "Policy", "Directories", &value, error))
     return FALSE;
   if (value == NULL)
     return TRUE;
@@ -198,7 +223,7 @@ read_policy (GKeyFile *kf, DhfConfig *self, GError **error)
 {
   if (!read_policy_dirs (kf, self, error))
     return FALSE;
-  if (!read_string (kf, "Policy", "LastGood", &self->policy_last_good, error))
+  if (!dhf_config_read_string (kf, "Policy", "LastGood", &self->policy_last_good, error))
     return FALSE;
   if (!g_path_is_absolute (self->policy_last_good))
     {
@@ -244,7 +269,7 @@ read_unsigned (GKeyFile *kf, const gchar *key, guint base, guint64 min, guint64 
 {
   g_autofree gchar *text = NULL;
 
-  if (!read_string (kf, "XDM", key, &text, error))
+  if (!dhf_config_read_string (kf, "XDM", key, &text, error))
     return FALSE;
   if (text == NULL)
     return TRUE;
@@ -291,7 +316,7 @@ read_byte_size (GKeyFile *kf, const gchar *key, guint64 min, guint64 max, guint6
   guint shift = 0;
   guint64 value = 0;
 
-  if (!read_string (kf, "XDM", key, &text, error))
+  if (!dhf_config_read_string (kf, "XDM", key, &text, error))
     return FALSE;
   if (text == NULL)
     return TRUE;
@@ -377,7 +402,7 @@ read_xdm (GKeyFile *kf, DhfConfig *self, GError **error)
   g_autofree gchar *socket_path = NULL;
   guint64 value;
 
-  if (!read_string (kf, "XDM", "Socket", &socket_path, error))
+  if (!dhf_config_read_string (kf, "XDM", "Socket", &socket_path, error))
     return FALSE;
   if (socket_path != NULL && !dhf_config_set_xdm_socket (self, socket_path, error))
     {
@@ -388,7 +413,7 @@ read_xdm (GKeyFile *kf, DhfConfig *self, GError **error)
   if (!read_unsigned (kf, "SocketMode", 8, 0, 0777, "permission bits", &value, error))
     return FALSE;
   self->xdm_socket_mode = (guint) value;
-  if (!read_string (kf, "XDM", "SocketGroup", &self->xdm_socket_group, error))
+  if (!dhf_config_read_string (kf, "XDM", "SocketGroup", &self->xdm_socket_group, error))
     return FALSE;
   if (self->xdm_socket_group != NULL && !group_name_is_valid (self->xdm_socket_group))
     {
@@ -432,9 +457,9 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 
   if (!check_known_keys (kf, error))
     return FALSE;
-  if (!read_string (kf, "Hypervisor", "URI", &self->hypervisor_uri, error))
+  if (!dhf_config_read_string (kf, "Hypervisor", "URI", &self->hypervisor_uri, error))
     return FALSE;
-  if (!read_string (kf, "Hypervisor", "DomainType", &self->domain_type, error))
+  if (!dhf_config_read_string (kf, "Hypervisor", "DomainType", &self->domain_type, error))
     return FALSE;
   if (!g_strv_contains ((const gchar *const[]){ "auto", "kvm", "qemu", "xen", "test", NULL },
                         self->domain_type))
@@ -444,7 +469,7 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
                    self->domain_type);
       return FALSE;
     }
-  if (!read_string (kf, "Appliances", "StorageDirectory", &self->storage_dir, error))
+  if (!dhf_config_read_string (kf, "Appliances", "StorageDirectory", &self->storage_dir, error))
     return FALSE;
   if (!g_path_is_absolute (self->storage_dir))
     {
@@ -461,7 +486,7 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
     g_free (self->storage_dir);
     self->storage_dir = canonical;
   }
-  if (!read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
+  if (!dhf_config_read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
     return FALSE;
   if (timeout != NULL)
     {
@@ -476,7 +501,7 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
         }
       self->shutdown_timeout_s = (guint) value;
     }
-  if (!read_string (kf, "Authorization", "Mode", &mode, error))
+  if (!dhf_config_read_string (kf, "Authorization", "Mode", &mode, error))
     return FALSE;
   if (mode != NULL)
     {
@@ -495,7 +520,9 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
     }
   if (!read_policy (kf, self, error))
     return FALSE;
-  return read_xdm (kf, self, error);
+  if (!read_xdm (kf, self, error))
+    return FALSE;
+  return dhf_config_read_devices (kf, self, error);
 }
 
 gboolean

@@ -44,6 +44,22 @@ typedef struct
   guint xdm_max_connections_per_domain;
   guint xdm_max_pending_questions;
   guint xdm_ask_timeout_s;
+
+  /* [Devices]: the device-assignment engine (docs/devices.md) */
+  gchar **emulated_inputs;  /* EmulatedInput=keyboard;tablet: libvirt input devices that
+                             * dhfd assigns like host devices; empty by default */
+  gchar *device_state_file; /* StateFile: focus, history and admin pins
+                             * (DHF_LOCALSTATEDIR/devices.json) */
+  /* [Display]: focus and switching (docs/display.md) */
+  gchar *focus_fallback; /* Fallback=dom0 | @previous | NAME */
+  guint focused_weight;  /* FocusedWeight=1024 (0: CPU weights are left alone) */
+  guint normal_weight;   /* NormalWeight=256 */
+  gchar **switch_order;  /* Order=NAME;...: environments first in Next/Previous */
+  gboolean cycle_dom0;   /* CycleDom0=false */
+  /* [Hotkeys] */
+  gchar **hotkey_keyboards;     /* Keyboards=/dev/input/by-path/...;...: evdev devices read */
+  gchar *hotkey_slot_modifiers; /* SlotModifiers=Ctrl+Alt: MODS+1..9 switch to the Nth
+                                 * environment of the cycle; NULL: none */
 } DhfConfig;
 
 DhfConfig *dhf_config_new (void);

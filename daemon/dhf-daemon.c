@@ -7,6 +7,7 @@
 #include "dhf-appliance.h"
 #include "dhf-authority.h"
 #include "dhf-daemon.h"
+#include "dhf-daemon-devices.h"
 #include "dhf-hypervisor.h"
 #include "dhf-installer.h"
 #include "dhf-manifest.h"
@@ -41,6 +42,8 @@ struct _DhfDaemon
   DhfXdmVsock *xdm_vsock;
   DhfXdmChannel *xdm_channel;
   DhfXdmService *xdm_service;
+  /* Devices, the focus and hotkeys (Devices and Display on the bus). */
+  DhfDaemonDevices *devices;
   GHashTable *xdm_channel_closed; /* connection id -> ClosedRelay */
   /* The vsock CIDs are the hypervisor's word since the last sync: while it
    * is unreachable, a dead domain's CID may already be a new one's. */
@@ -157,6 +160,8 @@ remove_appliance (DhfDaemon *self, DhfAppliance *borrowed)
 
   g_debug ("appliance %s disappeared", name);
   xdm_forget_domain (self, name);
+  if (self->devices != NULL)
+    dhf_daemon_devices_domain_removed (self->devices, name);
   dhf_appliance_vanished (appliance);
   g_signal_handlers_disconnect_by_data (appliance, self);
   g_dbus_object_manager_server_unexport (self->object_manager,
@@ -185,11 +190,13 @@ apply_domain_info (DhfDaemon *self, const DhfDomainInfo *info)
       if (clash != NULL)
         remove_appliance (self, clash);
       add_appliance (self, info);
-      xdm_track_domain (self, info);
-      return;
+      appliance = g_hash_table_lookup (self->by_name, info->name);
     }
-  dhf_appliance_update (appliance, info);
+  else
+    dhf_appliance_update (appliance, info);
   xdm_track_domain (self, info);
+  if (self->devices != NULL)
+    dhf_daemon_devices_domain_changed (self->devices, info, appliance);
 }
 
 static void
@@ -239,6 +246,8 @@ on_synced (DhfHypervisor *hypervisor, GPtrArray *infos, DhfDaemon *self)
     }
   for (guint i = 0; i < gone->len; i++)
     remove_appliance (self, g_ptr_array_index (gone, i));
+  if (self->devices != NULL)
+    dhf_daemon_devices_synced (self->devices);
   if (self->xdm != NULL)
     dhf_xdm_router_domains_changed (self->xdm);
   own_name (self);
@@ -279,21 +288,35 @@ on_connect_failed (DhfHypervisor *hypervisor, const gchar *message, DhfDaemon *s
 
 /* --- policy ----------------------------------------------------------- */
 
-/* What the policy knows of an appliance: its role, and the tags and vendor
- * its manifest declares (foreign domains have neither). dhfd does not track
- * the focus yet, so no appliance is @focused. */
+/* What the policy knows of a domain: of dom0, whether it is focused; of
+ * an appliance, its role, the tags and vendor its manifest declares
+ * (foreign domains have neither) and whether it is focused (the device
+ * engine's focus), so that @focused rules work for every subsystem. */
 static gboolean
 lookup_policy_domain (const gchar *name, DhfPolicyDomain *domain, gpointer user_data)
 {
   DhfDaemon *self = user_data;
-  DhfAppliance *appliance = g_hash_table_lookup (self->by_name, name);
+  const gchar *focused
+      = self->devices != NULL ? dhf_daemon_devices_get_focused (self->devices) : "dom0";
+  DhfAppliance *appliance;
   const DhfDomainMetadata *metadata;
 
+  if (g_str_equal (name, "dom0"))
+    {
+      *domain = (DhfPolicyDomain){
+        .name = "dom0",
+        .is_dom0 = TRUE,
+        .focused = g_str_equal (focused, "dom0"),
+      };
+      return TRUE;
+    }
+  appliance = g_hash_table_lookup (self->by_name, name);
   if (appliance == NULL)
     return FALSE;
   *domain = (DhfPolicyDomain){
     .name = dhf_dbus_appliance_get_name (DHF_DBUS_APPLIANCE (appliance)),
     .role = dhf_dbus_appliance_get_role (DHF_DBUS_APPLIANCE (appliance)),
+    .focused = g_str_equal (focused, name),
   };
   metadata = dhf_appliance_get_metadata (appliance);
   if (metadata != NULL)
@@ -310,6 +333,8 @@ on_policy_published (DhfPolicyService *policy, DhfDaemon *self)
   g_autofree gchar *why = dhf_policy_service_dup_status_reason (policy);
 
   set_status_reason (self, "policy", why);
+  if (self->devices != NULL)
+    dhf_daemon_devices_policy_changed (self->devices);
 }
 
 static gboolean
@@ -636,6 +661,35 @@ stop_xdm (DhfDaemon *self)
   g_clear_object (&self->xdm_service);
   g_clear_object (&self->xdm);
   g_clear_pointer (&self->xdm_channel_closed, g_hash_table_unref);
+}
+
+/* --- devices and the display ------------------------------------------- */
+
+static void
+on_devices_status (const gchar *text, gpointer user_data)
+{
+  set_status_reason (user_data, "devices", text);
+}
+
+static gboolean
+start_devices (DhfDaemon *self, GError **error)
+{
+  DhfDaemonDevicesSetup setup = {
+    .config = self->config,
+    .connection = self->connection,
+    .authority = self->authority,
+    .hypervisor = self->hypervisor,
+    .policy = self->policy,
+    .lookup = lookup_policy_domain,
+    .lookup_data = self,
+    .xdm = self->xdm,
+    .xdm_service = self->xdm_service,
+    .status = on_devices_status,
+    .status_data = self,
+  };
+
+  self->devices = dhf_daemon_devices_new (&setup, error);
+  return self->devices != NULL;
 }
 
 /* --- Manager methods -------------------------------------------------- */
@@ -1020,6 +1074,8 @@ dhf_daemon_start (DhfDaemon *self, GError **error)
     return FALSE;
   if (!start_xdm (self, error))
     return FALSE;
+  if (!start_devices (self, error))
+    return FALSE;
   self->object_manager = g_dbus_object_manager_server_new (DHF_OBJECT_PATH);
   g_dbus_object_manager_server_set_connection (self->object_manager, self->connection);
 
@@ -1072,6 +1128,9 @@ dhf_daemon_dispose (GObject *object)
     g_signal_handlers_disconnect_by_data (self->hypervisor, self);
   if (self->connection != NULL)
     g_signal_handlers_disconnect_by_data (self->connection, self);
+  /* Before the router and the appliances: it asks the one and describes
+   * the others. */
+  g_clear_object (&self->devices);
   /* Before the appliances: the router asks about them until it is gone. */
   stop_xdm (self);
   if (self->by_uuid != NULL)

@@ -8,7 +8,7 @@
 #include <libvirt-glib/libvirt-glib.h>
 
 #include "dhf-domain-xml.h"
-#include "dhf-hypervisor.h"
+#include "dhf-hypervisor-private.h"
 #include "dhf-hypervisor-error.h"
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virDomain, virDomainFree)
@@ -384,6 +384,16 @@ unavailable_error (GError **error, DhfHypervisor *self)
   g_set_error (error, DHF_ERROR, DHF_ERROR_HYPERVISOR_UNAVAILABLE,
                "not connected to the hypervisor at %s; dhfd is reconnecting", self->uri);
   return FALSE;
+}
+
+virConnectPtr
+dhf_hypervisor_dup_connection (DhfHypervisor *self, GError **error)
+{
+  virConnectPtr conn = take_conn (self);
+
+  if (conn == NULL)
+    unavailable_error (error, self);
+  return conn;
 }
 
 static int

@@ -3,6 +3,8 @@
 
 #include <dhf/dhf.h>
 
+#include "dhf-device.h"
+
 G_BEGIN_DECLS
 
 /* An appliance manifest (docs/manifest.md), parsed and validated whole.
@@ -30,19 +32,6 @@ typedef enum
   DHF_DISK_FORMAT_RAW,
 } DhfDiskFormat;
 
-typedef enum
-{
-  DHF_DEVICE_KIND_USB,
-  DHF_DEVICE_KIND_PCI,
-  DHF_DEVICE_KIND_INPUT,
-} DhfDeviceKind;
-
-typedef enum
-{
-  DHF_DEVICE_MODE_PINNED,       /* stays with this appliance */
-  DHF_DEVICE_MODE_FOLLOW_FOCUS, /* moves to the focused environment */
-} DhfDeviceMode;
-
 typedef struct
 {
   gchar *protocol; /* "tcp" or "udp" */
@@ -56,16 +45,16 @@ typedef struct
   gchar *description; /* may be NULL */
 } DhfManifestService;
 
-typedef struct
+struct _DhfManifestDevice
 {
   DhfDeviceKind kind;
-  DhfDeviceMode mode;
+  DhfDeviceMode mode;  /* pinned or follow-focus */
   gchar *input_type;   /* INPUT: "keyboard", "mouse" or "tablet"; else NULL */
   guint16 usb_vendor;  /* USB: vendor id */
   guint16 usb_product; /* USB: product id */
   gchar *usb_serial;   /* USB: optional serial, NULL when absent */
   gchar *pci_address;  /* PCI: "DDDD:BB:SS.F", normalised to lower case */
-} DhfManifestDevice;
+};
 
 typedef struct _DhfManifest DhfManifest;
 

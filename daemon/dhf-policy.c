@@ -184,6 +184,52 @@ dhf_policy_rule_to_string (const DhfPolicyRule *rule)
   return g_string_free (out, FALSE);
 }
 
+const DhfPolicyRule *
+dhf_policy_get_rule (DhfPolicy *self, guint index)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+  g_return_val_if_fail (index < self->n_rules, NULL);
+  return &self->rules[index];
+}
+
+DhfPolicyAction
+dhf_policy_rule_get_action (const DhfPolicyRule *rule)
+{
+  g_return_val_if_fail (rule != NULL, DHF_POLICY_ACTION_DENY);
+  return rule->action;
+}
+
+const gchar *
+dhf_policy_rule_get_subject (const DhfPolicyRule *rule)
+{
+  const gchar *colon;
+
+  g_return_val_if_fail (rule != NULL, NULL);
+  /* XDM subjects and "switch" have no prefix; the others end it at the
+   * first ':' ("device:usb:..." keeps "usb:..."). */
+  if (rule->kind == DHF_POLICY_KIND_XDM || rule->kind == DHF_POLICY_KIND_SWITCH)
+    return rule->subject;
+  colon = strchr (rule->subject, ':');
+  return colon != NULL ? colon + 1 : rule->subject;
+}
+
+gchar *
+dhf_policy_rule_dup_target (const DhfPolicyRule *rule)
+{
+  GString *out = g_string_new (NULL);
+
+  g_return_val_if_fail (rule != NULL, NULL);
+  dhf_policy_token_append (out, &rule->target);
+  return g_string_free (out, FALSE);
+}
+
+gboolean
+dhf_policy_rule_target_is_name (const DhfPolicyRule *rule)
+{
+  g_return_val_if_fail (rule != NULL, FALSE);
+  return rule->target.type == DHF_POLICY_TOKEN_NAME;
+}
+
 DhfPolicyKind
 dhf_policy_rule_get_kind (const DhfPolicyRule *rule)
 {

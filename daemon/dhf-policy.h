@@ -153,7 +153,20 @@ gchar *dhf_policy_to_string (DhfPolicy *self);
  * naming each file: what dhfd stores as its last good policy. */
 gchar *dhf_policy_get_source (DhfPolicy *self);
 
+/* The rule at index (evaluation order, 0 .. dhf_policy_get_n_rules() - 1),
+ * borrowed from the policy. Subsystems that act without being asked (the
+ * hotkeys) read their rules this way. */
+const DhfPolicyRule *dhf_policy_get_rule (DhfPolicy *self, guint index);
+
 DhfPolicyKind dhf_policy_rule_get_kind (const DhfPolicyRule *rule);
+DhfPolicyAction dhf_policy_rule_get_action (const DhfPolicyRule *rule);
+/* The normalised SUBJECT without its kind prefix: "Ctrl+Alt+Tab" for
+ * hotkey:Ctrl+Alt+Tab, "usb:046d:c52b" for device:usb:046d:c52b. */
+const gchar *dhf_policy_rule_get_subject (const DhfPolicyRule *rule);
+/* The TARGET column as written: "personal", "@dom0", "@next", "@role:environment". */
+gchar *dhf_policy_rule_dup_target (const DhfPolicyRule *rule);
+/* TRUE when the TARGET column is a domain NAME (not @dom0 nor a pattern). */
+gboolean dhf_policy_rule_target_is_name (const DhfPolicyRule *rule);
 const gchar *dhf_policy_rule_get_file (const DhfPolicyRule *rule);
 guint dhf_policy_rule_get_line (const DhfPolicyRule *rule);
 /* The option's value (e.g. "target", "notify", "quota", "mode", "host"),

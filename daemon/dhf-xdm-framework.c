@@ -7,8 +7,11 @@
 
 /* The services dhfd itself offers on dom0 (org.dhf.framework.*). The
  * router has already checked the call against the policy (target @dom0)
- * before it gets here; what they answer is computed from the router's
- * state at once, so they never block. */
+ * before it gets here. Whoami and ListAppliances are computed from the
+ * router's state at once; Switch is handed to the display (the router's
+ * switch handler) and answered when the switch is done. */
+
+#define SWITCH_SERVICE DHF_XDM_FRAMEWORK_PREFIX "Switch"
 
 #define ADD_KEY(obj, key, value)                                                                   \
   json_object_object_add_ex ((obj), (key), (value),                                                \
@@ -207,4 +210,131 @@ dhf_xdm_framework_call (DhfXdmRouter *self, DhfXdmLink *caller, const gchar *ser
     return list_appliances (self, caller);
   g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_FOUND, "dom0 does not provide %s", service);
   return NULL;
+}
+
+/* --- org.dhf.framework.Switch ------------------------------------------ */
+
+typedef struct
+{
+  DhfXdmPending *pending;
+  gchar *target;
+  gboolean to_dom0; /* the caller is dom0: it may learn dom0's own reasons */
+} SwitchCall;
+
+static void
+switch_call_free (SwitchCall *call)
+{
+  g_free (call->target);
+  g_free (call);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SwitchCall, switch_call_free)
+
+/* What an appliance learns of a failed switch: what it asked about (no
+ * such domain, not running, not an environment), that it was not allowed
+ * (not which rule, nor whether the user was asked), and that dom0 failed
+ * otherwise (the details go to the log, not to a guest). */
+static GError *
+error_for_caller (SwitchCall *call, const GError *error)
+{
+  if (call->to_dom0 || error->domain != DHF_ERROR)
+    {
+      if (error->domain == DHF_ERROR)
+        return g_error_copy (error);
+      return g_error_new (DHF_ERROR, DHF_ERROR_FAILED, "%s", error->message);
+    }
+  switch (error->code)
+    {
+      case DHF_ERROR_NOT_FOUND:
+      case DHF_ERROR_INVALID_STATE:
+      case DHF_ERROR_INVALID_ARGS:
+        return g_error_copy (error);
+      case DHF_ERROR_NOT_AUTHORIZED:
+        return g_error_new (DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
+                            "switching to %s is not allowed (denied by the policy)", call->target);
+      default:
+        g_message ("xdm: a switch to %s asked for by an appliance failed: %s", call->target,
+                   error->message);
+        return g_error_new (DHF_ERROR, error->code, "the switch to %s failed in dom0",
+                            call->target);
+    }
+}
+
+static void
+on_switched (const gchar *focused, const GError *error, gpointer done_data)
+{
+  g_autoptr (SwitchCall) call = done_data;
+  json_object *result;
+
+  if (error != NULL)
+    {
+      g_autoptr (GError) told = error_for_caller (call, error);
+
+      dhf_xdm_pending_return_error (call->pending, told);
+      return;
+    }
+  result = json_object_new_object ();
+  ADD_KEY (result, "focused", json_object_new_string (focused));
+  dhf_xdm_pending_return (call->pending, result);
+}
+
+/* Switch {"target": NAME | "dom0" | "@next" | "@previous"} ->
+ * {"focused": NAME}: decided (after the XDM rule that let the caller
+ * reach it) by the switch rules, with the caller as SOURCE. */
+static gboolean
+switch_begin (DhfXdmRouter *self, DhfXdmLink *caller, json_object *params, DhfXdmPending *pending,
+              GError **error)
+{
+  json_object *value = NULL;
+  const gchar *target;
+  SwitchCall *call;
+
+  if (params == NULL || !json_object_is_type (params, json_type_object)
+      || !json_object_object_get_ex (params, "target", &value)
+      || !json_object_is_type (value, json_type_string))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "%s: params must be {\"target\": NAME, \"dom0\", \"@next\" or \"@previous\"}",
+                   SWITCH_SERVICE);
+      return FALSE;
+    }
+  target = json_object_get_string (value);
+  if (!g_str_equal (target, "@next") && !g_str_equal (target, "@previous")
+      && !dhf_xdm_domain_is_valid (target))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "%s: \"target\" is not a domain's name, nor \"dom0\", \"@next\" or "
+                   "\"@previous\"",
+                   SWITCH_SERVICE);
+      return FALSE;
+    }
+  if (self->switch_handler == NULL)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_SUPPORTED, "dhfd switches no display here");
+      return FALSE;
+    }
+  call = g_new0 (SwitchCall, 1);
+  call->pending = pending;
+  call->target = g_strdup (target);
+  call->to_dom0 = caller->domain->is_dom0;
+  g_debug ("xdm: %s asks to switch to %s", caller->domain->name, target);
+  self->switch_handler (caller->domain->name, target, dhf_xdm_pending_get_cancellable (pending),
+                        on_switched, call, self->switch_data);
+  return TRUE;
+}
+
+gboolean
+dhf_xdm_framework_is_async (const gchar *service)
+{
+  return g_str_equal (service, SWITCH_SERVICE);
+}
+
+gboolean
+dhf_xdm_framework_call_async (DhfXdmRouter *self, DhfXdmLink *caller, const gchar *service,
+                              json_object *params, DhfXdmPending *pending, GError **error)
+{
+  if (g_str_equal (service, SWITCH_SERVICE))
+    return switch_begin (self, caller, params, pending, error);
+  g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_FOUND, "dom0 does not provide %s", service);
+  return FALSE;
 }

@@ -131,6 +131,8 @@ struct _DhfXdmRouter
   gpointer directory_data;
   DhfXdmAsker asker;
   gpointer asker_data;
+  DhfXdmSwitchHandler switch_handler;
+  gpointer switch_data;
 
   GMainContext *context;
   DhfXdmPoller *poller;
@@ -171,5 +173,25 @@ DhfPolicyAction dhf_xdm_router_evaluate (DhfXdmRouter *self, DhfPolicy *policy,
  * it does not offer). */
 json_object *dhf_xdm_framework_call (DhfXdmRouter *self, DhfXdmLink *caller, const gchar *service,
                                      json_object *params, GError **error);
+
+/* A framework call answered later (org.dhf.framework.Switch). The router
+ * keeps the call pending meanwhile, so that its deadline, the caller's
+ * CANCEL and the caller going away still end it (and cancel the
+ * cancellable); the framework answers exactly once, with
+ * dhf_xdm_pending_return() or dhf_xdm_pending_return_error(), which also
+ * free it. An answer to a call that ended meanwhile is dropped. */
+typedef struct _DhfXdmPending DhfXdmPending;
+
+GCancellable *dhf_xdm_pending_get_cancellable (DhfXdmPending *pending);
+/* result: taken. */
+void dhf_xdm_pending_return (DhfXdmPending *pending, json_object *result);
+void dhf_xdm_pending_return_error (DhfXdmPending *pending, const GError *error);
+
+/* TRUE when service is one of the framework services answered later. */
+gboolean dhf_xdm_framework_is_async (const gchar *service);
+/* Starts one: TRUE when it will answer through pending; FALSE with an
+ * error for the caller when it cannot start (pending is then not used). */
+gboolean dhf_xdm_framework_call_async (DhfXdmRouter *self, DhfXdmLink *caller, const gchar *service,
+                                       json_object *params, DhfXdmPending *pending, GError **error);
 
 G_END_DECLS

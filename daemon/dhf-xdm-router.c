@@ -38,6 +38,7 @@ struct _DhfXdmCall
   DhfPolicy *policy;               /* keeps quota_rule alive */
   const DhfPolicyRule *quota_rule; /* counted in the caller's domain */
   DhfXdmAsk *ask;
+  DhfXdmPending *pending; /* a framework service answering later */
   gchar *service;
   gchar *arg;
   gchar *target;
@@ -50,6 +51,15 @@ struct _DhfXdmCall
 struct _DhfXdmAsk
 {
   DhfXdmTimed timeout; /* first */
+  DhfXdmRouter *router;
+  DhfXdmCall *call;
+  GCancellable *cancellable;
+};
+
+/* The router's side of a framework call answered later. call is NULL
+ * once the call ended (router is then not used: it may be gone). */
+struct _DhfXdmPending
+{
   DhfXdmRouter *router;
   DhfXdmCall *call;
   GCancellable *cancellable;
@@ -145,8 +155,15 @@ dhf_xdm_router_describe (DhfXdmRouter *self, const gchar *name, DhfPolicyDomain 
   memset (domain, 0, sizeof *domain);
   if (is_dom0_name (name))
     {
+      /* Of dom0 the lookup may only say whether it is focused (for
+       * @focused rules): it has no role, tags nor vendor. */
+      DhfPolicyDomain known = { 0 };
+      gboolean focused
+          = self->lookup != NULL && self->lookup (name, &known, self->lookup_data) && known.focused;
+
       domain->name = "dom0";
       domain->is_dom0 = TRUE;
+      domain->focused = focused;
       return;
     }
   if (self->lookup != NULL && self->lookup (name, domain, self->lookup_data))
@@ -664,6 +681,13 @@ call_free (DhfXdmRouter *self, DhfXdmCall *call)
 
   if (call->ask != NULL)
     ask_free (self, call->ask, TRUE);
+  /* The framework still answers; the answer finds no call. */
+  if (call->pending != NULL)
+    {
+      call->pending->call = NULL;
+      g_cancellable_cancel (call->pending->cancellable);
+      call->pending = NULL;
+    }
   timed_cancel (self, &call->deadline);
   table_remove (call->caller->calls_in, call->caller_id);
   if (call->provider != NULL)
@@ -746,16 +770,123 @@ missing_code (DhfXdmRouter *self, const gchar *domain)
   return DHF_ERROR_NOT_FOUND;
 }
 
+/* Answers a framework call with result (taken) and forgets it. */
+static void
+call_reply_result (DhfXdmRouter *self, DhfXdmCall *call, json_object *result)
+{
+  g_autoptr (GError) error = NULL;
+  json_object *body = json_object_new_object ();
+
+  ADD_KEY (body, "result", result);
+  if (link_can_send (call->caller)
+      && !dhf_xdm_append_json_checked (dhf_xdm_conn_get_out (&call->caller->conn), DHF_XDM_REPLY,
+                                       call->caller_id, body, &error))
+    send_gerror (self, call->caller, call->caller_id, error);
+  out_done (self, call->caller);
+  json_object_put (body);
+  call_free (self, call);
+}
+
+static void
+call_fail_gerror (DhfXdmRouter *self, DhfXdmCall *call, const GError *error)
+{
+  if (g_error_matches (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED))
+    call->caller->n_denied++;
+  send_gerror (self, call->caller, call->caller_id, error);
+  call_free (self, call);
+}
+
+static void
+pending_free (DhfXdmPending *pending)
+{
+  g_object_unref (pending->cancellable);
+  g_free (pending);
+}
+
+GCancellable *
+dhf_xdm_pending_get_cancellable (DhfXdmPending *pending)
+{
+  return pending->cancellable;
+}
+
+void
+dhf_xdm_pending_return (DhfXdmPending *pending, json_object *result)
+{
+  DhfXdmCall *call = pending->call;
+  DhfXdmRouter *self = pending->router;
+
+  pending_free (pending);
+  if (call == NULL)
+    {
+      json_object_put (result);
+      return;
+    }
+  call->pending = NULL;
+  self->busy++;
+  call_reply_result (self, call, result);
+  self->busy--;
+  settle (self);
+}
+
+void
+dhf_xdm_pending_return_error (DhfXdmPending *pending, const GError *error)
+{
+  DhfXdmCall *call = pending->call;
+  DhfXdmRouter *self = pending->router;
+
+  pending_free (pending);
+  if (call == NULL)
+    return;
+  call->pending = NULL;
+  self->busy++;
+  call_fail_gerror (self, call, error);
+  self->busy--;
+  settle (self);
+}
+
+/* A framework service answered later: the call stays pending (its
+ * deadline runs, CANCEL and the caller's end still apply) until the
+ * framework answers. Nothing may touch call after this: the answer may
+ * come at once. */
+static void
+call_answer_framework_later (DhfXdmRouter *self, DhfXdmCall *call, json_object *params)
+{
+  g_autoptr (GError) error = NULL;
+  DhfXdmPending *pending = g_new0 (DhfXdmPending, 1);
+
+  pending->router = self;
+  pending->call = call;
+  pending->cancellable = g_cancellable_new ();
+  call->pending = pending;
+  if (!dhf_xdm_framework_call_async (self, call->caller, call->service, params, pending, &error))
+    {
+      call->pending = NULL;
+      pending_free (pending);
+      call_fail_gerror (self, call, error);
+    }
+}
+
 static void
 call_answer_framework (DhfXdmRouter *self, DhfXdmCall *call, json_object *params)
 {
   g_autoptr (GError) error = NULL;
   json_object *result;
-  json_object *body;
 
   if (call->stream)
     {
       call_fail (self, call, DHF_ERROR_NOT_FOUND, "dhfd offers no streams");
+      return;
+    }
+  if (dhf_xdm_framework_is_async (call->service))
+    {
+      /* Asked after the user agreed, the params wait as text. */
+      json_object *parsed = NULL;
+
+      if (params == NULL && call->params != NULL)
+        parsed = json_tokener_parse (call->params);
+      call_answer_framework_later (self, call, params != NULL ? params : parsed);
+      if (parsed != NULL)
+        json_object_put (parsed);
       return;
     }
   result = dhf_xdm_framework_call (self, call->caller, call->service, params, &error);
@@ -765,15 +896,7 @@ call_answer_framework (DhfXdmRouter *self, DhfXdmCall *call, json_object *params
       call_free (self, call);
       return;
     }
-  body = json_object_new_object ();
-  ADD_KEY (body, "result", result);
-  if (link_can_send (call->caller)
-      && !dhf_xdm_append_json_checked (dhf_xdm_conn_get_out (&call->caller->conn), DHF_XDM_REPLY,
-                                       call->caller_id, body, &error))
-    send_gerror (self, call->caller, call->caller_id, error);
-  out_done (self, call->caller);
-  json_object_put (body);
-  call_free (self, call);
+  call_reply_result (self, call, result);
 }
 
 /* params as JSON text; the text is json-c's, valid until params changes. */
@@ -2211,6 +2334,15 @@ dhf_xdm_router_set_asker (DhfXdmRouter *self, DhfXdmAsker asker, gpointer user_d
   g_return_if_fail (DHF_IS_XDM_ROUTER (self));
   self->asker = asker;
   self->asker_data = user_data;
+}
+
+void
+dhf_xdm_router_set_switch_handler (DhfXdmRouter *self, DhfXdmSwitchHandler handler,
+                                   gpointer user_data)
+{
+  g_return_if_fail (DHF_IS_XDM_ROUTER (self));
+  self->switch_handler = handler;
+  self->switch_data = user_data;
 }
 
 guint64

@@ -106,6 +106,19 @@ typedef void (*DhfXdmAskDone) (gboolean allow, gpointer done_data);
 typedef void (*DhfXdmAsker) (const DhfXdmQuestion *question, GCancellable *cancellable,
                              DhfXdmAskDone done, gpointer done_data, gpointer user_data);
 
+/* The framework service org.dhf.framework.Switch: source (the caller's
+ * domain, "dom0" for dom0's clients) asks for target ("dom0", a domain's
+ * name, "@next" or "@previous") to be put on screen. The handler answers
+ * later, through done, on the main context: the focused domain's name, or
+ * an error (DHF_ERROR: its code is what the caller gets). done must be
+ * called exactly once, also after cancellable was cancelled (the caller
+ * gave up, timed out or went away): the router then sends nothing and
+ * only forgets the call. */
+typedef void (*DhfXdmSwitchDone) (const gchar *focused, const GError *error, gpointer done_data);
+typedef void (*DhfXdmSwitchHandler) (const gchar *source, const gchar *target,
+                                     GCancellable *cancellable, DhfXdmSwitchDone done,
+                                     gpointer done_data, gpointer user_data);
+
 /* What the framework service org.dhf.framework.ListAppliances tells about
  * one domain. */
 typedef struct
@@ -146,6 +159,11 @@ void dhf_xdm_router_set_directory (DhfXdmRouter *self, DhfXdmDirectory directory
                                    gpointer user_data);
 /* NULL asker: "ask" rules deny at once ("no prompt agent"). */
 void dhf_xdm_router_set_asker (DhfXdmRouter *self, DhfXdmAsker asker, gpointer user_data);
+
+/* NULL handler (the default): org.dhf.framework.Switch is answered
+ * DHF_ERROR_NOT_SUPPORTED. Calls already handed to a handler keep it. */
+void dhf_xdm_router_set_switch_handler (DhfXdmRouter *self, DhfXdmSwitchHandler handler,
+                                        gpointer user_data);
 
 /* Takes ownership of fd, a connected stream socket (made non-blocking
  * here). Returns the connection's id (never 0). The router then waits for

@@ -5,6 +5,8 @@
 
 #include <dhf/dhf.h>
 
+#include <stdarg.h>
+
 #include "dhfctl.h"
 
 gboolean
@@ -152,6 +154,62 @@ dhfctl_get_policy (DhfctlContext *ctx, GError **error)
   return g_steal_pointer (&policy);
 }
 
+DhfDBusDevices *
+dhfctl_get_devices (DhfctlContext *ctx, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  g_autoptr (DhfDBusDevices) devices = NULL;
+  g_autofree gchar *owner = NULL;
+
+  if (!dhfctl_connect (ctx, error))
+    return NULL;
+
+  /* The interface has no properties to load; its signal is subscribed to,
+   * for devices watch. */
+  devices
+      = dhf_dbus_devices_proxy_new_sync (ctx->connection, G_DBUS_PROXY_FLAGS_DO_NOT_LOAD_PROPERTIES,
+                                         DHF_BUS_NAME, DHF_OBJECT_PATH, NULL, &local_error);
+  if (devices == NULL)
+    {
+      dhfctl_strip_remote_error (local_error);
+      g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "cannot reach dhfd: ");
+      return NULL;
+    }
+
+  owner = g_dbus_proxy_get_name_owner (G_DBUS_PROXY (devices));
+  if (!check_name_owner (ctx, owner, error))
+    return NULL;
+  return g_steal_pointer (&devices);
+}
+
+/* Without the properties: dhfctl reads them with an explicit GetAll, whose
+ * error says why (the proxy would drop it). */
+DhfDBusDisplay *
+dhfctl_get_display (DhfctlContext *ctx, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  g_autoptr (DhfDBusDisplay) display = NULL;
+  g_autofree gchar *owner = NULL;
+
+  if (!dhfctl_connect (ctx, error))
+    return NULL;
+
+  display
+      = dhf_dbus_display_proxy_new_sync (ctx->connection, G_DBUS_PROXY_FLAGS_DO_NOT_LOAD_PROPERTIES,
+                                         DHF_BUS_NAME, DHF_OBJECT_PATH, NULL, &local_error);
+  if (display == NULL)
+    {
+      dhfctl_strip_remote_error (local_error);
+      g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "cannot reach dhfd: ");
+      return NULL;
+    }
+
+  owner = g_dbus_proxy_get_name_owner (G_DBUS_PROXY (display));
+  if (!check_name_owner (ctx, owner, error))
+    return NULL;
+  return g_steal_pointer (&display);
+}
+
 gboolean
 dhfctl_check_name (const gchar *name, GError **error)
 {
@@ -249,6 +307,35 @@ dhfctl_strip_remote_error (GError *error)
   message = g_strdup_printf ("%s (%s)", error->message, name);
   g_free (error->message);
   error->message = message;
+}
+
+/* Takes @src, the error of a call on @interface, and sets @dest to what
+ * dhfctl reports: prefixed with @format, without the remote error name, and
+ * NotSupported from a dhfd that predates @interface (GDBus answers
+ * UnknownMethod for a method of an interface that is not exported, and
+ * UnknownInterface or UnknownObject elsewhere). */
+void
+dhfctl_propagate_call_error (GError **dest, GError *src, const gchar *interface,
+                             const gchar *format, ...)
+{
+  g_autoptr (GError) owned = src;
+  g_autofree gchar *prefix = NULL;
+  va_list args;
+
+  va_start (args, format);
+  prefix = g_strdup_vprintf (format, args);
+  va_end (args);
+
+  if (g_error_matches (owned, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD)
+      || g_error_matches (owned, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_INTERFACE)
+      || g_error_matches (owned, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_OBJECT))
+    {
+      g_set_error (dest, DHF_ERROR, DHF_ERROR_NOT_SUPPORTED, "%sthis dhfd has no %s interface",
+                   prefix, interface);
+      return;
+    }
+  dhfctl_strip_remote_error (owned);
+  g_propagate_prefixed_error (dest, g_steal_pointer (&owned), "%s", prefix);
 }
 
 DhfctlExit

@@ -152,6 +152,18 @@ dhfctl_print_json (json_object *object)
   fflush (stdout);
 }
 
+/* One compact line, flushed: for watch commands, whose reader may be a
+ * pipe that acts on each line as it comes. */
+void
+dhfctl_print_json_line (json_object *object)
+{
+  fputs (json_object_to_json_string_ext (object, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_SPACED
+                                                     | JSON_C_TO_STRING_NOSLASHESCAPE),
+         stdout);
+  fputc ('\n', stdout);
+  fflush (stdout);
+}
+
 json_object *
 dhfctl_json_string (const gchar *text)
 {
@@ -160,8 +172,88 @@ dhfctl_json_string (const gchar *text)
   return json_object_new_string (valid);
 }
 
+/* A GVariant from dhfd as JSON: numbers, booleans, strings, arrays and
+ * dictionaries (a{sv}, keys in snake_case); anything else (not sent today)
+ * as its GVariant text. */
+json_object *
+dhfctl_variant_to_json (GVariant *value)
+{
+  switch (g_variant_classify (value))
+    {
+      case G_VARIANT_CLASS_BOOLEAN:
+        return json_object_new_boolean (g_variant_get_boolean (value));
+      case G_VARIANT_CLASS_BYTE:
+        return json_object_new_int64 (g_variant_get_byte (value));
+      case G_VARIANT_CLASS_INT16:
+        return json_object_new_int64 (g_variant_get_int16 (value));
+      case G_VARIANT_CLASS_UINT16:
+        return json_object_new_int64 (g_variant_get_uint16 (value));
+      case G_VARIANT_CLASS_INT32:
+        return json_object_new_int64 (g_variant_get_int32 (value));
+      case G_VARIANT_CLASS_UINT32:
+        return json_object_new_int64 (g_variant_get_uint32 (value));
+      case G_VARIANT_CLASS_INT64:
+        return json_object_new_int64 (g_variant_get_int64 (value));
+      case G_VARIANT_CLASS_UINT64:
+        return json_object_new_uint64 (g_variant_get_uint64 (value));
+      case G_VARIANT_CLASS_DOUBLE:
+        return json_object_new_double (g_variant_get_double (value));
+      case G_VARIANT_CLASS_STRING:
+      case G_VARIANT_CLASS_OBJECT_PATH:
+      case G_VARIANT_CLASS_SIGNATURE:
+        return dhfctl_json_string (g_variant_get_string (value, NULL));
+      case G_VARIANT_CLASS_VARIANT:
+        {
+          g_autoptr (GVariant) inner = g_variant_get_variant (value);
+
+          return dhfctl_variant_to_json (inner);
+        }
+      case G_VARIANT_CLASS_ARRAY:
+        if (!g_variant_is_of_type (value, G_VARIANT_TYPE ("a{sv}")))
+          {
+            json_object *array = json_object_new_array ();
+
+            for (gsize i = 0; i < g_variant_n_children (value); i++)
+              {
+                g_autoptr (GVariant) child = g_variant_get_child_value (value, i);
+
+                json_object_array_add (array, dhfctl_variant_to_json (child));
+              }
+            return array;
+          }
+        return dhfctl_vardict_to_json (value);
+      default:
+        {
+          g_autofree gchar *text = g_variant_print (value, FALSE);
+
+          return dhfctl_json_string (text);
+        }
+    }
+}
+
+/* An a{sv} as a JSON object, keys in snake_case ("iommu-group" becomes
+ * "iommu_group") as everywhere in dhfctl's JSON. */
+json_object *
+dhfctl_vardict_to_json (GVariant *dict)
+{
+  json_object *object = json_object_new_object ();
+  GVariantIter iter;
+  const gchar *key;
+  GVariant *value;
+
+  g_variant_iter_init (&iter, dict);
+  while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
+    {
+      g_autofree gchar *name = g_strdelimit (g_utf8_make_valid (key, -1), "-", '_');
+
+      json_object_object_add (object, name, dhfctl_variant_to_json (value));
+    }
+  return object;
+}
+
 /* People read stderr; with --json, programs also get the error on stdout,
- * so that stdout is always one JSON document. */
+ * so that stdout is always one JSON document (or, for a watch, still one
+ * object per line). */
 void
 dhfctl_print_error (DhfctlContext *ctx, const GError *error)
 {
@@ -176,7 +268,10 @@ dhfctl_print_error (DhfctlContext *ctx, const GError *error)
       json_object_object_add (details, "name", json_object_new_string (name));
       json_object_object_add (details, "message", dhfctl_json_string (error->message));
       json_object_object_add (root, "error", details);
-      dhfctl_print_json (root);
+      if (ctx->json_lines)
+        dhfctl_print_json_line (root);
+      else
+        dhfctl_print_json (root);
     }
 
   for (guint i = 0; lines[i] != NULL; i++)

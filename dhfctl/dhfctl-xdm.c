@@ -145,64 +145,6 @@ lookup_list (GVariant *entry, const gchar *key)
   return g_strjoinv (",", (gchar **) strv);
 }
 
-/* A GVariant from dhfd as JSON: numbers, booleans, strings, string arrays;
- * anything else (not sent today) as its GVariant text. */
-static json_object *
-variant_to_json (GVariant *value)
-{
-  switch (g_variant_classify (value))
-    {
-      case G_VARIANT_CLASS_BOOLEAN:
-        return json_object_new_boolean (g_variant_get_boolean (value));
-      case G_VARIANT_CLASS_BYTE:
-        return json_object_new_int64 (g_variant_get_byte (value));
-      case G_VARIANT_CLASS_INT16:
-        return json_object_new_int64 (g_variant_get_int16 (value));
-      case G_VARIANT_CLASS_UINT16:
-        return json_object_new_int64 (g_variant_get_uint16 (value));
-      case G_VARIANT_CLASS_INT32:
-        return json_object_new_int64 (g_variant_get_int32 (value));
-      case G_VARIANT_CLASS_UINT32:
-        return json_object_new_int64 (g_variant_get_uint32 (value));
-      case G_VARIANT_CLASS_INT64:
-        return json_object_new_int64 (g_variant_get_int64 (value));
-      case G_VARIANT_CLASS_UINT64:
-        return json_object_new_uint64 (g_variant_get_uint64 (value));
-      case G_VARIANT_CLASS_DOUBLE:
-        return json_object_new_double (g_variant_get_double (value));
-      case G_VARIANT_CLASS_STRING:
-      case G_VARIANT_CLASS_OBJECT_PATH:
-      case G_VARIANT_CLASS_SIGNATURE:
-        return dhfctl_json_string (g_variant_get_string (value, NULL));
-      case G_VARIANT_CLASS_VARIANT:
-        {
-          g_autoptr (GVariant) inner = g_variant_get_variant (value);
-
-          return variant_to_json (inner);
-        }
-      case G_VARIANT_CLASS_ARRAY:
-        if (!g_variant_is_of_type (value, G_VARIANT_TYPE ("a{sv}")))
-          {
-            json_object *array = json_object_new_array ();
-
-            for (gsize i = 0; i < g_variant_n_children (value); i++)
-              {
-                g_autoptr (GVariant) child = g_variant_get_child_value (value, i);
-
-                json_object_array_add (array, variant_to_json (child));
-              }
-            return array;
-          }
-        G_GNUC_FALLTHROUGH;
-      default:
-        {
-          g_autofree gchar *text = g_variant_print (value, FALSE);
-
-          return dhfctl_json_string (text);
-        }
-    }
-}
-
 /* One a{sv} entry as a JSON object: keys in snake_case, "connected-at"
  * (µs since the epoch) as an ISO 8601 time. */
 static json_object *
@@ -214,9 +156,8 @@ entry_to_json (GVariant *entry)
   GVariant *value;
 
   g_variant_iter_init (&iter, entry);
-  while (g_variant_iter_next (&iter, "{&sv}", &key, &value))
+  while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
     {
-      g_autoptr (GVariant) owned = value;
       g_autofree gchar *name = g_strdelimit (g_strdup (key), "-", '_');
 
       if (g_str_equal (key, "connected-at") && g_variant_is_of_type (value, G_VARIANT_TYPE_INT64)
@@ -231,7 +172,7 @@ entry_to_json (GVariant *entry)
           json_object_object_add (object, name, text != NULL ? dhfctl_json_string (text) : NULL);
           continue;
         }
-      json_object_object_add (object, name, variant_to_json (value));
+      json_object_object_add (object, name, dhfctl_variant_to_json (value));
     }
   return object;
 }
@@ -874,12 +815,7 @@ print_event (DhfClient *client, const gchar *topic, const gchar *source, const g
   json_object_object_add (line, "topic", dhfctl_json_string (topic));
   json_object_object_add (line, "source", dhfctl_json_string (source));
   json_object_object_add (line, "data", data);
-  /* One line per event, flushed: the reader may be a pipe. */
-  fputs (json_object_to_json_string_ext (line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_SPACED
-                                                   | JSON_C_TO_STRING_NOSLASHESCAPE),
-         stdout);
-  fputc ('\n', stdout);
-  fflush (stdout);
+  dhfctl_print_json_line (line);
 }
 
 static void
@@ -923,6 +859,7 @@ cmd_watch (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, 
 
   if (!dhfctl_parse_command_line (ctx, cmd, entries, 1, 1, &argc, &argv, error))
     return FALSE;
+  ctx->json_lines = TRUE;
   if (!dhf_xdm_name_is_valid (argv[1]))
     {
       g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,

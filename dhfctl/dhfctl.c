@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* dhfctl: the administrator's command line for dhfd. This file holds main(),
  * the command table and option parsing; the commands live in
- * dhfctl-appliance.c, dhfctl-manager.c, dhfctl-policy.c and dhfctl-xdm.c. */
+ * dhfctl-appliance.c, dhfctl-manager.c, dhfctl-policy.c, dhfctl-xdm.c,
+ * dhfctl-display.c and dhfctl-devices.c. */
 #include "config.h"
 
 #include <dhf/dhf.h>
@@ -27,6 +28,13 @@ static const DhfctlCommand commands[] = {
     dhfctl_cmd_policy },
   { "xdm", "SUBCOMMAND",
     "Cross-domain messaging: list, services, subscriptions, call, publish, watch", dhfctl_cmd_xdm },
+  { "switch", "NAME|dom0|next|prev", "Switch the display and input to an environment",
+    dhfctl_cmd_switch },
+  { "focus", NULL, "Show the focused environment (--watch: follow it)", dhfctl_cmd_focus },
+  { "screenshot", "NAME FILE",
+    "Save an appliance's screen as a PNG image (FILE -: standard output)", dhfctl_cmd_screenshot },
+  { "devices", "[SUBCOMMAND]", "Device assignment: list, show, assign, release, watch",
+    dhfctl_cmd_devices },
   { "help", "[COMMAND]", "Show help on dhfctl or on one command", cmd_help },
 };
 
@@ -204,7 +212,8 @@ main_option_context (DhfctlContext *ctx, gboolean *version)
                "is in $DHF_BUS_ADDRESS, or else to the system bus.\n"
                "\n"
                "Exit status: 0 success, 1 the operation failed, 2 usage error,\n"
-               "3 dhfd not reachable, 4 no such appliance (or XDM service), 5 not authorized.\n"
+               "3 dhfd not reachable, 4 no such appliance (or XDM service, device, pin),\n"
+               "5 not authorized.\n"
                "\n"
                "Run 'dhfctl help COMMAND' for the options of one command.");
   return context;

@@ -14,7 +14,7 @@ typedef enum
   DHFCTL_EXIT_USAGE = 2,          /* bad command line */
   DHFCTL_EXIT_UNREACHABLE = 3,    /* no bus, or nobody owns org.dhf.Framework1, or no
                                    * XDM session (DHF_ERROR_DISCONNECTED) */
-  DHFCTL_EXIT_NOT_FOUND = 4,      /* no such appliance (or XDM service) */
+  DHFCTL_EXIT_NOT_FOUND = 4,      /* no such appliance (or XDM service, device, admin pin) */
   DHFCTL_EXIT_NOT_AUTHORIZED = 5, /* NotAuthorized or AccessDenied */
 } DhfctlExit;
 
@@ -27,6 +27,8 @@ typedef enum
 #define DHFCTL_MANIFEST_MAX_SIZE (256 * 1024)
 
 #define DHFCTL_APPLIANCE_INTERFACE "org.dhf.Framework1.Appliance"
+#define DHFCTL_DEVICES_INTERFACE   "org.dhf.Framework1.Devices"
+#define DHFCTL_DISPLAY_INTERFACE   "org.dhf.Framework1.Display"
 
 typedef struct
 {
@@ -35,7 +37,9 @@ typedef struct
   gboolean session_bus;
   gchar *address;
   gboolean json;
-  gchar *timeout; /* seconds, validated into timeout_s */
+  gboolean json_lines; /* set by watch commands: one JSON object per line,
+                        * an error included */
+  gchar *timeout;      /* seconds, validated into timeout_s */
 
   guint timeout_s;  /* 0: the command's default */
   gint exit_status; /* a command that did its job but reports a failure
@@ -69,12 +73,16 @@ gboolean dhfctl_connect (DhfctlContext *ctx, GError **error);
 GDBusObjectManager *dhfctl_get_object_manager (DhfctlContext *ctx, GError **error);
 DhfDBusManager *dhfctl_get_manager (DhfctlContext *ctx, GError **error);
 DhfDBusPolicy *dhfctl_get_policy (DhfctlContext *ctx, GError **error);
+DhfDBusDevices *dhfctl_get_devices (DhfctlContext *ctx, GError **error);
+DhfDBusDisplay *dhfctl_get_display (DhfctlContext *ctx, GError **error);
 DhfDBusAppliance *dhfctl_lookup_appliance (GDBusObjectManager *manager, const gchar *name,
                                            GError **error);
 GList *dhfctl_list_appliances (GDBusObjectManager *manager);
 gboolean dhfctl_check_name (const gchar *name, GError **error);
 void dhfctl_set_call_timeout (DhfctlContext *ctx, gpointer proxy, guint default_s);
 void dhfctl_strip_remote_error (GError *error);
+void dhfctl_propagate_call_error (GError **dest, GError *src, const gchar *interface,
+                                  const gchar *format, ...) G_GNUC_PRINTF (4, 5);
 DhfctlExit dhfctl_exit_status_for_error (const GError *error);
 gchar *dhfctl_error_name (const GError *error);
 
@@ -92,7 +100,10 @@ gchar *dhfctl_sanitize (const gchar *text);
 const gchar *dhfctl_or_dash (const gchar *text);
 const gchar *dhfctl_yes_no (gboolean value);
 void dhfctl_print_json (json_object *object);
+void dhfctl_print_json_line (json_object *object);
 json_object *dhfctl_json_string (const gchar *text);
+json_object *dhfctl_variant_to_json (GVariant *value);
+json_object *dhfctl_vardict_to_json (GVariant *dict);
 void dhfctl_print_error (DhfctlContext *ctx, const GError *error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
@@ -118,6 +129,22 @@ gboolean dhfctl_cmd_status (DhfctlContext *ctx, const DhfctlCommand *cmd, int ar
 /* dhfctl-policy.c */
 gboolean dhfctl_cmd_policy (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
                             GError **error);
+
+/* dhfctl-devices.c */
+gboolean dhfctl_cmd_devices (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                             GError **error);
+
+/* dhfctl-display.c */
+gboolean dhfctl_cmd_switch (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                            GError **error);
+gboolean dhfctl_cmd_focus (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                           GError **error);
+gboolean dhfctl_cmd_screenshot (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                                GError **error);
+
+/* dhfctl-watch.c */
+gboolean dhfctl_watch_run (DhfctlContext *ctx, GDBusProxy *proxy, const gchar *what,
+                           GError **error);
 
 /* dhfctl-xdm.c */
 gboolean dhfctl_cmd_xdm (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,

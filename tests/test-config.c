@@ -27,6 +27,90 @@ test_config_defaults (void)
   g_assert_cmpstr (config->policy_last_good, ==, DHF_LOCALSTATEDIR "/policy.last-good");
 }
 
+/* [Devices], [Display], [Hotkeys]: what dhfd.conf(5) and dhfd(8) document. */
+static void
+test_config_devices_defaults (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+
+  g_assert_nonnull (config->emulated_inputs);
+  g_assert_cmpuint (g_strv_length (config->emulated_inputs), ==, 0);
+  g_assert_cmpstr (config->device_state_file, ==, DHF_LOCALSTATEDIR "/devices.json");
+  g_assert_cmpstr (config->focus_fallback, ==, "dom0");
+  g_assert_cmpuint (config->focused_weight, ==, 1024);
+  g_assert_cmpuint (config->normal_weight, ==, 256);
+  g_assert_nonnull (config->switch_order);
+  g_assert_cmpuint (g_strv_length (config->switch_order), ==, 0);
+  g_assert_false (config->cycle_dom0);
+  g_assert_nonnull (config->hotkey_keyboards);
+  g_assert_cmpuint (g_strv_length (config->hotkey_keyboards), ==, 0);
+  g_assert_null (config->hotkey_slot_modifiers);
+}
+
+static void
+test_config_devices_full (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
+  const gchar *data = "[Devices]\nEmulatedInput= tablet ; keyboard;\n"
+                      "StateFile=/srv//dhf/./state/../devices.json\n"
+                      "[Display]\nFallback=@previous\nFocusedWeight=10000\nNormalWeight=1\n"
+                      "Order=work;personal-2\nCycleDom0=true\n"
+                      "[Hotkeys]\nKeyboards=/dev/input/by-path/kbd;/dev/input//event3/\n"
+                      "SlotModifiers=alt + CTRL\n";
+  const gchar *const inputs[] = { "tablet", "keyboard", NULL };
+  const gchar *const order[] = { "work", "personal-2", NULL };
+  const gchar *const keyboards[] = { "/dev/input/by-path/kbd", "/dev/input/event3", NULL };
+
+  g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
+  g_assert_no_error (error);
+  g_assert_true (g_strv_equal ((const gchar *const *) config->emulated_inputs, inputs));
+  g_assert_cmpstr (config->device_state_file, ==, "/srv/dhf/devices.json");
+  g_assert_cmpstr (config->focus_fallback, ==, "@previous");
+  g_assert_cmpuint (config->focused_weight, ==, 10000);
+  g_assert_cmpuint (config->normal_weight, ==, 1);
+  g_assert_true (g_strv_equal ((const gchar *const *) config->switch_order, order));
+  g_assert_true (config->cycle_dom0);
+  g_assert_true (g_strv_equal ((const gchar *const *) config->hotkey_keyboards, keyboards));
+  /* Written back in the order combos are printed in. */
+  g_assert_cmpstr (config->hotkey_slot_modifiers, ==, "Ctrl+Alt");
+}
+
+static void
+test_config_devices_values (void)
+{
+  static const struct
+  {
+    const gchar *data;
+    const gchar *fallback;
+    guint focused, normal;
+    const gchar *slot;
+  } cases[] = {
+    { "[Display]\nFallback=dom0\n", "dom0", 1024, 256, NULL },
+    { "[Display]\nFallback=personal\n", "personal", 1024, 256, NULL },
+    { "[Display]\nFallback=a\n", "a", 1024, 256, NULL },
+    /* 0 and 0: weights left alone. */
+    { "[Display]\nFocusedWeight=0\nNormalWeight=0\n", "dom0", 0, 0, NULL },
+    { "[Display]\nNormalWeight=2048\n", "dom0", 1024, 2048, NULL },
+    { "[Hotkeys]\nSlotModifiers=Super\n", "dom0", 1024, 256, "Super" },
+    { "[Hotkeys]\nSlotModifiers=super+shift+alt+ctrl\n", "dom0", 1024, 256,
+      "Ctrl+Alt+Shift+Super" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (DhfConfig) config = dhf_config_new ();
+      g_autoptr (GError) error = NULL;
+
+      g_assert_true (dhf_config_load_data (config, cases[i].data, "t.conf", &error));
+      g_assert_no_error (error);
+      g_assert_cmpstr (config->focus_fallback, ==, cases[i].fallback);
+      g_assert_cmpuint (config->focused_weight, ==, cases[i].focused);
+      g_assert_cmpuint (config->normal_weight, ==, cases[i].normal);
+      g_assert_cmpstr (config->hotkey_slot_modifiers, ==, cases[i].slot);
+    }
+}
+
 static void
 test_config_full (void)
 {
@@ -307,6 +391,73 @@ test_config_errors (void)
     { "[XDM]\nMaxQueuedBytes=18446744073709551615GiB\n",
       "t.conf: [XDM] MaxQueuedBytes: expected a size from 1048592 bytes to 256 MiB (bytes, or "
       "with KiB, MiB or GiB), not '18446744073709551615GiB'" },
+    { "[Devices]\nEmulatedInput=joystick\n",
+      "t.conf: [Devices] EmulatedInput: expected keyboard, mouse or tablet separated by ';', not "
+      "'joystick'" },
+    { "[Devices]\nEmulatedInput=keyboard;Mouse\n",
+      "t.conf: [Devices] EmulatedInput: expected keyboard, mouse or tablet separated by ';', not "
+      "'Mouse'" },
+    { "[Devices]\nEmulatedInput=keyboard;;mouse\n",
+      "t.conf: [Devices] EmulatedInput: expected keyboard, mouse or tablet separated by ';', not "
+      "''" },
+    { "[Devices]\nEmulatedInput=keyboard;tablet;keyboard\n",
+      "t.conf: [Devices] EmulatedInput: 'keyboard' is listed twice" },
+    { "[Devices]\nEmulatedInput=\n", "t.conf: [Devices] EmulatedInput: empty value" },
+    { "[Devices]\nStateFile=devices.json\n",
+      "t.conf: [Devices] StateFile: expected an absolute path, not 'devices.json'" },
+    { "[Devices]\nStateFile=/var/lib/x//last\n[Policy]\nLastGood=/var/lib/x/last\n",
+      "t.conf: [Devices] StateFile: '/var/lib/x/last' is also [Policy] LastGood; each needs a "
+      "file of its own" },
+    { "[Devices]\nStatefile=/x\n", "t.conf: [Devices] Statefile: unknown key" },
+    { "[Display]\nFallback=Personal\n",
+      "t.conf: [Display] Fallback: expected dom0, @previous or an appliance name, not 'Personal'" },
+    { "[Display]\nFallback=@next\n",
+      "t.conf: [Display] Fallback: expected dom0, @previous or an appliance name, not '@next'" },
+    { "[Display]\nFallback=vpn--gateway\n",
+      "t.conf: [Display] Fallback: expected dom0, @previous or an appliance name, not "
+      "'vpn--gateway'" },
+    { "[Display]\nFallback=work-\n",
+      "t.conf: [Display] Fallback: expected dom0, @previous or an appliance name, not 'work-'" },
+    { "[Display]\nFocusedWeight=10001\n",
+      "t.conf: [Display] FocusedWeight: expected a CPU weight from 1 to 10000, or 0 to leave CPU "
+      "weights alone, not '10001'" },
+    { "[Display]\nNormalWeight=-1\n",
+      "t.conf: [Display] NormalWeight: expected a CPU weight from 1 to 10000, or 0 to leave CPU "
+      "weights alone, not '-1'" },
+    { "[Display]\nNormalWeight=256x\n",
+      "t.conf: [Display] NormalWeight: expected a CPU weight from 1 to 10000, or 0 to leave CPU "
+      "weights alone, not '256x'" },
+    { "[Display]\nFocusedWeight=0\n",
+      "t.conf: [Display] FocusedWeight: 0 leaves CPU weights alone, so NormalWeight must be 0 too "
+      "(it is 256)" },
+    { "[Display]\nNormalWeight=0\nFocusedWeight=2000\n",
+      "t.conf: [Display] NormalWeight: 0 leaves CPU weights alone, so FocusedWeight must be 0 too "
+      "(it is 2000)" },
+    { "[Display]\nOrder=work;Work\n",
+      "t.conf: [Display] Order: expected appliance names separated by ';', not 'Work'" },
+    { "[Display]\nOrder=work;personal;work\n", "t.conf: [Display] Order: 'work' is listed twice" },
+    { "[Display]\nOrder=work;dom0\n",
+      "t.conf: [Display] Order: dom0 cannot be ordered here (CycleDom0=true puts it in the "
+      "cycle)" },
+    { "[Display]\nCycleDom0=yes\n",
+      "t.conf: [Display] CycleDom0: expected true or false, not 'yes'" },
+    { "[Hotkeys]\nKeyboards=/dev/input/event0;event1\n",
+      "t.conf: [Hotkeys] Keyboards: expected absolute paths separated by ';', not 'event1'" },
+    { "[Hotkeys]\nKeyboards=/dev/input/event0;/dev/input/./event0\n",
+      "t.conf: [Hotkeys] Keyboards: '/dev/input/event0' is listed twice" },
+    { "[Hotkeys]\nSlotModifiers=Ctrl+Alt+1\n",
+      "t.conf: [Hotkeys] SlotModifiers: expected modifiers only (Ctrl, Alt, Shift, Super), each "
+      "at most once, joined by '+' (such as Ctrl+Alt), not 'Ctrl+Alt+1'" },
+    { "[Hotkeys]\nSlotModifiers=Ctrl+ctrl\n",
+      "t.conf: [Hotkeys] SlotModifiers: expected modifiers only (Ctrl, Alt, Shift, Super), each "
+      "at most once, joined by '+' (such as Ctrl+Alt), not 'Ctrl+ctrl'" },
+    { "[Hotkeys]\nSlotModifiers=Ctrl+\n",
+      "t.conf: [Hotkeys] SlotModifiers: expected modifiers only (Ctrl, Alt, Shift, Super), each "
+      "at most once, joined by '+' (such as Ctrl+Alt), not 'Ctrl+'" },
+    { "[Hotkeys]\nSlotModifiers=Meta\n",
+      "t.conf: [Hotkeys] SlotModifiers: expected modifiers only (Ctrl, Alt, Shift, Super), each "
+      "at most once, joined by '+' (such as Ctrl+Alt), not 'Meta'" },
+    { "[Hotkey]\nKeyboards=/x\n", "t.conf: [Hotkey] Keyboards: unknown key" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -416,6 +567,34 @@ test_config_shipped (void)
     g_assert_cmpuint (config->xdm_max_pending_questions, ==, defaults->xdm_max_pending_questions);
     g_assert_cmpuint (config->xdm_ask_timeout_s, ==, defaults->xdm_ask_timeout_s);
   }
+  /* ... and every [Devices], [Display] and [Hotkeys] key, with the
+   * defaults dhfd uses. */
+  {
+    g_autoptr (DhfConfig) defaults = dhf_config_new ();
+    g_autofree gchar *text = NULL;
+    static const gchar *const keys[]
+        = { "EmulatedInput", "StateFile", "Fallback",  "FocusedWeight", "NormalWeight",
+            "Order",         "CycleDom0", "Keyboards", "SlotModifiers" };
+
+    g_assert_true (g_file_get_contents (path, &text, NULL, &error));
+    for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+      {
+        g_autofree gchar *line = g_strdup_printf ("\n%s=", keys[i]);
+        g_autofree gchar *commented = g_strdup_printf ("\n#%s=", keys[i]);
+
+        if (strstr (text, line) == NULL && strstr (text, commented) == NULL)
+          g_test_fail_printf ("data/dhfd.conf does not document %s", keys[i]);
+      }
+    g_assert_cmpuint (g_strv_length (config->emulated_inputs), ==, 0);
+    g_assert_cmpstr (config->device_state_file, ==, "/var/lib/dhf/devices.json");
+    g_assert_cmpstr (config->focus_fallback, ==, defaults->focus_fallback);
+    g_assert_cmpuint (config->focused_weight, ==, defaults->focused_weight);
+    g_assert_cmpuint (config->normal_weight, ==, defaults->normal_weight);
+    g_assert_cmpuint (g_strv_length (config->switch_order), ==, 0);
+    g_assert_cmpint (config->cycle_dom0, ==, defaults->cycle_dom0);
+    g_assert_cmpuint (g_strv_length (config->hotkey_keyboards), ==, 0);
+    g_assert_null (config->hotkey_slot_modifiers);
+  }
 }
 
 int
@@ -425,6 +604,9 @@ main (int argc, char **argv)
   g_test_add_func ("/config/defaults", test_config_defaults);
   g_test_add_func ("/config/full", test_config_full);
   g_test_add_func ("/config/policy", test_config_policy);
+  g_test_add_func ("/config/devices-defaults", test_config_devices_defaults);
+  g_test_add_func ("/config/devices-full", test_config_devices_full);
+  g_test_add_func ("/config/devices-values", test_config_devices_values);
   g_test_add_func ("/config/xdm-defaults", test_config_xdm_defaults);
   g_test_add_func ("/config/xdm-full", test_config_xdm_full);
   g_test_add_func ("/config/xdm-sizes", test_config_xdm_sizes);

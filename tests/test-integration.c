@@ -144,8 +144,9 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   fx->storage_dir = g_build_filename (fx->tmpdir, "images", NULL);
   /* The policy files and the saved policy stay inside the test's directory. */
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\nShutdownTimeout=2\n"
-                            "[Policy]\nDirectories=%s/policy.d\nLastGood=%s/policy.last-good\n",
-                            fx->storage_dir, fx->tmpdir, fx->tmpdir);
+                            "[Policy]\nDirectories=%s/policy.d\nLastGood=%s/policy.last-good\n"
+                            "[Devices]\nStateFile=%s/devices.json\n",
+                            fx->storage_dir, fx->tmpdir, fx->tmpdir, fx->tmpdir);
   g_assert_true (g_file_set_contents (fx->node_path, node, -1, &error));
   g_assert_true (g_file_set_contents (fx->config_path, config, -1, &error));
 

@@ -194,8 +194,9 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   dhf_test_write_file (fx->admin_dir, "20-admin.policy", admin_policy);
   dhf_test_write_file (fx->vendor_dir, "50-vendor.policy", vendor_policy);
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s\n"
-                            "[Policy]\nDirectories=%s;%s\nLastGood=%s\n",
-                            storage, fx->admin_dir, fx->vendor_dir, fx->last_good);
+                            "[Policy]\nDirectories=%s;%s\nLastGood=%s\n"
+                            "[Devices]\nStateFile=%s/devices.json\n",
+                            storage, fx->admin_dir, fx->vendor_dir, fx->last_good, fx->tmpdir);
   g_assert_true (g_file_set_contents (fx->node_path, node, -1, &error));
   g_assert_true (g_file_set_contents (fx->config_path, config, -1, &error));
 

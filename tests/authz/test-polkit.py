@@ -12,10 +12,12 @@ which actions polkit grants.  Checked:
     nothing, while read-only calls work and never consult polkit;
   * polkit is asked about the calling connection (system-bus-name subject)
     and is told when the caller allows interactive authorization;
-  * each of the eight actions gates exactly the methods the API
+  * each of the twelve actions gates exactly the methods the API
     (protos/org.dhf.Framework1.xml) says it does, the read-only methods
-    (Policy.Test, Policy.Show) name none, and the policy file defines
-    exactly those eight actions;
+    (Policy.Test, Policy.Show, Devices.List) name none, and the policy file
+    defines exactly those twelve actions; the device and display methods,
+    once authorized, get dhfd's own answer (the test driver attaches no
+    device and opens no display);
   * without polkitd (never started, or killed) dhfd fails closed and keeps
     serving reads, and it uses polkitd again once it is back;
   * with Mode=peer-uid root may change things and `nobody` may only read
@@ -52,6 +54,8 @@ DHF_PATH = '/org/dhf/Framework1'
 MANAGER = 'org.dhf.Framework1.Manager'
 POLICY = 'org.dhf.Framework1.Policy'
 XDM = 'org.dhf.Framework1.Xdm'
+DEVICES = 'org.dhf.Framework1.Devices'
+DISPLAY = 'org.dhf.Framework1.Display'
 APPLIANCE = 'org.dhf.Framework1.Appliance'
 PROPERTIES = 'org.freedesktop.DBus.Properties'
 OBJECT_MANAGER = 'org.freedesktop.DBus.ObjectManager'
@@ -69,7 +73,12 @@ PAUSE = 'org.dhf.framework1.appliance.pause'
 RELOAD = 'org.dhf.framework1.policy.reload'
 XDM_INSPECT = 'org.dhf.framework1.xdm.inspect'
 XDM_PROMPT_AGENT = 'org.dhf.framework1.xdm.prompt-agent'
-ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE, RELOAD, XDM_INSPECT, XDM_PROMPT_AGENT]
+DEVICES_ASSIGN = 'org.dhf.framework1.devices.assign'
+DISPLAY_SWITCH = 'org.dhf.framework1.display.switch'
+DISPLAY_OPEN = 'org.dhf.framework1.display.open'
+DISPLAY_SCREENSHOT = 'org.dhf.framework1.display.screenshot'
+ACTIONS = [INSTALL, REMOVE, START, STOP, PAUSE, RELOAD, XDM_INSPECT, XDM_PROMPT_AGENT,
+           DEVICES_ASSIGN, DISPLAY_SWITCH, DISPLAY_OPEN, DISPLAY_SCREENSHOT]
 
 # The contract: which action gates which method. It must agree with the
 # "Authorization:" lines of protos/org.dhf.Framework1.xml (checked below)
@@ -87,10 +96,34 @@ CONTRACT = {
     'ListSubscriptions': XDM_INSPECT,
     'RegisterPromptAgent': XDM_PROMPT_AGENT,
     'UnregisterPromptAgent': XDM_PROMPT_AGENT,
+    'Assign': DEVICES_ASSIGN,
+    'Release': DEVICES_ASSIGN,
+    'Switch': DISPLAY_SWITCH,
+    'Next': DISPLAY_SWITCH,
+    'Previous': DISPLAY_SWITCH,
+    'OpenDisplay': DISPLAY_OPEN,
+    'Screenshot': DISPLAY_SCREENSHOT,
 }
 METHODS = list(CONTRACT)
 # Methods that need no action (the XML gives them no "Authorization:" line).
-READ_ONLY = {'Test', 'Show'}
+READ_ONLY = {'Test', 'Show', 'List'}
+# Methods of org.dhf.Framework1.Devices and .Display (they change no
+# appliance), and what dhfd answers each once polkit allowed it, over the
+# test driver with the empty admin policy this test uses: None is success,
+# a set names the errors that may come instead (the focus is dom0 and the
+# demo appliances may be off), a string the one error that must come.
+DEVICES_METHODS = {'Assign', 'Release'}
+DISPLAY_METHODS = {'Switch', 'Next', 'Previous', 'OpenDisplay', 'Screenshot'}
+AUTHORIZED_ANSWER = {
+    'Switch': None,                    # to dom0, focused already
+    'Next': {'InvalidState', 'NotAuthorized'},
+    'Previous': {'InvalidState', 'NotAuthorized'},
+    'OpenDisplay': {'NotSupported', 'InvalidState'},  # the test driver has no
+                                                      # virDomainOpenGraphicsFD
+    'Screenshot': {'InvalidState'},    # a PNG while personal runs, else InvalidState
+    'Assign': 'NotFound',              # no such device
+    'Release': 'NotFound',
+}
 # Methods of org.dhf.Framework1.Xdm; they change no appliance.
 XDM_METHODS = {'ListConnections', 'ListServices', 'ListSubscriptions', 'RegisterPromptAgent',
                'UnregisterPromptAgent'}
@@ -243,7 +276,35 @@ def method_params(method, target):
         return GLib.Variant('(sa{sv})', (target, {}))
     if method in ('RegisterPromptAgent', 'UnregisterPromptAgent'):
         return GLib.Variant('(o)', (AGENT_PATH,))
+    if method == 'Assign':
+        return GLib.Variant('(ssa{sv})', ('usb-99-9', target, {}))
+    if method == 'Release':
+        return GLib.Variant('(s)', ('usb-99-9',))
+    if method == 'Switch':
+        return GLib.Variant('(s)', ('dom0',))
+    if method == 'OpenDisplay':
+        return GLib.Variant('(s)', (target,))
+    if method == 'Screenshot':
+        return GLib.Variant('(sa{sv})', (target, {'max-width': GLib.Variant('u', 64)}))
     return None
+
+
+def authorized_answer(method, r):
+    """None if r is what dhfd answers an authorized call of a device or
+    display method, else what is wrong."""
+    want = AUTHORIZED_ANSWER[method]
+    if r.ok:
+        if want is None or isinstance(want, set):
+            return None
+        return f'{method}: expected {want}, got {r}'
+    name = r.error_name.rsplit('.', 1)[1] if r.error_name.startswith('org.dhf.') else ''
+    if r.error_message.startswith('not authorized for '):
+        return f'{method}: refused by polkit although its action is allowed: {r}'
+    if isinstance(want, str) and name == want:
+        return None
+    if isinstance(want, set) and name in want:
+        return None
+    return f'{method}: expected {want or "success"}, got {r}'
 
 
 def expect_not_authorized(r, action=None):
@@ -419,7 +480,8 @@ class Dhfd:
                     f'[Appliances]\nStorageDirectory={storage}\nShutdownTimeout=2\n\n'
                     f'[Policy]\nDirectories={policy}\n'
                     f'LastGood={os.path.join(self.tmp, "policy.last-good")}\n\n'
-                    f'[XDM]\nSocket={os.path.join(self.tmp, "xdm.sock")}\nVsockPort=0\n')
+                    f'[XDM]\nSocket={os.path.join(self.tmp, "xdm.sock")}\nVsockPort=0\n\n'
+                    f'[Devices]\nStateFile={os.path.join(self.tmp, "devices.json")}\n')
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address,
                    DBUS_SESSION_BUS_ADDRESS=self.address)
         self.proc = self.procs.start(
@@ -476,6 +538,12 @@ def invoke(conn, method, target, flags=Gio.DBusCallFlags.NONE):
         return call(conn, DHF_NAME, DHF_PATH, POLICY, method, None, flags)
     if method in XDM_METHODS:
         return call(conn, DHF_NAME, DHF_PATH, XDM, method, method_params(method, target), flags)
+    if method in DEVICES_METHODS:
+        return call(conn, DHF_NAME, DHF_PATH, DEVICES, method, method_params(method, target),
+                    flags)
+    if method in DISPLAY_METHODS:
+        return call(conn, DHF_NAME, DHF_PATH, DISPLAY, method, method_params(method, target),
+                    flags)
     if method in ('Install', 'Remove'):
         return call(conn, DHF_NAME, DHF_PATH, MANAGER, method, method_params(method, target),
                     flags)
@@ -529,7 +597,7 @@ def prepare(conn, polkitd, method):
 
     Returns (target, state before, state a successful call leaves)."""
     polkitd.set_allowed(ACTIONS)
-    if method == 'Reload' or method in XDM_METHODS:
+    if method == 'Reload' or method in XDM_METHODS | DEVICES_METHODS | DISPLAY_METHODS:
         if method == 'UnregisterPromptAgent':
             do(conn, 'RegisterPromptAgent', None)  # there is one to unregister
         return None, None, None  # changes no appliance
@@ -780,6 +848,16 @@ def run_checks(procs, tmp):
     tap.check('nothing allowed: Policy.Show, Policy.Test and the Policy properties work',
               read_policy)
 
+    def read_devices_display():
+        r = call(conn, DHF_NAME, DHF_PATH, DEVICES, 'List')
+        if not r.ok:
+            return f'Devices.List: {r}'
+        r = call(conn, DHF_NAME, DHF_PATH, PROPERTIES, 'GetAll', GLib.Variant('(s)', (DISPLAY,)))
+        if not r.ok or r.value[0].get('Focused') != 'dom0' or 'Cycle' not in r.value[0]:
+            return f'GetAll({DISPLAY}): {r}'
+    tap.check('nothing allowed: Devices.List and the Display properties work',
+              read_devices_display)
+
     tap.check('read-only calls did not consult polkit',
               lambda: None if not polkitd.checks()
               else f'CheckAuthorization was called: {polkitd.checks()}')
@@ -834,7 +912,14 @@ def run_checks(procs, tmp):
 
             def gated(method=method, action=action, target=target, before_state=before_state,
                       after_state=after_state, should_pass=should_pass):
-                r = invoke(conn, method, target)
+                r = invoke(conn, method, target or 'personal')
+                if method in AUTHORIZED_ANSWER:
+                    if should_pass:
+                        problem = authorized_answer(method, r)
+                        if problem is None:
+                            observed[method].append(action.rsplit('.', 1)[1])
+                        return problem
+                    return expect_not_authorized(r, CONTRACT[method])
                 if r.ok:
                     observed[method].append(action.rsplit('.', 1)[1])
                 if should_pass:
@@ -844,9 +929,12 @@ def run_checks(procs, tmp):
                 if r.ok:
                     return f'{method} on {target} was authorized: {r}'
                 return expect_not_authorized(r) or wait_state(conn, target, before_state, 0)
-            tap.check(f'only {action} allowed: {method} '
-                      + ('succeeds' if should_pass else 'fails with NotAuthorized, no effect'),
-                      gated)
+            if method in AUTHORIZED_ANSWER:
+                outcome = ('gets dhfd\'s own answer' if should_pass
+                           else f'fails with NotAuthorized naming {CONTRACT[method]}')
+            else:
+                outcome = 'succeeds' if should_pass else 'fails with NotAuthorized, no effect'
+            tap.check(f'only {action} allowed: {method} {outcome}', gated)
     tap.diag('observed: ' + ', '.join(f'{m} <- {"/".join(a) or "nothing"}'
                                       for m, a in observed.items()))
 
@@ -958,6 +1046,7 @@ def check_nobody(conn, address):
         (DHF_PATH, OBJECT_MANAGER, 'GetManagedObjects', '', []),
         (DHF_PATH, POLICY, 'Show', '', []),
         (DHF_PATH, POLICY, 'Test', '(sss)', ['switch', 'dom0', 'personal']),
+        (DHF_PATH, DEVICES, 'List', '', []),
     ]
     mutating = [
         (personal, APPLIANCE, 'Pause', '', []),
@@ -969,6 +1058,9 @@ def check_nobody(conn, address):
         (DHF_PATH, POLICY, 'Reload', '', []),
         (DHF_PATH, XDM, 'ListConnections', '', []),
         (DHF_PATH, XDM, 'RegisterPromptAgent', '(o)', [AGENT_PATH]),
+        (DHF_PATH, DEVICES, 'Assign', '(ssa{sv})', ['usb-99-9', 'personal', {}]),
+        (DHF_PATH, DISPLAY, 'Switch', '(s)', ['dom0']),
+        (DHF_PATH, DISPLAY, 'Screenshot', '(sa{sv})', ['personal', {}]),
     ]
     nobody_uid, uid, bus_uid, replies = run_as_nobody(address, reads + mutating)
 
@@ -990,7 +1082,8 @@ def check_nobody(conn, address):
                 problems.append(f'{c[2]}: {p}')
         return '\n'.join(problems) or None
     tap.check('Mode=peer-uid: nobody\'s Start/Shutdown/Pause/Resume/Install/Remove/Reload/'
-              'ListConnections/RegisterPromptAgent all fail with NotAuthorized', refused)
+              'ListConnections/RegisterPromptAgent/Assign/Switch/Screenshot all fail with '
+              'NotAuthorized', refused)
     tap.check('Mode=peer-uid: nobody\'s refused calls changed nothing',
               lambda: None if snapshot(conn) == before
               else f'before: {before}\nafter:  {snapshot(conn)}')

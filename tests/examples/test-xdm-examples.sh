@@ -157,6 +157,9 @@ Mode=peer-uid
 Directories=$tmp/policy.d;$tmp/vendor.d
 LastGood=$tmp/policy.last-good
 
+[Devices]
+StateFile=$tmp/devices.json
+
 [XDM]
 VsockPort=0
 EOF

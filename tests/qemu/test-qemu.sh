@@ -713,8 +713,8 @@ wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/de
 
 # TCG: new appliances get <domain type='qemu'> whatever auto would pick.
 # The vendor policy from the source tree; the last good copy stays in $tmp.
-printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n[Policy]\nDirectories=%s/policy.d;%s\nLastGood=%s/policy.last-good\n' \
-  "$tmp" "$tmp" "$DHF_SOURCE_ROOT/policies/policy.d" "$tmp" >"$tmp/dhfd.conf"
+printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n[Policy]\nDirectories=%s/policy.d;%s\nLastGood=%s/policy.last-good\n[Devices]\nStateFile=%s/devices.json\n' \
+  "$tmp" "$tmp" "$DHF_SOURCE_ROOT/policies/policy.d" "$tmp" "$tmp" >"$tmp/dhfd.conf"
 dhfd_serving() {
   pid_gone "$dhfd_pid" && bail "dhfd exited at startup: $(cat "$tmp/dhfd.log")"
   ctl status >/dev/null 2>&1

@@ -387,8 +387,9 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   /* No vsock: it is host-wide. */
   config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=2\n"
                             "[Policy]\nDirectories=%s\nLastGood=%s/policy.last-good\n"
+                            "[Devices]\nStateFile=%s/devices.json\n"
                             "[XDM]\nVsockPort=0\nAskTimeout=20\n",
-                            fx->tmpdir, policy_dir, fx->tmpdir);
+                            fx->tmpdir, policy_dir, fx->tmpdir, fx->tmpdir);
   g_assert_true (g_file_set_contents (fx->node_path, node, -1, &error));
   g_assert_true (g_file_set_contents (fx->config_path, config, -1, &error));
   dhf_test_write_file (policy_dir, "50-test.policy", test_policy);

@@ -136,11 +136,12 @@ xdm_harness_new (const XdmDomainSpec *domains, guint n_domains, const gchar *pol
   g_string_append (node, "</node>\n");
   g_assert_true (g_file_set_contents (h->node_path, node->str, -1, &error));
 
-  config
-      = g_strdup_printf ("[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=1\n"
-                         "[Policy]\nDirectories=%s\nLastGood=%s/policy.last-good\n"
-                         "[XDM]\n%s\n",
-                         h->tmpdir, h->policy_dir, h->tmpdir, xdm_config != NULL ? xdm_config : "");
+  config = g_strdup_printf ("[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=1\n"
+                            "[Policy]\nDirectories=%s\nLastGood=%s/policy.last-good\n"
+                            "[Devices]\nStateFile=%s/devices.json\n"
+                            "[XDM]\n%s\n",
+                            h->tmpdir, h->policy_dir, h->tmpdir, h->tmpdir,
+                            xdm_config != NULL ? xdm_config : "");
   g_assert_true (g_file_set_contents (h->config_path, config, -1, &error));
   dhf_test_write_file (h->policy_dir, POLICY_FILE, policy);
 

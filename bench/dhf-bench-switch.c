@@ -1,0 +1,683 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* dhf-bench-switch: what a display switch through dhfd costs against a
+ * real libvirtd + QEMU, next to the floor: the bare libvirt hot-plug calls
+ * that move the same two input devices, made by this program with dhfd
+ * stopped.
+ *
+ * Takes no arguments and must run as root: it starts libvirtd
+ * (scripts/libvirtd-up), a private dbus-daemon and dhfd on qemu:///system
+ * with its own configuration, policy and state in a temporary directory,
+ * and defines two QEMU (TCG) environments with a qemu-xhci controller.
+ * Everything it made is removed on exit, also when it fails or is
+ * interrupted. See bench/README.md. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dhf/dhf.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "dhf-device-inventory.h"
+#include "dhf-device.h"
+#include "dhf-domain-xml.h"
+#include "dhf-manifest.h"
+
+#define URI        "qemu:///system"
+#define N_SWITCHES 100
+/* The two series alternate in blocks (dhfd runs, then is stopped for the
+ * floor), so that a change in the machine's load during the run weighs on
+ * both alike. Even counts: every block ends where it started, and a dhfd
+ * started again finds the devices where its saved focus says. */
+#define N_BLOCKS  5
+#define PER_BLOCK (N_SWITCHES / N_BLOCKS)
+#define N_WARMUP  4 /* unmeasured switches after each start of dhfd */
+G_STATIC_ASSERT ((PER_BLOCK * N_BLOCKS) == N_SWITCHES && (PER_BLOCK % 2) == 0
+                 && (N_WARMUP % 2) == 0);
+#define CALL_TIMEOUT  60000
+#define DHFD_READY_S  30
+#define DISPLAY_IFACE "org.dhf.Framework1.Display"
+#define MANAGER_IFACE "org.dhf.Framework1.Manager"
+#define PROGRAM       "dhf-bench-switch"
+/* dhfd's flags for a running domain (dhf-hypervisor-devices.h). */
+#define HOTPLUG_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
+
+/* What there is to clean up, for die() and the signal handler. */
+typedef struct
+{
+  GMutex lock;
+  gboolean cleaned;
+  gchar *tmpdir;
+  gchar *names[2];
+  gboolean defined[2];
+  GSubprocess *dhfd;
+  GTestDBus *bus;
+  gboolean keep_log;
+  gint interrupted; /* atomic: a signal's cleanup runs or ran */
+} Bench;
+
+static Bench bench;
+
+static gdouble
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (gdouble) ts.tv_sec * 1e3 + (gdouble) ts.tv_nsec / 1e6;
+}
+
+static void
+remove_tree (const gchar *path)
+{
+  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+  const gchar *name;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree gchar *child = g_build_filename (path, name, NULL);
+
+      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
+        remove_tree (child);
+      else
+        g_unlink (child);
+    }
+  g_rmdir (path);
+}
+
+/* Returns FALSE when dhfd did not exit with status 0 on SIGTERM. */
+static gboolean
+stop_dhfd (void)
+{
+  GSubprocess *dhfd = g_steal_pointer (&bench.dhfd);
+  gboolean clean;
+
+  if (dhfd == NULL)
+    return TRUE;
+  g_subprocess_send_signal (dhfd, SIGTERM);
+  /* GLib reaps the child on its worker thread and then forgets its pid. */
+  for (guint i = 0; i < 150 && g_subprocess_get_identifier (dhfd) != NULL; i++)
+    g_usleep (100000);
+  if (g_subprocess_get_identifier (dhfd) != NULL)
+    {
+      fprintf (stderr, PROGRAM ": dhfd ignored SIGTERM for 15 s, killing it\n");
+      g_subprocess_force_exit (dhfd);
+    }
+  g_subprocess_wait (dhfd, NULL, NULL);
+  clean = g_subprocess_get_if_exited (dhfd) && g_subprocess_get_exit_status (dhfd) == 0;
+  g_object_unref (dhfd);
+  return clean;
+}
+
+/* Idempotent, and safe from any thread: the first caller cleans up, a
+ * second waits until that is done. */
+static void
+cleanup (void)
+{
+  g_mutex_lock (&bench.lock);
+  if (!bench.cleaned)
+    {
+      virConnectPtr conn = NULL;
+
+      bench.cleaned = TRUE;
+      stop_dhfd ();
+      for (guint i = 0; i < G_N_ELEMENTS (bench.names); i++)
+        {
+          virDomainPtr dom;
+
+          if (!bench.defined[i])
+            continue;
+          if (conn == NULL && (conn = virConnectOpen (URI)) == NULL)
+            {
+              fprintf (stderr, PROGRAM ": cannot reach %s to remove %s: %s\n", URI, bench.names[i],
+                       virGetLastErrorMessage ());
+              continue;
+            }
+          dom = virDomainLookupByName (conn, bench.names[i]);
+          if (dom == NULL)
+            continue;
+          if (virDomainIsActive (dom) == 1)
+            virDomainDestroy (dom);
+          if (virDomainUndefine (dom) != 0)
+            fprintf (stderr, PROGRAM ": undefining %s: %s\n", bench.names[i],
+                     virGetLastErrorMessage ());
+          virDomainFree (dom);
+          bench.defined[i] = FALSE;
+        }
+      if (conn != NULL)
+        virConnectClose (conn);
+      if (bench.bus != NULL)
+        g_test_dbus_down (bench.bus);
+      g_clear_object (&bench.bus);
+      if (bench.tmpdir != NULL && !bench.keep_log)
+        remove_tree (bench.tmpdir);
+      else if (bench.tmpdir != NULL)
+        fprintf (stderr, PROGRAM ": dhfd's log is kept in %s/dhfd.log\n", bench.tmpdir);
+    }
+  g_mutex_unlock (&bench.lock);
+}
+
+static void G_GNUC_NORETURN G_GNUC_PRINTF (1, 2) die (const gchar *format, ...)
+{
+  va_list args;
+
+  /* A call that failed because the signal handler is tearing everything
+   * down is no news: let the handler finish and exit. */
+  if (g_atomic_int_get (&bench.interrupted))
+    {
+      cleanup ();
+      for (;;)
+        pause ();
+    }
+  va_start (args, format);
+  fputs (PROGRAM ": ", stderr);
+  vfprintf (stderr, format, args);
+  fputc ('\n', stderr);
+  va_end (args);
+  bench.keep_log = bench.tmpdir != NULL;
+  cleanup ();
+  exit (1);
+}
+
+static void G_GNUC_NORETURN
+die_virt (const gchar *what)
+{
+  die ("%s: %s", what, virGetLastErrorMessage ());
+}
+
+static gboolean
+on_signal (gpointer data)
+{
+  g_atomic_int_set (&bench.interrupted, 1);
+  fprintf (stderr, PROGRAM ": interrupted (signal %d), cleaning up\n", GPOINTER_TO_INT (data));
+  cleanup ();
+  _exit (128 + GPOINTER_TO_INT (data));
+}
+
+/* libvirt prints every error on stderr by default; they are reported here
+ * with their context instead. */
+static void
+silence_libvirt (void *data, virErrorPtr error)
+{
+}
+
+static gint
+cmp_double (gconstpointer a, gconstpointer b)
+{
+  gdouble x = *(const gdouble *) a, y = *(const gdouble *) b;
+
+  return (x > y) - (x < y);
+}
+
+typedef struct
+{
+  gdouble p50, p99, mean, min, max;
+} Stats;
+
+static Stats
+stats_of (const gdouble *values, guint n)
+{
+  g_autofree gdouble *sorted = g_memdup2 (values, n * sizeof *values);
+  Stats s = { 0 };
+
+  qsort (sorted, n, sizeof *sorted, (gint (*) (const void *, const void *)) cmp_double);
+  s.p50 = sorted[(guint) (0.5 * (n - 1) + 0.5)];
+  s.p99 = sorted[(guint) (0.99 * (n - 1) + 0.5)];
+  s.min = sorted[0];
+  s.max = sorted[n - 1];
+  for (guint i = 0; i < n; i++)
+    s.mean += sorted[i] / n;
+  return s;
+}
+
+static void
+print_stats (const gchar *what, const gdouble *values, guint n)
+{
+  Stats s = stats_of (values, n);
+
+  printf ("%s (%u): p50 %.1f ms, p99 %.1f ms, mean %.1f ms, min %.1f ms, max %.1f ms\n", what, n,
+          s.p50, s.p99, s.mean, s.min, s.max);
+  fflush (stdout);
+}
+
+/* --- setup ------------------------------------------------------------ */
+
+static void
+start_libvirtd (void)
+{
+  g_autofree gchar *script
+      = g_build_filename (DHF_BENCH_SOURCE_ROOT, "scripts", "libvirtd-up", NULL);
+  const gchar *argv[] = { script, NULL };
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *output = NULL;
+  g_autofree gchar *errors = NULL;
+  gint status = 0;
+
+  if (!g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &output, &errors,
+                     &status, &error))
+    die ("running %s: %s", script, error->message);
+  if (!g_spawn_check_wait_status (status, &error))
+    die ("%s failed (%s):\n%s", script, error->message, errors);
+}
+
+static gchar *
+domain_xml (const gchar *name)
+{
+  g_autofree gchar *json
+      = g_strdup_printf ("{\"manifest-version\": 1, \"name\": \"%s\", \"vendor\": \"dhf bench\","
+                         " \"version\": \"1.0.0\", \"role\": \"environment\", \"display\": \"vnc\","
+                         " \"memory\": \"128MiB\", \"vcpus\": 1}",
+                         name);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (json, -1, NULL, &error);
+  DhfDomainXmlOptions options = { .domain_type = "qemu" };
+  gchar *xml;
+
+  if (manifest == NULL)
+    die ("the bench's manifest for %s: %s", name, error->message);
+  xml = dhf_domain_xml_build (manifest, &options);
+  /* The hot-plugged inputs need a USB bus. */
+  if (strstr (xml, "model='qemu-xhci'") == NULL)
+    die ("dhf's domain XML for %s has no qemu-xhci controller", name);
+  return xml;
+}
+
+static void
+define_and_start (virConnectPtr conn, guint index)
+{
+  g_autofree gchar *xml = domain_xml (bench.names[index]);
+  virDomainPtr dom = virDomainLookupByName (conn, bench.names[index]);
+
+  if (dom != NULL)
+    {
+      virDomainFree (dom);
+      die ("libvirt already has a domain named %s", bench.names[index]);
+    }
+  dom = virDomainDefineXML (conn, xml);
+  if (dom == NULL)
+    die_virt ("defining a domain");
+  bench.defined[index] = TRUE;
+  if (virDomainCreate (dom) != 0)
+    die_virt ("starting a domain");
+  virDomainFree (dom);
+}
+
+static void
+write_file (const gchar *path, const gchar *contents)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!g_file_set_contents (path, contents, -1, &error))
+    die ("%s", error->message);
+}
+
+static void
+spawn_dhfd (const gchar *dhfd_path, const gchar *config_path)
+{
+  g_autoptr (GSubprocessLauncher) launcher
+      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_autofree gchar *log_path = g_build_filename (bench.tmpdir, "dhfd.log", NULL);
+  g_autoptr (GError) error = NULL;
+  /* Appended to: every start of dhfd writes to the same log. */
+  gint log_fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+  if (log_fd < 0)
+    die ("opening %s: %s", log_path, g_strerror (errno));
+  g_subprocess_launcher_take_stdout_fd (launcher, log_fd);
+  bench.dhfd = g_subprocess_launcher_spawn (
+      launcher, &error, dhfd_path, "--address", g_test_dbus_get_bus_address (bench.bus),
+      "--hypervisor", URI, "--config", config_path,
+      g_getenv ("G_MESSAGES_DEBUG") ? "--verbose" : NULL, NULL);
+  if (bench.dhfd == NULL)
+    die ("spawning %s: %s", dhfd_path, error->message);
+}
+
+/* Waits until dhfd serves and is connected to libvirtd. */
+static void
+wait_for_dhfd (GDBusConnection *bus)
+{
+  gdouble deadline = now_ms () + DHFD_READY_S * 1000;
+
+  for (;;)
+    {
+      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+          bus, DHF_BUS_NAME, DHF_OBJECT_PATH, "org.freedesktop.DBus.Properties", "Get",
+          g_variant_new ("(ss)", MANAGER_IFACE, "HypervisorConnected"), G_VARIANT_TYPE ("(v)"),
+          G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+
+      if (reply != NULL)
+        {
+          g_autoptr (GVariant) value = NULL;
+
+          g_variant_get (reply, "(v)", &value);
+          if (g_variant_is_of_type (value, G_VARIANT_TYPE_BOOLEAN) && g_variant_get_boolean (value))
+            return;
+        }
+      if (g_subprocess_get_identifier (bench.dhfd) == NULL)
+        die ("dhfd exited at startup (its log: %s/dhfd.log)", bench.tmpdir);
+      if (now_ms () > deadline)
+        die ("dhfd did not serve and connect to %s within %d s", URI, DHFD_READY_S);
+      g_usleep (50000);
+    }
+}
+
+/* --- the measured operations ------------------------------------------ */
+
+/* Display.Switch to target; the reply comes once the transaction is done. */
+static gboolean
+switch_to (GDBusConnection *bus, const gchar *target, GError **error)
+{
+  g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+      bus, DHF_BUS_NAME, DHF_OBJECT_PATH, DISPLAY_IFACE, "Switch", g_variant_new ("(s)", target),
+      G_VARIANT_TYPE ("(s)"), G_DBUS_CALL_FLAGS_NONE, CALL_TIMEOUT, NULL, error);
+  const gchar *focused;
+
+  if (reply == NULL)
+    {
+      g_dbus_error_strip_remote_error (*error);
+      return FALSE;
+    }
+  g_variant_get (reply, "(&s)", &focused);
+  if (!g_str_equal (focused, target))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "Switch(%s) answered %s", target, focused);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* The first switch waits for dhfd's device engine to have seen both
+ * domains run (it answers NotFound or InvalidState until then). */
+static void
+first_switch (GDBusConnection *bus, const gchar *target)
+{
+  gdouble deadline = now_ms () + DHFD_READY_S * 1000;
+
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+
+      if (switch_to (bus, target, &error))
+        return;
+      if (!g_error_matches (error, DHF_ERROR, DHF_ERROR_NOT_FOUND)
+          && !g_error_matches (error, DHF_ERROR, DHF_ERROR_INVALID_STATE)
+          && !g_error_matches (error, DHF_ERROR, DHF_ERROR_HYPERVISOR_UNAVAILABLE))
+        die ("the first Switch to %s: %s", target, error->message);
+      if (now_ms () > deadline)
+        die ("the first Switch to %s still fails after %d s: %s", target, DHFD_READY_S,
+             error->message);
+      g_usleep (100000);
+    }
+}
+
+/* How many of the aliases the domain's live (or persistent) XML holds. */
+static guint
+count_aliases (virDomainPtr dom, guint flags, const gchar *const *aliases)
+{
+  g_autofree gchar *xml = virDomainGetXMLDesc (dom, flags);
+  guint count = 0;
+
+  if (xml == NULL)
+    die_virt ("reading a domain's XML");
+  for (guint i = 0; aliases[i] != NULL; i++)
+    {
+      g_autofree gchar *needle = g_strdup_printf ("<alias name='%s'/>", aliases[i]);
+
+      count += strstr (xml, needle) != NULL;
+    }
+  return count;
+}
+
+/* Checks that holder has both devices, live and persistent, and the other
+ * domain none: a switch (or a floor step) did what it claims. */
+static void
+check_placement (virDomainPtr *doms, guint holder, const gchar *const *aliases, const gchar *when)
+{
+  guint n = g_strv_length ((gchar **) aliases);
+
+  for (guint i = 0; i < 2; i++)
+    {
+      guint want = i == holder ? n : 0;
+      guint live = count_aliases (doms[i], 0, aliases);
+      guint config = count_aliases (doms[i], VIR_DOMAIN_XML_INACTIVE, aliases);
+
+      if (live != want || config != want)
+        die ("%s: %s has %u of the %u devices live and %u in its definition, expected %u", when,
+             bench.names[i], live, n, config, want);
+    }
+}
+
+/* The libvirt XML of the emulated inputs, as dhfd builds it. */
+static GPtrArray *
+input_xml (const gchar *const *types, GPtrArray **aliases)
+{
+  g_autofree gchar *nosys = g_build_filename (bench.tmpdir, "no-sysfs", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = dhf_device_inventory_scan (nosys, types, &error);
+  GPtrArray *xml = g_ptr_array_new_with_free_func (g_free);
+
+  if (devices == NULL)
+    die ("listing the emulated inputs: %s", error->message);
+  *aliases = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < devices->len; i++)
+    {
+      const DhfDevice *device = g_ptr_array_index (devices, i);
+
+      if (device->kind != DHF_DEVICE_KIND_INPUT)
+        continue;
+      g_ptr_array_add (xml, dhf_device_to_xml (device));
+      g_ptr_array_add (*aliases, dhf_device_alias (device));
+    }
+  if (xml->len != g_strv_length ((gchar **) types))
+    die ("expected %u emulated inputs, the inventory gave %u", g_strv_length ((gchar **) types),
+         xml->len);
+  g_ptr_array_add (*aliases, NULL);
+  return xml;
+}
+
+/* One floor step: the devices from one domain to the other with nothing
+ * but the hot-plug calls, one per device each way, and the flags of
+ * dhf-hypervisor-devices.h; no lookups, XML reads or weights. */
+static void
+floor_move (virDomainPtr from, virDomainPtr to, GPtrArray *xml)
+{
+  for (guint i = 0; i < xml->len; i++)
+    {
+      if (virDomainDetachDeviceFlags (from, g_ptr_array_index (xml, i), HOTPLUG_FLAGS) != 0)
+        die_virt ("virDomainDetachDeviceFlags");
+    }
+  for (guint i = 0; i < xml->len; i++)
+    {
+      if (virDomainAttachDeviceFlags (to, g_ptr_array_index (xml, i), HOTPLUG_FLAGS) != 0)
+        die_virt ("virDomainAttachDeviceFlags");
+    }
+}
+
+static void
+run (void)
+{
+  static const gchar *const inputs[] = { "keyboard", "tablet", NULL };
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *dhfd_path = NULL;
+  g_autofree gchar *policy_dir = NULL;
+  g_autofree gchar *config_path = NULL;
+  g_autofree gchar *config = NULL;
+  g_autofree gchar *policy_path = NULL;
+  g_autoptr (GDBusConnection) bus = NULL;
+  g_autoptr (GPtrArray) xml = NULL;
+  g_autoptr (GPtrArray) aliases = NULL;
+  gdouble switch_ms[N_SWITCHES], floor_ms[N_SWITCHES];
+  virDomainPtr doms[2];
+  virConnectPtr conn;
+  Stats sw, fl;
+  guint holder;
+
+  /* A debugging run keeps dhfd's log to read afterwards. */
+  bench.keep_log = g_getenv ("G_MESSAGES_DEBUG") != NULL;
+  if (geteuid () != 0)
+    die ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
+  dhfd_path = g_strdup (g_getenv ("DHFD") != NULL ? g_getenv ("DHFD") : DHF_BENCH_DHFD);
+  if (!g_file_test (dhfd_path, G_FILE_TEST_IS_EXECUTABLE))
+    die ("no dhfd at %s (build first, or set DHFD)", dhfd_path);
+
+  start_libvirtd ();
+  virSetErrorFunc (NULL, silence_libvirt);
+  conn = virConnectOpen (URI);
+  if (conn == NULL)
+    die_virt ("connecting to " URI);
+
+  /* The temporary directory first: die() cleans up what it lists. */
+  bench.tmpdir = g_dir_make_tmp (PROGRAM "-XXXXXX", &error);
+  if (bench.tmpdir == NULL)
+    die ("temporary directory: %s", error->message);
+  xml = input_xml (inputs, &aliases);
+
+  policy_dir = g_build_filename (bench.tmpdir, "policy.d", NULL);
+  policy_path = g_build_filename (policy_dir, "50-bench.policy", NULL);
+  config_path = g_build_filename (bench.tmpdir, "dhfd.conf", NULL);
+  g_mkdir (policy_dir, 0700);
+  write_file (policy_path, "switch          @dom0 @role:environment allow\n"
+                           "device:input:*  @dom0 @role:environment allow mode=follow-focus\n");
+  config = g_strdup_printf ("[Hypervisor]\nDomainType=qemu\n"
+                            "[Appliances]\nStorageDirectory=%s/images\n"
+                            "[Policy]\nDirectories=%s\nLastGood=%s/policy.last-good\n"
+                            "[Devices]\nEmulatedInput=keyboard;tablet\nStateFile=%s/devices.json\n"
+                            "[Display]\nFallback=dom0\n",
+                            bench.tmpdir, policy_dir, bench.tmpdir, bench.tmpdir);
+  write_file (config_path, config);
+
+  printf (PROGRAM
+          ": %u Display.Switch calls between two QEMU (TCG) domains moving %u emulated "
+          "USB inputs, and %u moves of the floor (the same hot-plug calls with dhfd stopped), in "
+          "%u alternating blocks; %u warm-up switches after each start of dhfd; %u CPUs online\n",
+          N_SWITCHES, xml->len, N_SWITCHES, N_BLOCKS, N_WARMUP,
+          (guint) sysconf (_SC_NPROCESSORS_ONLN));
+  fflush (stdout);
+
+  for (guint i = 0; i < 2; i++)
+    {
+      bench.names[i] = g_strdup_printf ("dhfbench-%d-%c", (gint) getpid (), 'a' + i);
+      define_and_start (conn, i);
+      doms[i] = virDomainLookupByName (conn, bench.names[i]);
+      if (doms[i] == NULL)
+        die_virt ("looking the domain up");
+    }
+
+  bus = g_dbus_connection_new_for_address_sync (
+      g_test_dbus_get_bus_address (bench.bus),
+      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
+          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+      NULL, NULL, &error);
+  if (bus == NULL)
+    die ("connecting to the private bus: %s", error->message);
+  /* The devices start in dom0; "holder" is where they are at the start of
+   * a block, and where each block leaves them. */
+  holder = 1;
+  for (guint block = 0; block < N_BLOCKS; block++)
+    {
+      const gchar *const *alias_list = (const gchar *const *) aliases->pdata;
+      gdouble *sw_block = switch_ms + block * PER_BLOCK;
+      gdouble *fl_block = floor_ms + block * PER_BLOCK;
+      g_autofree gchar *when = NULL;
+
+      spawn_dhfd (dhfd_path, config_path);
+      wait_for_dhfd (bus);
+      /* Warm-up; the first switch also waits for dhfd's first sync. */
+      first_switch (bus, bench.names[1 - holder]);
+      for (guint i = 1; i < N_WARMUP; i++)
+        {
+          if (!switch_to (bus, bench.names[(1 - holder + i) % 2], &error))
+            die ("block %u: warm-up switch %u: %s", block, i, error->message);
+        }
+      when = g_strdup_printf ("block %u, after the warm-up switches", block);
+      check_placement (doms, holder, alias_list, when);
+
+      for (guint i = 0; i < PER_BLOCK; i++)
+        {
+          guint target = (1 - holder + i) % 2;
+          gdouble t0 = now_ms ();
+
+          if (!switch_to (bus, bench.names[target], &error))
+            die ("block %u: switch %u to %s: %s", block, i, bench.names[target], error->message);
+          sw_block[i] = now_ms () - t0;
+        }
+      g_free (when);
+      when = g_strdup_printf ("block %u, after the timed switches", block);
+      check_placement (doms, holder, alias_list, when);
+
+      /* The floor, with dhfd gone so that nothing else touches the
+       * domains. */
+      if (!stop_dhfd ())
+        die ("dhfd did not exit cleanly on SIGTERM (its log: %s/dhfd.log)", bench.tmpdir);
+      for (guint i = 0; i < PER_BLOCK; i++)
+        {
+          guint from = (holder + i) % 2;
+          gdouble t0 = now_ms ();
+
+          floor_move (doms[from], doms[1 - from], xml);
+          fl_block[i] = now_ms () - t0;
+        }
+      g_free (when);
+      when = g_strdup_printf ("block %u, after the floor", block);
+      check_placement (doms, holder, alias_list, when);
+      printf ("block %u: switch p50 %.1f ms, floor p50 %.1f ms\n", block,
+              stats_of (sw_block, PER_BLOCK).p50, stats_of (fl_block, PER_BLOCK).p50);
+      fflush (stdout);
+    }
+  print_stats ("Display.Switch through dhfd", switch_ms, N_SWITCHES);
+  print_stats ("floor: virDomainDetachDeviceFlags x2 + virDomainAttachDeviceFlags x2", floor_ms,
+               N_SWITCHES);
+
+  sw = stats_of (switch_ms, N_SWITCHES);
+  fl = stats_of (floor_ms, N_SWITCHES);
+  printf ("median switch minus the median floor: %+.1f ms (%.2fx the floor)\n", sw.p50 - fl.p50,
+          sw.p50 / fl.p50);
+  printf ("RESULT switches=%u p50_ms=%.1f p99_ms=%.1f floor_p50_ms=%.1f ratio_to_floor=%.2f\n",
+          N_SWITCHES, sw.p50, sw.p99, fl.p50, sw.p50 / fl.p50);
+  fflush (stdout);
+
+  for (guint i = 0; i < 2; i++)
+    virDomainFree (doms[i]);
+  virConnectClose (conn);
+}
+
+static gpointer
+bench_thread (gpointer data)
+{
+  run ();
+  cleanup ();
+  exit (0);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  static const gint signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+  if (argc > 1)
+    {
+      g_printerr ("usage: " PROGRAM " (no arguments; run as root)\n");
+      return 2;
+    }
+  /* Registers org.dhf.Framework1.Error.* with GDBus. */
+  (void) dhf_error_quark ();
+  /* Before any thread exists: GTestDBus sets environment variables. */
+  bench.bus = g_test_dbus_new (G_TEST_DBUS_NONE);
+  g_test_dbus_up (bench.bus);
+  /* The main thread only waits for signals, so that an interrupted run
+   * still removes its domains and stops its dhfd; the bench runs in a
+   * thread of its own and exits the process when done. */
+  for (guint i = 0; i < G_N_ELEMENTS (signals); i++)
+    g_unix_signal_add (signals[i], on_signal, GINT_TO_POINTER (signals[i]));
+  g_thread_unref (g_thread_new ("bench", bench_thread, NULL));
+  g_main_loop_run (loop);
+  return 1;
+}

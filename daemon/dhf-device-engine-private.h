@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "dhf-device-engine.h"
+
+G_BEGIN_DECLS
+
+/* What the device engine's files share (docs/devices.md): the engine's
+ * records (dhf-device-engine.c), the plan (dhf-device-plan.c: where every
+ * device should be and the steps that get it there), the transactions
+ * (dhf-device-txn.c: the steps run on the worker thread, undone on
+ * failure) and the state file (dhf-device-state.c). */
+
+#define DHF_DOM0 "dom0"
+
+/* --- the engine's records --------------------------------------------- */
+
+/* A domain as the engine keeps it (a deep copy of DhfEngineDomain). */
+typedef struct
+{
+  gchar *name;
+  gboolean active;
+  gboolean running;
+  gboolean environment;
+  GPtrArray *wishes; /* DhfManifestDevice, owned copies; never NULL */
+} DhfEngDomain;
+
+DhfEngDomain *dhf_eng_domain_new (const DhfEngineDomain *domain);
+void dhf_eng_domain_free (DhfEngDomain *domain);
+/* TRUE when a and b differ in anything the plan looks at. */
+gboolean dhf_eng_domain_differs (const DhfEngDomain *a, const DhfEngDomain *b);
+
+/* One device the engine knows: in the inventory now, or not present but
+ * still attached somewhere or pinned by an admin. */
+typedef struct
+{
+  DhfDevice *device;
+  gboolean present;
+  gchar *owner;        /* where it is: "dom0" or a domain */
+  gchar *failure;      /* why the last move to failure_want failed, or NULL */
+  gchar *failure_want; /* the owner that move was for */
+} DhfEngDevice;
+
+DhfEngDevice *dhf_eng_device_new (const DhfDevice *device);
+void dhf_eng_device_free (DhfEngDevice *record);
+
+/* --- the plan ---------------------------------------------------------- */
+
+typedef struct
+{
+  GHashTable *devices;        /* id -> DhfEngDevice */
+  GHashTable *domains;        /* name -> DhfEngDomain */
+  GHashTable *admin_pins;     /* device id -> domain name */
+  const gchar *focus;         /* "dom0" or a domain name */
+  DhfEngineDecideFunc decide; /* NULL: everything is denied */
+  gpointer decide_data;
+} DhfPlanInput;
+
+/* Where one device should be, and why. */
+typedef struct
+{
+  gchar *want; /* "dom0" or a domain */
+  DhfDeviceMode mode;
+  gchar *holder; /* PINNED: the domain of the claim that won; else NULL */
+  gchar *origin; /* "admin", "policy FILE:LINE", "manifest", "focus", "none" */
+  gchar *problem;
+} DhfPlanEntry;
+
+void dhf_plan_entry_free (DhfPlanEntry *entry);
+
+/* Every device of input->devices: id -> DhfPlanEntry. Asks the decider
+ * once per (device, domain). */
+GHashTable *dhf_plan_compute (const DhfPlanInput *input);
+
+typedef enum
+{
+  DHF_STEP_ATTACH,
+  DHF_STEP_DETACH,
+  DHF_STEP_SET_WEIGHT,
+  DHF_STEP_RELEASE_KEYS,
+} DhfStepKind;
+
+/* One hypervisor operation and how it is undone. */
+typedef struct
+{
+  DhfStepKind kind;
+  gchar *domain;
+  gchar *device_id; /* ATTACH, DETACH */
+  gchar *xml;       /* ATTACH, DETACH: NULL when the device has no XML */
+  DhfDeviceScope scope;
+  guint weight;      /* SET_WEIGHT */
+  guint undo_weight; /* SET_WEIGHT: what an undo puts back */
+  guint *keys;       /* RELEASE_KEYS: not undone */
+  guint n_keys;
+} DhfStep;
+
+DhfStep *dhf_step_new_device (DhfStepKind kind, const DhfDevice *device, const gchar *domain,
+                              DhfDeviceScope scope);
+DhfStep *dhf_step_new_weight (const gchar *domain, guint weight, guint undo_weight);
+DhfStep *dhf_step_new_release_keys (const gchar *domain, const guint *keys, guint n_keys);
+void dhf_step_free (DhfStep *step);
+/* "attaching input-keyboard to work": what error messages say. */
+gchar *dhf_step_describe (const DhfStep *step);
+
+/* LIVE|CONFIG while the domain is active, CONFIG alone otherwise. */
+DhfDeviceScope dhf_plan_scope (const DhfEngDomain *domain);
+/* Appends the steps that move record's device from its owner to to:
+ * DETACH from the owner (unless dom0 or no longer defined), then ATTACH
+ * to to (unless dom0). detaches and attaches may be the same array. */
+void dhf_plan_move_steps (const DhfEngDevice *record, const gchar *to, GHashTable *domains,
+                          GPtrArray *detaches, GPtrArray *attaches);
+
+/* --- transactions ------------------------------------------------------ */
+
+/* Steps that succeed or fail together: on a failure the done ones are
+ * undone in reverse. A transaction's units run in order; one failing does
+ * not stop the next. */
+typedef struct
+{
+  gchar *label;     /* context for its error ("switching to work"), or NULL */
+  gchar *device_id; /* the device a reconcile unit moves, or NULL */
+  GPtrArray *steps; /* DhfStep */
+  /* Results, written by the worker. */
+  gboolean ok;
+  GError *error;        /* the failing step's error with context, and failed undos */
+  GHashTable *attached; /* after a failure: domain -> GStrv of aliases, read back from the
+                         * domains it touched (applied in unit order) */
+} DhfTxnUnit;
+
+DhfTxnUnit *dhf_txn_unit_new (const gchar *label, const gchar *device_id);
+void dhf_txn_unit_free (DhfTxnUnit *unit);
+
+typedef struct
+{
+  GPtrArray *reads;     /* domain names to list_attached before the units */
+  GPtrArray *units;     /* DhfTxnUnit */
+  GHashTable *attached; /* result of reads: domain -> GStrv of aliases */
+} DhfTxn;
+
+DhfTxn *dhf_txn_new (void);
+void dhf_txn_free (DhfTxn *txn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfTxn, dhf_txn_free)
+
+/* Runs txn synchronously with ops (on the calling thread). */
+void dhf_txn_execute (DhfTxn *txn, const DhfDeviceOps *ops, gpointer ops_data);
+
+/* One worker thread that runs transactions in order and hands each back
+ * to context through an idle source. */
+typedef struct _DhfTxnRunner DhfTxnRunner;
+typedef void (*DhfTxnDoneFunc) (DhfTxn *txn, gpointer user_data);
+
+DhfTxnRunner *dhf_txn_runner_new (const DhfDeviceOps *ops, gpointer ops_data,
+                                  GMainContext *context);
+/* Waits for the transaction running, if any. */
+void dhf_txn_runner_free (DhfTxnRunner *runner);
+/* txn stays the caller's; done(txn, user_data) runs on the context. */
+void dhf_txn_runner_run (DhfTxnRunner *runner, DhfTxn *txn, DhfTxnDoneFunc done,
+                         gpointer user_data);
+
+/* --- the state file ---------------------------------------------------- */
+
+#define DHF_DEVICE_STATE_VERSION  1
+#define DHF_DEVICE_STATE_MAX_SIZE (1024 * 1024)
+
+typedef struct
+{
+  gchar *focused;     /* NULL when none was saved */
+  GPtrArray *history; /* gchar *, most recent first */
+  GHashTable *pins;   /* device id -> domain name */
+} DhfDeviceState;
+
+DhfDeviceState *dhf_device_state_new (void);
+void dhf_device_state_free (DhfDeviceState *state);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfDeviceState, dhf_device_state_free)
+
+/* Parses the file's text: NULL with an error when it is not a state file
+ * of this version at all; invalid entries are skipped with a warning. */
+DhfDeviceState *dhf_device_state_parse (const gchar *text, gsize length, GError **error);
+gchar *dhf_device_state_to_json (const DhfDeviceState *state);
+/* A missing file is an empty state. A corrupt one is renamed
+ * path.corrupt with a warning and is an empty state too. NULL with error
+ * only when the file cannot be read. */
+DhfDeviceState *dhf_device_state_load (const gchar *path, GError **error);
+/* Atomically and durably, mode 0600, creating the directory (0700). */
+gboolean dhf_device_state_write (const gchar *path, const gchar *json, GError **error);
+
+/* Writes the state on a thread of its own, newest text only. */
+typedef struct _DhfStateWriter DhfStateWriter;
+
+DhfStateWriter *dhf_state_writer_new (const gchar *path);
+void dhf_state_writer_save (DhfStateWriter *writer, gchar *json /* taken */);
+/* Writes what is pending first. */
+void dhf_state_writer_free (DhfStateWriter *writer);
+
+/* Device ids ([A-Za-z0-9:._-], 1 to 64 bytes) and domain names (printable
+ * UTF-8, 1 to 256 bytes) as the state file may hold them. */
+gboolean dhf_device_id_is_valid (const gchar *id);
+gboolean dhf_domain_name_is_valid (const gchar *name);
+
+G_END_DECLS
