@@ -14,6 +14,7 @@
 
 #include <glib/gstdio.h>
 
+#include "dhf-bench-util.h"
 #include "dhf-policy-store.h"
 
 #define N_FILES          50
@@ -413,14 +414,6 @@ main (int argc, char **argv)
           " reload_ms=%.2f failed_during_reload=%" G_GUINT64_FORMAT "\n",
           N_RULES, p50, p99, (gdouble) reload_us[N_RELOADS_TIMED / 2] / 1000, failures);
 
-  for (guint f = 0; f < N_FILES; f++)
-    {
-      g_autofree gchar *name = g_strdup_printf ("%02u-bench.policy", f);
-      g_autofree gchar *path = g_build_filename (dir, name, NULL);
-
-      g_unlink (path);
-    }
-  g_rmdir (dir);
-  g_rmdir (root);
+  dhf_bench_remove_tree (root);
   return 0;
 }

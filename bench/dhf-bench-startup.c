@@ -11,10 +11,8 @@
 #include <stdio.h>
 
 #include <dhf/dhf.h>
-#include <glib/gstdio.h>
 
-#include "dhf-domain-xml.h"
-#include "dhf-manifest.h"
+#include "dhf-bench-util.h"
 
 #define N_APPLIANCES 100
 #define STARTUP_RUNS 15
@@ -43,14 +41,11 @@ build_node (void)
           " \"services\": [{\"name\": \"org.dhf.bench.Service%u\"}]}",
           i, i, i % 2 ? "service" : "environment", i);
       g_autoptr (GError) error = NULL;
-      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (json, -1, NULL, &error);
-      DhfDomainXmlOptions options = { .domain_type = "test" };
-      g_autofree gchar *xml = NULL;
+      g_autofree gchar *xml = dhf_bench_domain_xml (json, "test", &error);
       g_autoptr (GString) domain = NULL;
 
-      if (manifest == NULL)
+      if (xml == NULL)
         g_error ("bench manifest: %s", error->message);
-      xml = dhf_domain_xml_build (manifest, &options);
       domain = g_string_new (xml);
       /* Test-driver domains come up running unless told otherwise. */
       if (g_string_replace (domain, "<domain type='test'>",
@@ -78,17 +73,6 @@ on_name_owner_changed (GDBusConnection *conn, const gchar *sender, const gchar *
     b->owned = TRUE;
 }
 
-static GSubprocess *
-spawn_dhfd (Bench *b, GError **error)
-{
-  g_autoptr (GSubprocessLauncher) launcher
-      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_SILENCE);
-
-  return g_subprocess_launcher_spawn (launcher, error, b->dhfd, "--address",
-                                      g_test_dbus_get_bus_address (b->bus), "--hypervisor", b->uri,
-                                      "--config", b->config, NULL);
-}
-
 static void
 stop_dhfd (GSubprocess *proc)
 {
@@ -96,36 +80,11 @@ stop_dhfd (GSubprocess *proc)
   g_subprocess_wait (proc, NULL, NULL);
 }
 
-static gint
-cmp_double (gconstpointer a, gconstpointer b)
-{
-  gdouble x = *(const gdouble *) a, y = *(const gdouble *) b;
-
-  return (x > y) - (x < y);
-}
-
+/* Sorts values in place: their first and last are then the min and max. */
 static gdouble
 percentile (GArray *values, gdouble p)
 {
-  guint index;
-
-  g_array_sort (values, cmp_double);
-  index = (guint) (p * (values->len - 1) + 0.5);
-  return g_array_index (values, gdouble, index);
-}
-
-/* Reads one "Key:   N kB" line of /proc/PID/status. */
-static glong
-status_kib (GPid pid, const gchar *key)
-{
-  g_autofree gchar *path = g_strdup_printf ("/proc/%d/status", pid);
-  g_autofree gchar *status = NULL;
-  const gchar *line;
-
-  if (!g_file_get_contents (path, &status, NULL, NULL))
-    return -1;
-  line = strstr (status, key);
-  return line != NULL ? strtol (line + strlen (key), NULL, 10) : -1;
+  return dhf_bench_percentile ((gdouble *) values->data, values->len, p);
 }
 
 static GVariant *
@@ -166,10 +125,10 @@ main (int argc, char **argv)
       return 2;
     }
   /* The dhfd of the same build, unless DHFD names another. */
-  b.dhfd = g_strdup (g_getenv ("DHFD") != NULL ? g_getenv ("DHFD") : DHF_BENCH_DHFD);
-  if (!g_file_test (b.dhfd, G_FILE_TEST_IS_EXECUTABLE))
+  b.dhfd = dhf_bench_dhfd_path (&error);
+  if (b.dhfd == NULL)
     {
-      g_printerr ("dhf-bench-startup: no dhfd at %s (build first, or set DHFD)\n", b.dhfd);
+      g_printerr ("dhf-bench-startup: %s\n", error->message);
       return 1;
     }
 
@@ -191,11 +150,7 @@ main (int argc, char **argv)
 
   b.bus = g_test_dbus_new (G_TEST_DBUS_NONE);
   g_test_dbus_up (b.bus);
-  b.conn = g_dbus_connection_new_for_address_sync (
-      g_test_dbus_get_bus_address (b.bus),
-      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-      NULL, NULL, &error);
+  b.conn = dhf_bench_bus_connect (g_test_dbus_get_bus_address (b.bus), &error);
   if (b.conn == NULL)
     fail ("connecting to the private bus", error);
   sub = g_dbus_connection_signal_subscribe (b.conn, "org.freedesktop.DBus", "org.freedesktop.DBus",
@@ -210,7 +165,8 @@ main (int argc, char **argv)
 
       b.owned = FALSE;
       t0 = g_get_monotonic_time ();
-      proc = spawn_dhfd (&b, &error);
+      proc = dhf_bench_spawn_dhfd (NULL, b.dhfd, g_test_dbus_get_bus_address (b.bus), b.uri,
+                                   b.config, NULL, &error);
       if (proc == NULL)
         fail ("spawning dhfd", error);
       while (!b.owned)
@@ -247,8 +203,8 @@ main (int argc, char **argv)
                     g_variant_n_children (dict));
         return 1;
       }
-    rss = status_kib (atoi (g_subprocess_get_identifier (proc)), "VmRSS:");
-    anon = status_kib (atoi (g_subprocess_get_identifier (proc)), "RssAnon:");
+    rss = dhf_bench_status_kib (atoi (g_subprocess_get_identifier (proc)), "VmRSS:");
+    anon = dhf_bench_status_kib (atoi (g_subprocess_get_identifier (proc)), "RssAnon:");
   }
 
   /* 3. Start round trips (each followed by an unmeasured Shutdown), and
@@ -310,14 +266,7 @@ main (int argc, char **argv)
   g_clear_object (&b.conn);
   g_test_dbus_down (b.bus);
   g_clear_object (&b.bus);
-  g_unlink (node_path);
-  g_unlink (b.config);
-  {
-    g_autofree gchar *last_good = g_build_filename (tmpdir, "policy.last-good", NULL);
-
-    g_unlink (last_good);
-  }
-  g_rmdir (tmpdir);
+  dhf_bench_remove_tree (tmpdir);
   g_free (b.dhfd);
   g_free (b.uri);
   g_free (b.config);

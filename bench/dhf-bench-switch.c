@@ -25,10 +25,9 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include "dhf-bench-util.h"
 #include "dhf-device-inventory.h"
 #include "dhf-device.h"
-#include "dhf-domain-xml.h"
-#include "dhf-manifest.h"
 
 #define URI        "qemu:///system"
 #define N_SWITCHES 100
@@ -72,24 +71,6 @@ now_ms (void)
 
   clock_gettime (CLOCK_MONOTONIC, &ts);
   return (gdouble) ts.tv_sec * 1e3 + (gdouble) ts.tv_nsec / 1e6;
-}
-
-static void
-remove_tree (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
 }
 
 /* Returns FALSE when dhfd did not exit with status 0 on SIGTERM. */
@@ -157,7 +138,7 @@ cleanup (void)
         g_test_dbus_down (bench.bus);
       g_clear_object (&bench.bus);
       if (bench.tmpdir != NULL && !bench.keep_log)
-        remove_tree (bench.tmpdir);
+        dhf_bench_remove_tree (bench.tmpdir);
       else if (bench.tmpdir != NULL)
         fprintf (stderr, PROGRAM ": dhfd's log is kept in %s/dhfd.log\n", bench.tmpdir);
     }
@@ -208,14 +189,6 @@ silence_libvirt (void *data, virErrorPtr error)
 {
 }
 
-static gint
-cmp_double (gconstpointer a, gconstpointer b)
-{
-  gdouble x = *(const gdouble *) a, y = *(const gdouble *) b;
-
-  return (x > y) - (x < y);
-}
-
 typedef struct
 {
   gdouble p50, p99, mean, min, max;
@@ -227,9 +200,8 @@ stats_of (const gdouble *values, guint n)
   g_autofree gdouble *sorted = g_memdup2 (values, n * sizeof *values);
   Stats s = { 0 };
 
-  qsort (sorted, n, sizeof *sorted, (gint (*) (const void *, const void *)) cmp_double);
-  s.p50 = sorted[(guint) (0.5 * (n - 1) + 0.5)];
-  s.p99 = sorted[(guint) (0.99 * (n - 1) + 0.5)];
+  s.p50 = dhf_bench_percentile (sorted, n, 0.5);
+  s.p99 = dhf_bench_percentile (sorted, n, 0.99);
   s.min = sorted[0];
   s.max = sorted[n - 1];
   for (guint i = 0; i < n; i++)
@@ -276,13 +248,10 @@ domain_xml (const gchar *name)
                          " \"memory\": \"128MiB\", \"vcpus\": 1}",
                          name);
   g_autoptr (GError) error = NULL;
-  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (json, -1, NULL, &error);
-  DhfDomainXmlOptions options = { .domain_type = "qemu" };
-  gchar *xml;
+  gchar *xml = dhf_bench_domain_xml (json, "qemu", &error);
 
-  if (manifest == NULL)
+  if (xml == NULL)
     die ("the bench's manifest for %s: %s", name, error->message);
-  xml = dhf_domain_xml_build (manifest, &options);
   /* The hot-plugged inputs need a USB bus. */
   if (strstr (xml, "model='qemu-xhci'") == NULL)
     die ("dhf's domain XML for %s has no qemu-xhci controller", name);
@@ -325,16 +294,16 @@ spawn_dhfd (const gchar *dhfd_path, const gchar *config_path)
       = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
   g_autofree gchar *log_path = g_build_filename (bench.tmpdir, "dhfd.log", NULL);
   g_autoptr (GError) error = NULL;
+  const gchar *const verbose[] = { "--verbose", NULL };
   /* Appended to: every start of dhfd writes to the same log. */
   gint log_fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
   if (log_fd < 0)
     die ("opening %s: %s", log_path, g_strerror (errno));
   g_subprocess_launcher_take_stdout_fd (launcher, log_fd);
-  bench.dhfd = g_subprocess_launcher_spawn (
-      launcher, &error, dhfd_path, "--address", g_test_dbus_get_bus_address (bench.bus),
-      "--hypervisor", URI, "--config", config_path,
-      g_getenv ("G_MESSAGES_DEBUG") ? "--verbose" : NULL, NULL);
+  bench.dhfd
+      = dhf_bench_spawn_dhfd (launcher, dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
+                              config_path, g_getenv ("G_MESSAGES_DEBUG") ? verbose : NULL, &error);
   if (bench.dhfd == NULL)
     die ("spawning %s: %s", dhfd_path, error->message);
 }
@@ -523,9 +492,9 @@ run (void)
   bench.keep_log = g_getenv ("G_MESSAGES_DEBUG") != NULL;
   if (geteuid () != 0)
     die ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
-  dhfd_path = g_strdup (g_getenv ("DHFD") != NULL ? g_getenv ("DHFD") : DHF_BENCH_DHFD);
-  if (!g_file_test (dhfd_path, G_FILE_TEST_IS_EXECUTABLE))
-    die ("no dhfd at %s (build first, or set DHFD)", dhfd_path);
+  dhfd_path = dhf_bench_dhfd_path (&error);
+  if (dhfd_path == NULL)
+    die ("%s", error->message);
 
   start_libvirtd ();
   virSetErrorFunc (NULL, silence_libvirt);
@@ -570,11 +539,7 @@ run (void)
         die_virt ("looking the domain up");
     }
 
-  bus = g_dbus_connection_new_for_address_sync (
-      g_test_dbus_get_bus_address (bench.bus),
-      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-      NULL, NULL, &error);
+  bus = dhf_bench_bus_connect (g_test_dbus_get_bus_address (bench.bus), &error);
   if (bus == NULL)
     die ("connecting to the private bus: %s", error->message);
   /* The devices start in dom0; "holder" is where they are at the start of

@@ -29,8 +29,7 @@
 #include <dhf/dhf.h>
 #include <glib/gstdio.h>
 
-#include "dhf-domain-xml.h"
-#include "dhf-manifest.h"
+#include "dhf-bench-util.h"
 #include "dhf-xdm-codec.h"
 
 #define PAYLOAD         64 /* bytes of each call's argument, and of its result */
@@ -78,22 +77,6 @@ static void G_GNUC_PRINTF (1, 2) report (const gchar *format, ...)
   va_end (args);
   putchar ('\n');
   fflush (stdout);
-}
-
-static gint
-cmp_double (gconstpointer a, gconstpointer b)
-{
-  gdouble x = *(const gdouble *) a, y = *(const gdouble *) b;
-
-  return (x > y) - (x < y);
-}
-
-/* Sorts values. */
-static gdouble
-percentile (gdouble *values, guint n, gdouble p)
-{
-  qsort (values, n, sizeof *values, (gint (*) (const void *, const void *)) cmp_double);
-  return values[(guint) (p * (n - 1) + 0.5)];
 }
 
 /* The JSON text of a PAYLOAD-byte string: 62 characters between quotes. */
@@ -301,8 +284,8 @@ caller_sequential (DhfClient *client, const gchar *target)
         die ("caller: the echo came back as %s", result);
     }
   elapsed = now_us () - t_start;
-  report ("seq %.1f %.1f %.0f", percentile (lat, MEASURED_CALLS, 0.5),
-          percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
+  report ("seq %.1f %.1f %.0f", dhf_bench_percentile (lat, MEASURED_CALLS, 0.5),
+          dhf_bench_percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
 }
 
 typedef struct
@@ -607,8 +590,9 @@ role_raw_caller (const gchar *path)
                 lat[i - WARMUP_CALLS] = now_us () - t0;
             }
           elapsed = now_us () - t_start;
-          report ("seq %.1f %.1f %.0f", percentile (lat, MEASURED_CALLS, 0.5),
-                  percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
+          report ("seq %.1f %.1f %.0f", dhf_bench_percentile (lat, MEASURED_CALLS, 0.5),
+                  dhf_bench_percentile (lat, MEASURED_CALLS, 0.99),
+                  MEASURED_CALLS / (elapsed / 1e6));
         }
       else if (sscanf (cmd, "pipe %u %u", &n, &depth) == 2)
         {
@@ -717,8 +701,8 @@ role_floor_client (const gchar *path)
         lat[i - WARMUP_CALLS] = now_us () - t0;
     }
   elapsed = now_us () - t_start;
-  report ("floor %.1f %.1f %.0f", percentile (lat, MEASURED_CALLS, 0.5),
-          percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
+  report ("floor %.1f %.1f %.0f", dhf_bench_percentile (lat, MEASURED_CALLS, 0.5),
+          dhf_bench_percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
   return 0;
 }
 
@@ -742,11 +726,7 @@ static GDBusConnection *
 bus_connect (const gchar *address)
 {
   g_autoptr (GError) error = NULL;
-  GDBusConnection *conn = g_dbus_connection_new_for_address_sync (
-      address,
-      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT
-          | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-      NULL, NULL, &error);
+  GDBusConnection *conn = dhf_bench_bus_connect (address, &error);
 
   if (conn == NULL)
     die ("connecting to %s: %s", address, error->message);
@@ -805,8 +785,8 @@ role_dbus_client (const gchar *address)
         lat[i - WARMUP_CALLS] = now_us () - t0;
     }
   elapsed = now_us () - t_start;
-  report ("dbus %.1f %.1f %.0f", percentile (lat, MEASURED_CALLS, 0.5),
-          percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
+  report ("dbus %.1f %.1f %.0f", dhf_bench_percentile (lat, MEASURED_CALLS, 0.5),
+          dhf_bench_percentile (lat, MEASURED_CALLS, 0.99), MEASURED_CALLS / (elapsed / 1e6));
   return 0;
 }
 
@@ -878,19 +858,6 @@ child_free (Child *child)
   g_free (child);
 }
 
-static glong
-status_kib (GPid pid, const gchar *key)
-{
-  g_autofree gchar *path = g_strdup_printf ("/proc/%d/status", pid);
-  g_autofree gchar *status = NULL;
-  const gchar *line;
-
-  if (!g_file_get_contents (path, &status, NULL, NULL))
-    return -1;
-  line = strstr (status, key);
-  return line != NULL ? strtol (line + strlen (key), NULL, 10) : -1;
-}
-
 static gchar *
 build_node (const gchar *channel_dir, const gchar *const *names)
 {
@@ -903,15 +870,12 @@ build_node (const gchar *channel_dir, const gchar *const *names)
           " \"version\": \"1.0\", \"role\": \"service\", \"memory\": \"256MiB\", \"vcpus\": 1}",
           names[i]);
       g_autoptr (GError) error = NULL;
-      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (json, -1, NULL, &error);
-      DhfDomainXmlOptions options = { .domain_type = "test" };
-      g_autofree gchar *xml = NULL;
+      g_autofree gchar *xml = dhf_bench_domain_xml (json, "test", &error);
       g_autofree gchar *source = NULL;
       g_autoptr (GString) domain = NULL;
 
-      if (manifest == NULL)
+      if (xml == NULL)
         die ("bench manifest: %s", error->message);
-      xml = dhf_domain_xml_build (manifest, &options);
       domain = g_string_new (xml);
       source = g_strdup_printf ("<source mode='bind' path='%s/%s.sock'/>", channel_dir, names[i]);
       if (g_string_replace (domain, "<source mode='bind'/>", source, 1) != 1)
@@ -970,24 +934,6 @@ connect_hello_clients (const gchar *socket_path)
   return fds;
 }
 
-static void
-remove_tree (const gchar *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const gchar *name;
-
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-    {
-      g_autofree gchar *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
 static gdouble
 parse_field (const gchar *line, guint index)
 {
@@ -1016,7 +962,6 @@ orchestrate (void)
   g_autofree gchar *dhfd_path = NULL;
   g_autoptr (GTestDBus) bus = NULL;
   g_autoptr (GSubprocess) dhfd = NULL;
-  g_autoptr (GSubprocessLauncher) launcher = NULL;
   g_autoptr (GArray) hello_fds = NULL;
   Child *provider, *callers[PIPELINE_PROCS], *raw_provider, *raw_caller;
   gdouble seq_p50, seq_p99, seq_rate, floor_p50, floor_p99, floor_rate, dbus_p50, dbus_p99,
@@ -1027,9 +972,9 @@ orchestrate (void)
 
   if (tmpdir == NULL)
     die ("temporary directory: %s", error->message);
-  dhfd_path = g_strdup (g_getenv ("DHFD") != NULL ? g_getenv ("DHFD") : DHF_BENCH_DHFD);
-  if (!g_file_test (dhfd_path, G_FILE_TEST_IS_EXECUTABLE))
-    die ("no dhfd at %s (build first, or set DHFD)", dhfd_path);
+  dhfd_path = dhf_bench_dhfd_path (&error);
+  if (dhfd_path == NULL)
+    die ("%s", error->message);
   /* dhfd (which inherits it) holds N_HELLO_CLIENTS sockets, and so do we. */
   if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
     {
@@ -1099,10 +1044,12 @@ orchestrate (void)
     wait_for_file (path2);
   }
 
-  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_SILENCE);
-  dhfd = g_subprocess_launcher_spawn (launcher, &error, dhfd_path, "--address",
-                                      g_test_dbus_get_bus_address (bus), "--hypervisor", uri,
-                                      "--config", config_path, "--xdm-socket", xdm_socket, NULL);
+  {
+    const gchar *const extra[] = { "--xdm-socket", xdm_socket, NULL };
+
+    dhfd = dhf_bench_spawn_dhfd (NULL, dhfd_path, g_test_dbus_get_bus_address (bus), uri,
+                                 config_path, extra, &error);
+  }
   if (dhfd == NULL)
     die ("spawning dhfd: %s", error->message);
   dhfd_pid = atoi (g_subprocess_get_identifier (dhfd));
@@ -1115,10 +1062,10 @@ orchestrate (void)
   /* 0. Memory with N_HELLO_CLIENTS clients past HELLO, before any traffic
    * (so that the difference is theirs, not buffers left by the calls);
    * they stay connected, idle, through the rest. */
-  rss_before = status_kib (dhfd_pid, "VmRSS:");
+  rss_before = dhf_bench_status_kib (dhfd_pid, "VmRSS:");
   hello_fds = connect_hello_clients (xdm_socket);
-  rss_clients = status_kib (dhfd_pid, "VmRSS:");
-  anon_clients = status_kib (dhfd_pid, "RssAnon:");
+  rss_clients = dhf_bench_status_kib (dhfd_pid, "VmRSS:");
+  anon_clients = dhf_bench_status_kib (dhfd_pid, "RssAnon:");
   printf ("dhfd VmRSS: %ld KiB with its appliances, %ld KiB with %u more clients past HELLO "
           "(+%.1f KiB each; anonymous %ld KiB)\n",
           rss_before, rss_clients, N_HELLO_CLIENTS,
@@ -1270,7 +1217,7 @@ orchestrate (void)
   g_subprocess_send_signal (dhfd, SIGTERM);
   g_subprocess_wait (dhfd, NULL, NULL);
   g_test_dbus_down (bus);
-  remove_tree (tmpdir);
+  dhf_bench_remove_tree (tmpdir);
   return 0;
 }
 

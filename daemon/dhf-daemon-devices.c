@@ -182,6 +182,13 @@ dhf_daemon_devices_get_focused (DhfDaemonDevices *self)
   return dhf_device_engine_get_focused (self->engine);
 }
 
+const gchar *
+dhf_daemon_devices_get_planning_focus (DhfDaemonDevices *self)
+{
+  g_return_val_if_fail (DHF_IS_DAEMON_DEVICES (self), "dom0");
+  return dhf_device_engine_get_planning_focus (self->engine);
+}
+
 /* --- the state file -------------------------------------------------------- */
 
 /* The engine writes its state file on a thread of its own and only logs
@@ -490,6 +497,8 @@ dhf_daemon_devices_new (const DhfDaemonDevicesSetup *setup, GError **error)
   self->devices_service = dhf_devices_service_new (self->engine, setup->authority);
   self->display_service = dhf_display_service_new (self->engine, setup->authority,
                                                    setup->hypervisor, lookup_display, self);
+  /* Showing an appliance asks what putting it on screen asks: "switch @dom0 NAME". */
+  dhf_display_service_set_decider (self->display_service, decide, self);
   if (!export_interface (G_DBUS_INTERFACE_SKELETON (self->devices_service), setup->connection,
                          "Devices", error)
       || !export_interface (G_DBUS_INTERFACE_SKELETON (self->display_service), setup->connection,
@@ -525,20 +534,39 @@ dhf_daemon_devices_init (DhfDaemonDevices *self)
   self->active = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
 }
 
-static void
-dhf_daemon_devices_dispose (GObject *object)
+void
+dhf_daemon_devices_shutdown (DhfDaemonDevices *self)
 {
-  DhfDaemonDevices *self = DHF_DAEMON_DEVICES (object);
-
+  g_return_if_fail (DHF_IS_DAEMON_DEVICES (self));
+  /* No more input: hotkeys, hot-plug, XDM switches. */
   if (self->xdm != NULL)
     dhf_xdm_router_set_switch_handler (self->xdm, NULL, NULL);
-  g_clear_object (&self->xdm);
   if (self->hotkeys != NULL)
     g_signal_handlers_disconnect_by_data (self->hotkeys, self);
   g_clear_object (&self->hotkeys);
   if (self->monitor != NULL)
     g_signal_handlers_disconnect_by_data (self->monitor, self);
   g_clear_object (&self->monitor);
+  /* The services keep references on the engine: it must stop now, not when
+   * the last of them goes, since the hypervisor its operations use may go
+   * right after this. */
+  if (self->engine != NULL)
+    {
+      g_signal_handlers_disconnect_by_data (self->engine, self);
+      dhf_device_engine_shutdown (self->engine);
+    }
+}
+
+static void
+dhf_daemon_devices_dispose (GObject *object)
+{
+  DhfDaemonDevices *self = DHF_DAEMON_DEVICES (object);
+
+  dhf_daemon_devices_shutdown (self);
+  /* The decider reads the policy service, released below. */
+  if (self->display_service != NULL)
+    dhf_display_service_set_decider (self->display_service, NULL, NULL);
+  g_clear_object (&self->xdm);
   if (self->devices_service != NULL
       && g_dbus_interface_skeleton_get_connection (
              G_DBUS_INTERFACE_SKELETON (self->devices_service))
@@ -551,14 +579,6 @@ dhf_daemon_devices_dispose (GObject *object)
     g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (self->display_service));
   g_clear_object (&self->devices_service);
   g_clear_object (&self->display_service);
-  /* Switches still running finish on their own; they ask and decide no
-   * more through what goes now. */
-  if (self->engine != NULL)
-    {
-      g_signal_handlers_disconnect_by_data (self->engine, self);
-      dhf_device_engine_set_decider (self->engine, NULL, NULL);
-      dhf_device_engine_set_asker (self->engine, NULL, NULL);
-    }
   g_clear_object (&self->engine);
   g_clear_object (&self->xdm_service);
   g_clear_object (&self->policy);

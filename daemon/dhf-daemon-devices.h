@@ -61,5 +61,16 @@ void dhf_daemon_devices_policy_changed (DhfDaemonDevices *self);
 
 /* "dom0" or the focused domain's name. */
 const gchar *dhf_daemon_devices_get_focused (DhfDaemonDevices *self);
+/* The focus policy questions are about: while the engine plans a switch,
+ * the domain being switched to (so that device rules on @focused follow
+ * the switch); else the focused one. */
+const gchar *dhf_daemon_devices_get_planning_focus (DhfDaemonDevices *self);
+
+/* Stops it before the daemon lets go of what it uses (the hypervisor the
+ * engine's operations run on, the policy, the XDM service): no more
+ * hotkeys, hot-plug or switch calls; the engine stops (queued requests
+ * fail, the running hypervisor call is waited for, nothing more moves,
+ * its state file is flushed). Idempotent; disposing does it too. */
+void dhf_daemon_devices_shutdown (DhfDaemonDevices *self);
 
 G_END_DECLS

@@ -291,13 +291,15 @@ on_connect_failed (DhfHypervisor *hypervisor, const gchar *message, DhfDaemon *s
 /* What the policy knows of a domain: of dom0, whether it is focused; of
  * an appliance, its role, the tags and vendor its manifest declares
  * (foreign domains have neither) and whether it is focused (the device
- * engine's focus), so that @focused rules work for every subsystem. */
+ * engine's focus), so that @focused rules work for every subsystem. While
+ * the engine plans a switch, "focused" is the domain it switches to: the
+ * device rules on @focused are asked about the focus they will serve. */
 static gboolean
 lookup_policy_domain (const gchar *name, DhfPolicyDomain *domain, gpointer user_data)
 {
   DhfDaemon *self = user_data;
   const gchar *focused
-      = self->devices != NULL ? dhf_daemon_devices_get_focused (self->devices) : "dom0";
+      = self->devices != NULL ? dhf_daemon_devices_get_planning_focus (self->devices) : "dom0";
   DhfAppliance *appliance;
   const DhfDomainMetadata *metadata;
 
@@ -1129,7 +1131,10 @@ dhf_daemon_dispose (GObject *object)
   if (self->connection != NULL)
     g_signal_handlers_disconnect_by_data (self->connection, self);
   /* Before the router and the appliances: it asks the one and describes
-   * the others. */
+   * the others; and its engine stops before the hypervisor goes (it runs
+   * operations on it from a thread of its own). */
+  if (self->devices != NULL)
+    dhf_daemon_devices_shutdown (self->devices);
   g_clear_object (&self->devices);
   /* Before the appliances: the router asks about them until it is gone. */
   stop_xdm (self);

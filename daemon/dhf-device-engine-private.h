@@ -36,13 +36,33 @@ typedef struct
 {
   DhfDevice *device;
   gboolean present;
-  gchar *owner;        /* where it is: "dom0" or a domain */
-  gchar *failure;      /* why the last move to failure_want failed, or NULL */
-  gchar *failure_want; /* the owner that move was for */
+  gchar *owner;     /* where it is: "dom0" or a domain */
+  gboolean partial; /* owner holds it in one of its scopes only (live or persistent) */
+  /* The last move that failed: why, and the owner it was for. Until an
+   * input concerning the device or that domain changes, reconciliation
+   * does not try that move again. */
+  gchar *failure;
+  gchar *failure_want;
 } DhfEngDevice;
 
 DhfEngDevice *dhf_eng_device_new (const DhfDevice *device);
 void dhf_eng_device_free (DhfEngDevice *record);
+
+/* An admin pin (Assign). It is kept by device id, but the id of a USB
+ * device is its port: the pin holds for the device it was made for (its
+ * selector), not for whatever is plugged into that port later. */
+typedef struct
+{
+  gchar *domain;
+  gchar *selector; /* NULL: not known yet (a state file from before selectors were kept) */
+} DhfAdminPin;
+
+DhfAdminPin *dhf_admin_pin_new (const gchar *domain, const gchar *selector);
+DhfAdminPin *dhf_admin_pin_copy (const DhfAdminPin *pin);
+void dhf_admin_pin_free (DhfAdminPin *pin);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfAdminPin, dhf_admin_pin_free)
+/* Whether the pin is for this device: same selector (or not known yet). */
+gboolean dhf_admin_pin_matches (const DhfAdminPin *pin, const DhfDevice *device);
 
 /* --- the plan ---------------------------------------------------------- */
 
@@ -50,9 +70,9 @@ typedef struct
 {
   GHashTable *devices;        /* id -> DhfEngDevice */
   GHashTable *domains;        /* name -> DhfEngDomain */
-  GHashTable *admin_pins;     /* device id -> domain name */
+  GHashTable *admin_pins;     /* device id -> DhfAdminPin */
   const gchar *focus;         /* "dom0" or a domain name */
-  DhfEngineDecideFunc decide; /* NULL: everything is denied */
+  DhfEngineDecideFunc decide; /* never NULL: without a decider nothing is planned */
   gpointer decide_data;
 } DhfPlanInput;
 
@@ -106,43 +126,76 @@ gchar *dhf_step_describe (const DhfStep *step);
 DhfDeviceScope dhf_plan_scope (const DhfEngDomain *domain);
 /* Appends the steps that move record's device from its owner to to:
  * DETACH from the owner (unless dom0 or no longer defined), then ATTACH
- * to to (unless dom0). detaches and attaches may be the same array. */
+ * to to (unless dom0); a device the owner holds in one scope only and
+ * that stays there is attached again (the ops add the missing scope).
+ * detaches and attaches may be the same array. */
 void dhf_plan_move_steps (const DhfEngDevice *record, const gchar *to, GHashTable *domains,
                           GPtrArray *detaches, GPtrArray *attaches);
+/* Whether the device is not (wholly) where to wants it. */
+gboolean dhf_plan_needs_move (const DhfEngDevice *record, const gchar *to);
+
+/* The key codes a switch away from domain releases there, given the keys
+ * held when it was asked for and the steps that take devices out of
+ * domain in the same switch (devices: id -> DhfEngDevice); NULL when it
+ * releases none. See docs/devices.md: none when a keyboard (an input of
+ * type keyboard, or any USB device) leaves domain, else only the
+ * modifiers among keys, at most DHF_PLAN_MAX_RELEASED_KEYS. */
+#define DHF_PLAN_MAX_RELEASED_KEYS 16
+GArray *dhf_plan_released_keys (const gchar *domain, const guint *keys, guint n_keys,
+                                const GPtrArray *steps, GHashTable *devices);
 
 /* --- transactions ------------------------------------------------------ */
 
 /* Steps that succeed or fail together: on a failure the done ones are
  * undone in reverse. A transaction's units run in order; one failing does
  * not stop the next. */
+/* What list_attached (and list_attached_config) read of one domain. */
+typedef struct
+{
+  gboolean active;
+  GStrv aliases; /* live definition when active, else the persistent one */
+  GStrv config;  /* active: the persistent definition's; NULL when not read */
+} DhfAttached;
+
+void dhf_attached_free (DhfAttached *attached);
+
 typedef struct
 {
   gchar *label;     /* context for its error ("switching to work"), or NULL */
-  gchar *device_id; /* the device a reconcile unit moves, or NULL */
   GPtrArray *steps; /* DhfStep */
   /* Results, written by the worker. */
   gboolean ok;
-  GError *error;        /* the failing step's error with context, and failed undos */
-  GHashTable *attached; /* after a failure: domain -> GStrv of aliases, read back from the
-                         * domains it touched (applied in unit order) */
+  gboolean cancelled;      /* stopped before a step, at shutdown: nothing undone */
+  gint failed_step;        /* the index of the step that failed, -1 */
+  gint n_done;             /* steps that ran and succeeded */
+  GHashTable *undo_failed; /* indexes (GINT_TO_POINTER + 1) of steps whose undo failed */
+  GError *error;           /* the failing step's error with context, and failed undos */
+  GHashTable *attached;    /* after a failure: domain -> DhfAttached, read back from the
+                            * domains it touched (applied in unit order) */
 } DhfTxnUnit;
 
-DhfTxnUnit *dhf_txn_unit_new (const gchar *label, const gchar *device_id);
+DhfTxnUnit *dhf_txn_unit_new (const gchar *label);
 void dhf_txn_unit_free (DhfTxnUnit *unit);
+/* The step that failed, or NULL. */
+const DhfStep *dhf_txn_unit_failed_step (const DhfTxnUnit *unit);
 
 typedef struct
 {
   GPtrArray *reads;     /* domain names to list_attached before the units */
   GPtrArray *units;     /* DhfTxnUnit */
-  GHashTable *attached; /* result of reads: domain -> GStrv of aliases */
+  GHashTable *attached; /* result of reads: domain -> DhfAttached */
 } DhfTxn;
 
 DhfTxn *dhf_txn_new (void);
 void dhf_txn_free (DhfTxn *txn);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfTxn, dhf_txn_free)
+/* Whether a step or a read of txn concerns domain. */
+gboolean dhf_txn_touches (const DhfTxn *txn, const gchar *domain);
 
-/* Runs txn synchronously with ops (on the calling thread). */
-void dhf_txn_execute (DhfTxn *txn, const DhfDeviceOps *ops, gpointer ops_data);
+/* Runs txn synchronously with ops (on the calling thread). When *stop
+ * (may be NULL) becomes non-zero, no further read or step is started:
+ * the unit running is marked cancelled and the rest are not run. */
+void dhf_txn_execute (DhfTxn *txn, const DhfDeviceOps *ops, gpointer ops_data, const gint *stop);
 
 /* One worker thread that runs transactions in order and hands each back
  * to context through an idle source. */
@@ -151,7 +204,10 @@ typedef void (*DhfTxnDoneFunc) (DhfTxn *txn, gpointer user_data);
 
 DhfTxnRunner *dhf_txn_runner_new (const DhfDeviceOps *ops, gpointer ops_data,
                                   GMainContext *context);
-/* Waits for the transaction running, if any. */
+/* Stops it: the transaction running stops before its next step and is
+ * waited for (at most the one operation running); transactions queued
+ * are not run, and results not handed back yet are dropped (their done
+ * is never called). On the context's thread. */
 void dhf_txn_runner_free (DhfTxnRunner *runner);
 /* txn stays the caller's; done(txn, user_data) runs on the context. */
 void dhf_txn_runner_run (DhfTxnRunner *runner, DhfTxn *txn, DhfTxnDoneFunc done,
@@ -166,7 +222,7 @@ typedef struct
 {
   gchar *focused;     /* NULL when none was saved */
   GPtrArray *history; /* gchar *, most recent first */
-  GHashTable *pins;   /* device id -> domain name */
+  GHashTable *pins;   /* device id -> DhfAdminPin */
 } DhfDeviceState;
 
 DhfDeviceState *dhf_device_state_new (void);
@@ -192,9 +248,11 @@ void dhf_state_writer_save (DhfStateWriter *writer, gchar *json /* taken */);
 /* Writes what is pending first. */
 void dhf_state_writer_free (DhfStateWriter *writer);
 
-/* Device ids ([A-Za-z0-9:._-], 1 to 64 bytes) and domain names (printable
- * UTF-8, 1 to 256 bytes) as the state file may hold them. */
+/* Device ids ([A-Za-z0-9:._-], 1 to 64 bytes), domain names (printable
+ * UTF-8, 1 to 256 bytes) and device selectors (printable ASCII without
+ * spaces, 1 to 256 bytes) as the state file may hold them. */
 gboolean dhf_device_id_is_valid (const gchar *id);
 gboolean dhf_domain_name_is_valid (const gchar *name);
+gboolean dhf_device_selector_is_valid (const gchar *selector);
 
 G_END_DECLS

@@ -37,6 +37,13 @@ typedef struct
    * so that a modifier held down when the focus left is up again there. */
   gboolean (*release_keys) (gpointer data, const gchar *domain, const guint *keycodes,
                             guint n_keycodes, GError **error);
+  /* Optional (NULL: the engine reads the live definition only). The
+   * aliases of the dhf devices in the domain's persistent definition; of a
+   * transient domain, its live one. The engine calls it after
+   * list_attached said the domain is active, so that a device held in one
+   * scope only (a half-done move, a domain started while a persistent
+   * attach ran) is seen. */
+  GStrv (*list_attached_config) (gpointer data, const gchar *domain, GError **error);
 } DhfDeviceOps;
 
 G_END_DECLS

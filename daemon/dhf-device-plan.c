@@ -95,27 +95,66 @@ find_wish (const DhfEngDomain *domain, const DhfDevice *device)
   return NULL;
 }
 
-/* The device's claims, verdicts[j] being the policy's answer for domain j. */
+/* Why an admin pin to domain claims nothing, or NULL when it claims. An
+ * admin pin is checked against the policy like any claim: a rule that
+ * denies the device there now (or asks: a device cannot wait) wins. */
+static gchar *
+admin_pin_refused (const gchar *admin, GPtrArray *domains, const DhfEngineVerdict *verdicts)
+{
+  for (guint j = 0; j < domains->len; j++)
+    {
+      const DhfEngDomain *domain = g_ptr_array_index (domains, j);
+
+      if (g_strcmp0 (domain->name, admin) != 0)
+        continue;
+      switch (verdicts[j].action)
+        {
+          case DHF_POLICY_ACTION_ALLOW:
+            return NULL;
+          case DHF_POLICY_ACTION_ASK:
+            return g_strdup_printf ("pinned to %s (admin), but %s asks and a device cannot wait "
+                                    "for an answer",
+                                    admin, verdicts[j].rule != NULL ? verdicts[j].rule : "a rule");
+          case DHF_POLICY_ACTION_DENY:
+          default:
+            if (verdicts[j].rule != NULL)
+              return g_strdup_printf ("pinned to %s (admin), denied by %s", admin,
+                                      verdicts[j].rule);
+            return g_strdup_printf ("pinned to %s (admin), denied: no rule allows it", admin);
+        }
+    }
+  return g_strdup_printf ("pinned to %s (admin), which is not defined", admin);
+}
+
+/* The device's claims, verdicts[j] being the policy's answer for domain j;
+ * *admin_problem says why an admin pin claims nothing. */
 static GArray *
 collect_claims (const DhfPlanInput *input, const DhfEngDevice *record, GPtrArray *domains,
-                const DhfEngineVerdict *verdicts, const gchar **admin_missing)
+                const DhfEngineVerdict *verdicts, gchar **admin_problem)
 {
   GArray *claims = g_array_new (FALSE, TRUE, sizeof (Claim));
-  const gchar *admin = g_hash_table_lookup (input->admin_pins, record->device->id);
+  const DhfAdminPin *admin = g_hash_table_lookup (input->admin_pins, record->device->id);
 
   g_array_set_clear_func (claims, (GDestroyNotify) claim_clear);
-  *admin_missing = NULL;
-  if (admin != NULL)
+  *admin_problem = NULL;
+  /* The id of a USB device is its port: a pin made for one device does
+   * not hold for another plugged in there. It is kept for its own. */
+  if (admin != NULL && !dhf_admin_pin_matches (admin, record->device))
+    *admin_problem = g_strdup_printf (
+        "%s is pinned to %s (admin) for %s; this is another device (%s): the pin waits for "
+        "its own",
+        record->device->id, admin->domain, admin->selector,
+        record->device->selector != NULL && record->device->selector[0] != '\0'
+            ? record->device->selector
+            : "unknown");
+  else if (admin != NULL)
     {
-      const DhfEngDomain *domain = g_hash_table_lookup (input->domains, admin);
-
-      if (domain != NULL)
+      *admin_problem = admin_pin_refused (admin->domain, domains, verdicts);
+      if (*admin_problem == NULL)
         {
-          Claim claim = { 1, domain->name, g_strdup ("admin") };
+          Claim claim = { 1, admin->domain, g_strdup ("admin") };
           g_array_append_val (claims, claim);
         }
-      else
-        *admin_missing = admin;
     }
   for (guint j = 0; j < domains->len; j++)
     {
@@ -173,7 +212,7 @@ plan_device (const DhfPlanInput *input, const DhfEngDevice *record, GPtrArray *d
   const DhfDevice *device = record->device;
   g_autofree DhfEngineVerdict *verdicts = g_new0 (DhfEngineVerdict, MAX (domains->len, 1));
   g_autoptr (GArray) claims = NULL;
-  const gchar *admin_missing = NULL;
+  g_autofree gchar *admin_problem = NULL;
   DhfPlanEntry *entry = g_new0 (DhfPlanEntry, 1);
   const Claim *best = NULL;
 
@@ -182,12 +221,12 @@ plan_device (const DhfPlanInput *input, const DhfEngDevice *record, GPtrArray *d
       const DhfEngDomain *domain = g_ptr_array_index (domains, j);
 
       verdicts[j].action = DHF_POLICY_ACTION_DENY;
-      if (input->decide != NULL && device->selector != NULL && device->selector[0] != '\0')
+      if (device->selector != NULL && device->selector[0] != '\0')
         input->decide (DHF_POLICY_KIND_DEVICE, device->selector, DHF_DOM0, domain->name,
                        &verdicts[j], input->decide_data);
     }
 
-  claims = collect_claims (input, record, domains, verdicts, &admin_missing);
+  claims = collect_claims (input, record, domains, verdicts, &admin_problem);
   for (guint i = 0; i < claims->len; i++)
     {
       const Claim *claim = &g_array_index (claims, Claim, i);
@@ -240,8 +279,8 @@ plan_device (const DhfPlanInput *input, const DhfEngDevice *record, GPtrArray *d
       entry->origin = g_strdup (follows ? "focus" : "none");
     }
 
-  if (admin_missing != NULL && entry->problem == NULL)
-    entry->problem = g_strdup_printf ("pinned to %s (admin), which is not defined", admin_missing);
+  if (admin_problem != NULL && entry->problem == NULL)
+    entry->problem = g_steal_pointer (&admin_problem);
 
   if (g_strcmp0 (entry->want, DHF_DOM0) != 0 && device->kind == DHF_DEVICE_KIND_PCI)
     {
@@ -268,15 +307,91 @@ plan_device (const DhfPlanInput *input, const DhfEngDevice *record, GPtrArray *d
   return entry;
 }
 
-/* A PCI function may only go where every other function of its IOMMU
- * group goes, unless that one has no host driver: VFIO hands a group to
- * one guest as a whole. One that may not stays where it is; that can keep
- * others of the group back in turn, hence the loop. */
+/* A member of an IOMMU group that VFIO hands over as a whole: a present,
+ * non-bridge PCI function of a group. */
+static gboolean
+is_group_member (const DhfEngDevice *record)
+{
+  const DhfDevice *device = record->device;
+
+  return device->kind == DHF_DEVICE_KIND_PCI && record->present && !device->pci_bridge
+         && device->iommu_group >= 0;
+}
+
+/* Whether other, placed at where_other, keeps a sibling from being at
+ * where: a group is in at most one guest, and while it is, no function of
+ * it may be in dom0 with a host driver (vfio-pci counts: a function that
+ * leaves a guest gets its host driver back). */
+static gboolean
+blocks (const gchar *where, const gchar *where_other, const DhfEngDevice *self_record,
+        const DhfEngDevice *other)
+{
+  gboolean here = g_strcmp0 (where, DHF_DOM0) == 0;
+  gboolean there = g_strcmp0 (where_other, DHF_DOM0) == 0;
+
+  if (g_strcmp0 (where, where_other) == 0)
+    return FALSE;
+  if (!here && !there)
+    return TRUE; /* two guests */
+  if (!here)
+    return other->device->pci_driver != NULL;
+  /* This one in dom0, the other in a guest. */
+  return self_record->device->pci_driver != NULL;
+}
+
+/* The siblings that keep record from being at where, each placed as
+ * entries say; NULL when none does. */
+static GString *
+group_blockers (GPtrArray *records, GHashTable *entries, const DhfEngDevice *record,
+                const gchar *where)
+{
+  GString *blockers = NULL;
+
+  for (guint k = 0; k < records->len; k++)
+    {
+      const DhfEngDevice *other = g_ptr_array_index (records, k);
+      const DhfPlanEntry *other_entry;
+
+      if (other == record || !is_group_member (other)
+          || other->device->iommu_group != record->device->iommu_group)
+        continue;
+      other_entry = g_hash_table_lookup (entries, other->device->id);
+      if (!blocks (where, other_entry->want, record, other))
+        continue;
+      if (blockers == NULL)
+        blockers = g_string_new (NULL);
+      else
+        g_string_append (blockers, ", ");
+      if (g_strcmp0 (other_entry->want, DHF_DOM0) == 0)
+        g_string_append_printf (blockers, "%s (driver %s) in dom0", other->device->id,
+                                other->device->pci_driver);
+      else
+        g_string_append_printf (blockers, "%s in %s", other->device->id, other_entry->want);
+    }
+  return blockers;
+}
+
+/* VFIO hands an IOMMU group to one guest as a whole, and the host may not
+ * drive a function of a group a guest has. So a function goes where it
+ * should only when that keeps its group whole, both ways: into a guest
+ * only if every sibling with a host driver goes there too, and out of one
+ * only if no sibling stays. One that may not stays where it is; that can
+ * hold back others in turn, hence the loop (it ends: each round moves a
+ * function back to its owner for good). */
 static void
 check_iommu_groups (GPtrArray *records, GHashTable *entries)
 {
+  g_autoptr (GHashTable) wanted = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
   gboolean changed = TRUE;
-  g_autoptr (GHashTable) blocked = g_hash_table_new (g_str_hash, g_str_equal);
+
+  for (guint i = 0; i < records->len; i++)
+    {
+      const DhfEngDevice *record = g_ptr_array_index (records, i);
+      const DhfPlanEntry *entry = g_hash_table_lookup (entries, record->device->id);
+
+      if (is_group_member (record))
+        g_hash_table_insert (wanted, record->device->id, g_strdup (entry->want));
+    }
 
   while (changed)
     {
@@ -284,46 +399,43 @@ check_iommu_groups (GPtrArray *records, GHashTable *entries)
       for (guint i = 0; i < records->len; i++)
         {
           const DhfEngDevice *record = g_ptr_array_index (records, i);
-          const DhfDevice *device = record->device;
-          DhfPlanEntry *entry = g_hash_table_lookup (entries, device->id);
+          DhfPlanEntry *entry = g_hash_table_lookup (entries, record->device->id);
           g_autoptr (GString) blockers = NULL;
 
-          if (device->kind != DHF_DEVICE_KIND_PCI || !record->present || device->pci_bridge
-              || device->iommu_group < 0 || g_strcmp0 (entry->want, DHF_DOM0) == 0
-              || g_hash_table_contains (blocked, device->id))
+          if (!is_group_member (record) || g_strcmp0 (entry->want, record->owner) == 0)
             continue;
-          for (guint k = 0; k < records->len; k++)
-            {
-              const DhfEngDevice *other = g_ptr_array_index (records, k);
-              const DhfPlanEntry *other_entry;
-
-              if (other == record || !other->present || other->device->kind != DHF_DEVICE_KIND_PCI
-                  || other->device->pci_bridge || other->device->iommu_group != device->iommu_group
-                  || other->device->pci_driver == NULL)
-                continue;
-              other_entry = g_hash_table_lookup (entries, other->device->id);
-              if (g_strcmp0 (other_entry->want, entry->want) == 0)
-                continue;
-              if (blockers == NULL)
-                blockers = g_string_new (NULL);
-              g_string_append_printf (blockers, "%s%s (driver %s)", blockers->len > 0 ? ", " : "",
-                                      other->device->id, other->device->pci_driver);
-            }
+          blockers = group_blockers (records, entries, record, entry->want);
           if (blockers == NULL)
             continue;
-          g_hash_table_add (blocked, device->id);
-          g_free (entry->problem);
-          entry->problem = g_strdup_printf (
-              "cannot go to %s: IOMMU group %d also holds %s, which stays behind with a host "
-              "driver; give it to %s too or unbind its driver",
-              entry->want, device->iommu_group, blockers->str, entry->want);
-          if (g_strcmp0 (entry->want, record->owner) != 0)
-            {
-              g_free (entry->want);
-              entry->want = g_strdup (record->owner);
-              changed = TRUE;
-            }
+          g_free (entry->want);
+          entry->want = g_strdup (record->owner);
+          changed = TRUE;
         }
+    }
+
+  /* Why each one is not where it should be, or why its group is split. */
+  for (guint i = 0; i < records->len; i++)
+    {
+      const DhfEngDevice *record = g_ptr_array_index (records, i);
+      DhfPlanEntry *entry = g_hash_table_lookup (entries, record->device->id);
+      const gchar *want = g_hash_table_lookup (wanted, record->device->id);
+      g_autoptr (GString) blockers = NULL;
+
+      if (want == NULL)
+        continue;
+      blockers = group_blockers (records, entries, record, want);
+      if (blockers == NULL)
+        continue;
+      g_free (entry->problem);
+      if (g_strcmp0 (want, DHF_DOM0) == 0)
+        entry->problem = g_strdup_printf (
+            "cannot go to dom0: IOMMU group %d also holds %s; a group leaves its guest whole",
+            record->device->iommu_group, blockers->str);
+      else
+        entry->problem = g_strdup_printf (
+            "cannot go to %s: IOMMU group %d also holds %s; a group goes to one guest whole: "
+            "give those to %s too, or unbind the host drivers of those in dom0",
+            want, record->device->iommu_group, blockers->str, want);
     }
 }
 
@@ -344,6 +456,84 @@ dhf_plan_compute (const DhfPlanInput *input)
     }
   check_iommu_groups (records, entries);
   return entries;
+}
+
+/* --- held keys --------------------------------------------------------- */
+
+/* The modifiers (linux/input-event-codes.h): the keys a switch combo holds
+ * that the domain losing the focus must not keep down. */
+static const guint modifier_keys[] = {
+  29,  /* KEY_LEFTCTRL */
+  97,  /* KEY_RIGHTCTRL */
+  56,  /* KEY_LEFTALT */
+  100, /* KEY_RIGHTALT */
+  42,  /* KEY_LEFTSHIFT */
+  54,  /* KEY_RIGHTSHIFT */
+  125, /* KEY_LEFTMETA */
+  126, /* KEY_RIGHTMETA */
+};
+
+static gboolean
+is_modifier (guint key)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (modifier_keys); i++)
+    {
+      if (modifier_keys[i] == key)
+        return TRUE;
+    }
+  return FALSE;
+}
+
+/* A device that may carry the keys the user holds: an emulated keyboard,
+ * or any USB device (a USB keyboard is one, and a USB device does not say
+ * which it is here). */
+static gboolean
+may_be_keyboard (const DhfDevice *device)
+{
+  return device->kind == DHF_DEVICE_KIND_USB
+         || (device->kind == DHF_DEVICE_KIND_INPUT
+             && g_strcmp0 (device->input_type, "keyboard") == 0);
+}
+
+GArray *
+dhf_plan_released_keys (const gchar *domain, const guint *keys, guint n_keys,
+                        const GPtrArray *steps, GHashTable *devices)
+{
+  g_autoptr (GArray) released = NULL;
+
+  /* Unplugging a keyboard releases its keys in the guest (the guest's
+   * input core does, for a device that goes); virDomainSendKey presses
+   * every key it is given before it lets go, so sending the combo again
+   * would replay it there (Ctrl+Alt+Delete: the secure-attention key). */
+  for (guint i = 0; steps != NULL && i < steps->len; i++)
+    {
+      const DhfStep *step = g_ptr_array_index ((GPtrArray *) steps, i);
+      const DhfEngDevice *record;
+
+      if (step->kind != DHF_STEP_DETACH || g_strcmp0 (step->domain, domain) != 0)
+        continue;
+      record = g_hash_table_lookup (devices, step->device_id);
+      if (record != NULL && may_be_keyboard (record->device))
+        return NULL;
+    }
+  /* Only modifiers: a modifier the guest already holds is not pressed
+   * again by another press, so the net effect is its release; any other
+   * key would be typed once more. */
+  released = g_array_new (FALSE, FALSE, sizeof (guint));
+  for (guint i = 0; i < n_keys && released->len < DHF_PLAN_MAX_RELEASED_KEYS; i++)
+    {
+      gboolean seen = FALSE;
+
+      if (!is_modifier (keys[i]))
+        continue;
+      for (guint k = 0; k < released->len && !seen; k++)
+        seen = g_array_index (released, guint, k) == keys[i];
+      if (!seen)
+        g_array_append_val (released, keys[i]);
+    }
+  if (released->len == 0)
+    return NULL;
+  return g_steal_pointer (&released);
 }
 
 /* --- steps ------------------------------------------------------------- */
@@ -427,10 +617,27 @@ dhf_plan_scope (const DhfEngDomain *domain)
   return DHF_DEVICE_SCOPE_CONFIG;
 }
 
+gboolean
+dhf_plan_needs_move (const DhfEngDevice *record, const gchar *to)
+{
+  return g_strcmp0 (record->owner, to) != 0
+         || (record->partial && g_strcmp0 (record->owner, DHF_DOM0) != 0);
+}
+
 void
 dhf_plan_move_steps (const DhfEngDevice *record, const gchar *to, GHashTable *domains,
                      GPtrArray *detaches, GPtrArray *attaches)
 {
+  if (g_strcmp0 (record->owner, to) == 0)
+    {
+      const DhfEngDomain *domain = g_hash_table_lookup (domains, to);
+
+      /* Half there: attaching again adds the missing scope. */
+      if (record->partial && domain != NULL)
+        g_ptr_array_add (attaches, dhf_step_new_device (DHF_STEP_ATTACH, record->device,
+                                                        domain->name, dhf_plan_scope (domain)));
+      return;
+    }
   if (g_strcmp0 (record->owner, DHF_DOM0) != 0)
     {
       const DhfEngDomain *from = g_hash_table_lookup (domains, record->owner);

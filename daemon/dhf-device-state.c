@@ -14,9 +14,11 @@
 
 /* The device engine's state file: the focus, its history and the admin
  * pins, as {"version":1,"focused":"...","history":[...],
- * "pins":[{"device":"id","domain":"name"}]}. It is read defensively (a
- * damaged file must not keep dhfd from starting) and written atomically
- * and durably (a crash leaves the old file or the new one). */
+ * "pins":[{"device":"id","selector":"usb:...","domain":"name"}]} (files
+ * written before selectors were kept have pins without one). It is read
+ * defensively (a damaged file must not keep dhfd from starting) and
+ * written atomically and durably (a crash leaves the old file or the new
+ * one). */
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_tokener, json_tokener_free)
@@ -62,13 +64,64 @@ dhf_domain_name_is_valid (const gchar *name)
   return TRUE;
 }
 
+gboolean
+dhf_device_selector_is_valid (const gchar *selector)
+{
+  gsize length;
+
+  if (selector == NULL)
+    return FALSE;
+  length = strlen (selector);
+  if (length == 0 || length > 256)
+    return FALSE;
+  for (const gchar *p = selector; *p != '\0'; p++)
+    {
+      if (!g_ascii_isgraph (*p))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+DhfAdminPin *
+dhf_admin_pin_new (const gchar *domain, const gchar *selector)
+{
+  DhfAdminPin *pin = g_new0 (DhfAdminPin, 1);
+
+  pin->domain = g_strdup (domain);
+  pin->selector = g_strdup (selector);
+  return pin;
+}
+
+DhfAdminPin *
+dhf_admin_pin_copy (const DhfAdminPin *pin)
+{
+  return dhf_admin_pin_new (pin->domain, pin->selector);
+}
+
+void
+dhf_admin_pin_free (DhfAdminPin *pin)
+{
+  if (pin == NULL)
+    return;
+  g_free (pin->domain);
+  g_free (pin->selector);
+  g_free (pin);
+}
+
+gboolean
+dhf_admin_pin_matches (const DhfAdminPin *pin, const DhfDevice *device)
+{
+  return pin->selector == NULL || g_strcmp0 (pin->selector, device->selector) == 0;
+}
+
 DhfDeviceState *
 dhf_device_state_new (void)
 {
   DhfDeviceState *state = g_new0 (DhfDeviceState, 1);
 
   state->history = g_ptr_array_new_with_free_func (g_free);
-  state->pins = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  state->pins = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                       (GDestroyNotify) dhf_admin_pin_free);
   return state;
 }
 
@@ -142,6 +195,8 @@ parse_pins (DhfDeviceState *state, json_object *pins)
       json_object *value = NULL;
       const gchar *device = NULL;
       const gchar *domain = NULL;
+      const gchar *selector = NULL;
+      gboolean has_selector = FALSE;
 
       if (json_object_is_type (pin, json_type_object))
         {
@@ -149,6 +204,9 @@ parse_pins (DhfDeviceState *state, json_object *pins)
             device = get_string (value);
           if (json_object_object_get_ex (pin, "domain", &value))
             domain = get_string (value);
+          has_selector = json_object_object_get_ex (pin, "selector", &value);
+          if (has_selector)
+            selector = get_string (value);
         }
       if (!dhf_device_id_is_valid (device) || !dhf_domain_name_is_valid (domain)
           || g_strcmp0 (domain, DHF_DOM0) == 0)
@@ -156,12 +214,20 @@ parse_pins (DhfDeviceState *state, json_object *pins)
           g_warning ("device state: skipping pin %zu: not a device id and a domain name", i);
           continue;
         }
+      /* Without its selector the pin would hold for any device in that
+       * port: a damaged one is no pin. A missing one is an older file's
+       * (the engine takes the selector of the device there). */
+      if (has_selector && !dhf_device_selector_is_valid (selector))
+        {
+          g_warning ("device state: skipping pin %zu: its selector is not a device selector", i);
+          continue;
+        }
       if (g_hash_table_contains (state->pins, device))
         {
           g_warning ("device state: skipping pin %zu: %s is pinned twice", i, device);
           continue;
         }
-      g_hash_table_insert (state->pins, g_strdup (device), g_strdup (domain));
+      g_hash_table_insert (state->pins, g_strdup (device), dhf_admin_pin_new (domain, selector));
     }
 }
 
@@ -259,11 +325,13 @@ dhf_device_state_to_json (const DhfDeviceState *state)
   qsort (ids, n_ids, sizeof (gchar *), compare_strings);
   for (guint i = 0; i < n_ids; i++)
     {
+      const DhfAdminPin *admin = g_hash_table_lookup (state->pins, ids[i]);
       json_object *pin = json_object_new_object ();
 
       json_object_object_add (pin, "device", json_object_new_string (ids[i]));
-      json_object_object_add (pin, "domain",
-                              json_object_new_string (g_hash_table_lookup (state->pins, ids[i])));
+      if (admin->selector != NULL)
+        json_object_object_add (pin, "selector", json_object_new_string (admin->selector));
+      json_object_object_add (pin, "domain", json_object_new_string (admin->domain));
       json_object_array_add (pins, pin);
     }
   json_object_object_add (root, "pins", pins);

@@ -9,16 +9,33 @@
  * engine believes are read back (list_attached). Nothing here touches the
  * engine: the results go back to the main context whole. */
 
+void
+dhf_attached_free (DhfAttached *attached)
+{
+  if (attached == NULL)
+    return;
+  g_strfreev (attached->aliases);
+  g_strfreev (attached->config);
+  g_free (attached);
+}
+
+static GHashTable *
+attached_table_new (void)
+{
+  return g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                (GDestroyNotify) dhf_attached_free);
+}
+
 DhfTxnUnit *
-dhf_txn_unit_new (const gchar *label, const gchar *device_id)
+dhf_txn_unit_new (const gchar *label)
 {
   DhfTxnUnit *unit = g_new0 (DhfTxnUnit, 1);
 
   unit->label = g_strdup (label);
-  unit->device_id = g_strdup (device_id);
   unit->steps = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_step_free);
-  unit->attached
-      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_strfreev);
+  unit->failed_step = -1;
+  unit->undo_failed = g_hash_table_new (g_direct_hash, g_direct_equal);
+  unit->attached = attached_table_new ();
   return unit;
 }
 
@@ -28,11 +45,19 @@ dhf_txn_unit_free (DhfTxnUnit *unit)
   if (unit == NULL)
     return;
   g_free (unit->label);
-  g_free (unit->device_id);
   g_ptr_array_unref (unit->steps);
+  g_hash_table_unref (unit->undo_failed);
   g_clear_error (&unit->error);
   g_hash_table_unref (unit->attached);
   g_free (unit);
+}
+
+const DhfStep *
+dhf_txn_unit_failed_step (const DhfTxnUnit *unit)
+{
+  if (unit->failed_step < 0 || (guint) unit->failed_step >= unit->steps->len)
+    return NULL;
+  return g_ptr_array_index (unit->steps, unit->failed_step);
 }
 
 DhfTxn *
@@ -42,9 +67,31 @@ dhf_txn_new (void)
 
   txn->reads = g_ptr_array_new_with_free_func (g_free);
   txn->units = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_txn_unit_free);
-  txn->attached
-      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_strfreev);
+  txn->attached = attached_table_new ();
   return txn;
+}
+
+gboolean
+dhf_txn_touches (const DhfTxn *txn, const gchar *domain)
+{
+  for (guint i = 0; i < txn->reads->len; i++)
+    {
+      if (g_strcmp0 (g_ptr_array_index (txn->reads, i), domain) == 0)
+        return TRUE;
+    }
+  for (guint i = 0; i < txn->units->len; i++)
+    {
+      const DhfTxnUnit *unit = g_ptr_array_index (txn->units, i);
+
+      for (guint k = 0; k < unit->steps->len; k++)
+        {
+          const DhfStep *step = g_ptr_array_index (unit->steps, k);
+
+          if (g_strcmp0 (step->domain, domain) == 0)
+            return TRUE;
+        }
+    }
+  return FALSE;
 }
 
 void
@@ -146,10 +193,15 @@ is_device_step (const DhfStep *step)
   return step->kind == DHF_STEP_ATTACH || step->kind == DHF_STEP_DETACH;
 }
 
+/* Both scopes of an active domain: a device may be in one only (a move
+ * half done, a domain that started while its persistent definition
+ * changed). A domain whose read fails is left out: the engine keeps what
+ * it believed. */
 static void
 read_domain (GHashTable *attached, const gchar *name, const DhfDeviceOps *ops, gpointer data)
 {
   g_autoptr (GError) error = NULL;
+  DhfAttached *read;
   gboolean active = FALSE;
   GStrv aliases;
 
@@ -165,11 +217,31 @@ read_domain (GHashTable *attached, const gchar *name, const DhfDeviceOps *ops, g
                  error != NULL ? error->message : "no reason given");
       return;
     }
-  g_hash_table_replace (attached, g_strdup (name), aliases);
+  read = g_new0 (DhfAttached, 1);
+  read->active = active;
+  read->aliases = aliases;
+  if (active && ops->list_attached_config != NULL)
+    {
+      read->config = ops->list_attached_config (data, name, &error);
+      if (read->config == NULL)
+        {
+          g_warning ("cannot read the persistent devices of %s: %s", name,
+                     error != NULL ? error->message : "no reason given");
+          dhf_attached_free (read);
+          return;
+        }
+    }
+  g_hash_table_replace (attached, g_strdup (name), read);
+}
+
+static gboolean
+stopped (const gint *stop)
+{
+  return stop != NULL && g_atomic_int_get (stop) != 0;
 }
 
 static void
-run_unit (DhfTxnUnit *unit, const DhfDeviceOps *ops, gpointer data)
+run_unit (DhfTxnUnit *unit, const DhfDeviceOps *ops, gpointer data, const gint *stop)
 {
   g_autoptr (GPtrArray) touched = g_ptr_array_new ();
   g_autoptr (GString) undo_failures = NULL;
@@ -179,15 +251,27 @@ run_unit (DhfTxnUnit *unit, const DhfDeviceOps *ops, gpointer data)
 
   for (n_done = 0; n_done < unit->steps->len; n_done++)
     {
+      /* Shutting down: what is done stays done (the next start reads
+       * where the devices are); nothing more is called. */
+      if (stopped (stop))
+        {
+          unit->cancelled = TRUE;
+          unit->n_done = n_done;
+          unit->error = g_error_new_literal (DHF_ERROR, DHF_ERROR_CANCELLED,
+                                             "the device engine is shutting down");
+          return;
+        }
       failed = g_ptr_array_index (unit->steps, n_done);
       if (!run_step (failed, FALSE, ops, data, &error))
         break;
     }
+  unit->n_done = n_done;
   if (n_done == unit->steps->len)
     {
       unit->ok = TRUE;
       return;
     }
+  unit->failed_step = n_done;
 
   {
     g_autofree gchar *what = dhf_step_describe (failed);
@@ -206,6 +290,7 @@ run_unit (DhfTxnUnit *unit, const DhfDeviceOps *ops, gpointer data)
 
       if (run_step (step, TRUE, ops, data, &undo_error))
         continue;
+      g_hash_table_add (unit->undo_failed, GINT_TO_POINTER (n_done + 1));
       if (undo_failures == NULL)
         undo_failures = g_string_new (NULL);
       else
@@ -242,12 +327,12 @@ run_unit (DhfTxnUnit *unit, const DhfDeviceOps *ops, gpointer data)
 }
 
 void
-dhf_txn_execute (DhfTxn *txn, const DhfDeviceOps *ops, gpointer ops_data)
+dhf_txn_execute (DhfTxn *txn, const DhfDeviceOps *ops, gpointer ops_data, const gint *stop)
 {
-  for (guint i = 0; i < txn->reads->len; i++)
+  for (guint i = 0; i < txn->reads->len && !stopped (stop); i++)
     read_domain (txn->attached, g_ptr_array_index (txn->reads, i), ops, ops_data);
   for (guint i = 0; i < txn->units->len; i++)
-    run_unit (g_ptr_array_index (txn->units, i), ops, ops_data);
+    run_unit (g_ptr_array_index (txn->units, i), ops, ops_data, stop);
 }
 
 /* --- the worker -------------------------------------------------------- */
@@ -258,21 +343,34 @@ struct _DhfTxnRunner
   gpointer ops_data;
   GMainContext *context;
   GThreadPool *pool;
+  gint stop;      /* atomic: set when it is freed */
+  GMutex lock;    /* guards pending */
+  GList *pending; /* GSource: results attached and not handed back yet */
 };
 
 typedef struct
 {
+  DhfTxnRunner *runner;
   DhfTxn *txn;
   DhfTxnDoneFunc done;
   gpointer user_data;
+  GSource *source; /* while it waits on the context */
 } Job;
 
 static gboolean
 job_done (gpointer data)
 {
   Job *job = data;
+  DhfTxnRunner *runner = job->runner;
+  GSource *source = job->source;
 
+  g_mutex_lock (&runner->lock);
+  runner->pending = g_list_remove (runner->pending, source);
+  g_mutex_unlock (&runner->lock);
+  job->source = NULL;
   job->done (job->txn, job->user_data);
+  /* The context keeps it until this returns. */
+  g_source_unref (source);
   return G_SOURCE_REMOVE;
 }
 
@@ -281,15 +379,19 @@ worker (gpointer data, gpointer user_data)
 {
   DhfTxnRunner *runner = user_data;
   Job *job = data;
-  g_autoptr (GSource) source = g_idle_source_new ();
+  GSource *source = g_idle_source_new ();
 
-  dhf_txn_execute (job->txn, runner->ops, runner->ops_data);
+  dhf_txn_execute (job->txn, runner->ops, runner->ops_data, &runner->stop);
   /* Back through the main context, never inline here; at the default
    * priority, so a switch's reply does not wait behind idle work. */
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
   g_source_set_callback (source, job_done, job, g_free);
   g_source_set_static_name (source, "[dhf] device transaction done");
+  job->source = source;
+  g_mutex_lock (&runner->lock);
+  runner->pending = g_list_prepend (runner->pending, source);
   g_source_attach (source, runner->context);
+  g_mutex_unlock (&runner->lock);
 }
 
 DhfTxnRunner *
@@ -300,6 +402,7 @@ dhf_txn_runner_new (const DhfDeviceOps *ops, gpointer ops_data, GMainContext *co
   runner->ops = ops;
   runner->ops_data = ops_data;
   runner->context = g_main_context_ref (context);
+  g_mutex_init (&runner->lock);
   /* One thread of its own, kept warm: a switch should not wait for a
    * thread to be started. */
   runner->pool = g_thread_pool_new (worker, runner, 1, TRUE, NULL);
@@ -311,7 +414,16 @@ dhf_txn_runner_free (DhfTxnRunner *runner)
 {
   if (runner == NULL)
     return;
+  g_atomic_int_set (&runner->stop, 1);
   g_thread_pool_free (runner->pool, FALSE, TRUE);
+  /* The worker is gone: no one adds to pending any more. */
+  for (GList *l = runner->pending; l != NULL; l = l->next)
+    {
+      g_source_destroy (l->data);
+      g_source_unref (l->data);
+    }
+  g_list_free (runner->pending);
+  g_mutex_clear (&runner->lock);
   g_main_context_unref (runner->context);
   g_free (runner);
 }
@@ -321,6 +433,7 @@ dhf_txn_runner_run (DhfTxnRunner *runner, DhfTxn *txn, DhfTxnDoneFunc done, gpoi
 {
   Job *job = g_new0 (Job, 1);
 
+  job->runner = runner;
   job->txn = txn;
   job->done = done;
   job->user_data = user_data;

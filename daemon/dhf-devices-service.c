@@ -3,6 +3,8 @@
 
 #include "dhf-devices-service.h"
 
+#include "dhf-dbus-call.h"
+
 struct _DhfDevicesService
 {
   DhfDBusDevicesSkeleton parent_instance;
@@ -12,17 +14,6 @@ struct _DhfDevicesService
 };
 
 G_DEFINE_TYPE (DhfDevicesService, dhf_devices_service, DHF_DBUS_TYPE_DEVICES_SKELETON)
-
-/* Every failure crosses the bus as org.dhf.Framework1.Error.*. */
-static void
-return_error (GDBusMethodInvocation *invocation, const GError *error)
-{
-  if (error->domain == DHF_ERROR)
-    g_dbus_method_invocation_return_gerror (invocation, error);
-  else
-    g_dbus_method_invocation_return_error (invocation, DHF_ERROR, DHF_ERROR_FAILED, "%s",
-                                           error->message);
-}
 
 /* Device strings come from the devices themselves: the inventory escapes
  * them, and a GVariant string must be UTF-8 whatever happened. */
@@ -162,7 +153,7 @@ on_assigned (GObject *source, GAsyncResult *result, gpointer user_data)
       if (g_error_matches (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED))
         g_message ("devices: pinning %s to %s refused: %s", call->device, call->domain,
                    error->message);
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   g_message ("devices: %s pinned to %s", call->device, call->domain);
@@ -170,20 +161,12 @@ on_assigned (GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 static void
-on_assign_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
+run_assign (gpointer data)
 {
-  g_autoptr (Call) call = user_data;
-  g_autoptr (GError) error = NULL;
-  Call *owned;
+  Call *call = data;
 
-  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
-    {
-      return_error (call->invocation, error);
-      return;
-    }
-  owned = g_steal_pointer (&call);
-  dhf_device_engine_assign_async (owned->self->engine, owned->device, owned->domain, NULL,
-                                  on_assigned, owned);
+  dhf_device_engine_assign_async (call->self->engine, call->device, call->domain, NULL, on_assigned,
+                                  call);
 }
 
 static gboolean
@@ -214,9 +197,9 @@ handle_assign (DhfDBusDevices *iface, GDBusMethodInvocation *invocation, const g
                                              "a pinned device back to dom0");
       return G_DBUS_METHOD_INVOCATION_HANDLED;
     }
-  dhf_authority_check_async (self->authority, invocation, DHF_ACTION_DEVICES_ASSIGN, NULL,
-                             on_assign_authorized, call_new (self, invocation, device, domain));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return dhf_dbus_call_authorize (self->authority, invocation, DHF_ACTION_DEVICES_ASSIGN,
+                                  run_assign, call_new (self, invocation, device, domain),
+                                  (GDestroyNotify) call_free);
 }
 
 static void
@@ -227,7 +210,7 @@ on_released (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (!dhf_device_engine_release_finish (DHF_DEVICE_ENGINE (source), result, &error))
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   g_message ("devices: the pin of %s was released", call->device);
@@ -235,19 +218,11 @@ on_released (GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 static void
-on_release_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
+run_release (gpointer data)
 {
-  g_autoptr (Call) call = user_data;
-  g_autoptr (GError) error = NULL;
-  Call *owned;
+  Call *call = data;
 
-  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
-    {
-      return_error (call->invocation, error);
-      return;
-    }
-  owned = g_steal_pointer (&call);
-  dhf_device_engine_release_async (owned->self->engine, owned->device, NULL, on_released, owned);
+  dhf_device_engine_release_async (call->self->engine, call->device, NULL, on_released, call);
 }
 
 static gboolean
@@ -260,9 +235,9 @@ handle_release (DhfDBusDevices *iface, GDBusMethodInvocation *invocation, const 
                                              "expected a device id");
       return G_DBUS_METHOD_INVOCATION_HANDLED;
     }
-  dhf_authority_check_async (self->authority, invocation, DHF_ACTION_DEVICES_ASSIGN, NULL,
-                             on_release_authorized, call_new (self, invocation, device, NULL));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return dhf_dbus_call_authorize (self->authority, invocation, DHF_ACTION_DEVICES_ASSIGN,
+                                  run_release, call_new (self, invocation, device, NULL),
+                                  (GDestroyNotify) call_free);
 }
 
 /* --- GObject ----------------------------------------------------------- */

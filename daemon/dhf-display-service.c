@@ -6,6 +6,8 @@
 #include <gio/gunixfdlist.h>
 
 #include "dhf-display-service.h"
+
+#include "dhf-dbus-call.h"
 #include "dhf-hypervisor-devices.h"
 
 struct _DhfDisplayService
@@ -17,20 +19,13 @@ struct _DhfDisplayService
   DhfHypervisor *hypervisor;
   DhfDisplayLookup lookup;
   gpointer lookup_data;
+  DhfEngineDecideFunc decide; /* NULL: OpenDisplay and Screenshot ask no rule */
+  gpointer decide_data;
+  gboolean decider_gone; /* there was one: refuse rather than ask none */
+  gsize screenshot_limit;
 };
 
 G_DEFINE_TYPE (DhfDisplayService, dhf_display_service, DHF_DBUS_TYPE_DISPLAY_SKELETON)
-
-/* Every failure crosses the bus as org.dhf.Framework1.Error.*. */
-static void
-return_error (GDBusMethodInvocation *invocation, const GError *error)
-{
-  if (error->domain == DHF_ERROR)
-    g_dbus_method_invocation_return_gerror (invocation, error);
-  else
-    g_dbus_method_invocation_return_error (invocation, DHF_ERROR, DHF_ERROR_FAILED, "%s",
-                                           error->message);
-}
 
 /* --- the focus ------------------------------------------------------------ */
 
@@ -117,7 +112,7 @@ on_switched (GObject *source, GAsyncResult *result, gpointer user_data)
   focused = dhf_device_engine_switch_finish (DHF_DEVICE_ENGINE (source), result, &error);
   if (focused == NULL)
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   switch (call->method)
@@ -146,7 +141,7 @@ on_graphics_opened (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (fd < 0)
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   /* The list keeps a duplicate; ours is closed either way. */
@@ -154,7 +149,7 @@ on_graphics_opened (GObject *source, GAsyncResult *result, gpointer user_data)
   close (fd);
   if (index < 0)
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   dhf_dbus_display_complete_open_display (DHF_DBUS_DISPLAY (call->self), call->invocation, fds,
@@ -168,10 +163,27 @@ on_screenshot (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) png
       = dhf_hypervisor_screenshot_finish (DHF_HYPERVISOR (source), result, &error);
+  gsize size;
 
   if (png == NULL)
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
+      return;
+    }
+  /* A reply over the bus's message limit would cost dhfd its connection
+   * (and dhfd exits when it loses the bus): refused, with the way out. */
+  size = g_bytes_get_size (png);
+  if (size > call->self->screenshot_limit)
+    {
+      g_autofree gchar *have = g_format_size_full (size, G_FORMAT_SIZE_IEC_UNITS);
+      g_autofree gchar *limit
+          = g_format_size_full (call->self->screenshot_limit, G_FORMAT_SIZE_IEC_UNITS);
+
+      g_dbus_method_invocation_return_error (
+          call->invocation, DHF_ERROR, DHF_ERROR_LIMIT_EXCEEDED,
+          "the screenshot of '%s' is %s, over the %s a reply may carry; ask for a smaller one "
+          "with max-width/max-height",
+          call->target, have, limit);
       return;
     }
   dhf_dbus_display_complete_screenshot (
@@ -199,23 +211,56 @@ check_appliance (DhfDisplayService *self, const gchar *name, GError **error)
   return TRUE;
 }
 
-static void
-on_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
+/* OpenDisplay and Screenshot show what dom0 could put on screen: the
+ * switch rules' answer for "switch @dom0 NAME". A screen or a live
+ * display is as much as showing it, without the switch. */
+static gboolean
+check_policy (DhfDisplayService *self, const gchar *name, GError **error)
 {
-  g_autoptr (Call) call = user_data;
+  DhfEngineVerdict verdict = { DHF_POLICY_ACTION_DENY, NULL, FALSE, NULL };
+  gboolean allowed;
+
+  if (self->decide == NULL && self->decider_gone)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
+                   "dom0 may not show '%s': the policy cannot be asked any more (dhfd is "
+                   "stopping)",
+                   name);
+      return FALSE;
+    }
+  if (self->decide == NULL)
+    return TRUE;
+  self->decide (DHF_POLICY_KIND_SWITCH, NULL, "dom0", name, &verdict, self->decide_data);
+  allowed = verdict.action == DHF_POLICY_ACTION_ALLOW;
+  if (!allowed && verdict.action == DHF_POLICY_ACTION_ASK)
+    g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
+                 "dom0 may not show '%s': switch @dom0 %s asks the user (%s), and a display or "
+                 "a screenshot is not asked about",
+                 name, name, verdict.rule != NULL ? verdict.rule : "policy");
+  else if (!allowed && verdict.rule != NULL)
+    g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
+                 "dom0 may not show '%s': switch @dom0 %s is denied by %s", name, name,
+                 verdict.rule);
+  else if (!allowed)
+    g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
+                 "dom0 may not show '%s': no rule allows switch @dom0 %s", name, name);
+  dhf_engine_verdict_clear (&verdict);
+  return allowed;
+}
+
+static void
+run_authorized (gpointer data)
+{
+  g_autoptr (Call) call = data;
   g_autoptr (GError) error = NULL;
   DhfDisplayService *self = call->self;
   Call *owned;
 
-  if (!dhf_authority_check_finish (DHF_AUTHORITY (source), result, &error))
-    {
-      return_error (call->invocation, error);
-      return;
-    }
   if ((call->method == METHOD_OPEN_DISPLAY || call->method == METHOD_SCREENSHOT)
-      && !check_appliance (self, call->target, &error))
+      && (!check_appliance (self, call->target, &error)
+          || !check_policy (self, call->target, &error)))
     {
-      return_error (call->invocation, error);
+      dhf_dbus_call_return_error (call->invocation, error);
       return;
     }
   owned = g_steal_pointer (&call);
@@ -253,9 +298,8 @@ authorize (DhfDisplayService *self, GDBusMethodInvocation *invocation, Method me
   call->target = g_strdup (target);
   call->max_width = max_width;
   call->max_height = max_height;
-  dhf_authority_check_async (self->authority, invocation, action_of (method), NULL, on_authorized,
-                             call);
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return dhf_dbus_call_authorize (self->authority, invocation, action_of (method), run_authorized,
+                                  call, (GDestroyNotify) call_free);
 }
 
 /* An appliance's name as a caller gives it: dom0 and the symbolic
@@ -376,6 +420,7 @@ dhf_display_service_new (DhfDeviceEngine *engine, DhfAuthority *authority,
   self->hypervisor = g_object_ref (hypervisor);
   self->lookup = lookup;
   self->lookup_data = lookup_data;
+  self->screenshot_limit = DHF_DISPLAY_SCREENSHOT_MAX_BYTES;
   dhf_display_service_update (self);
   g_signal_connect (engine, "focus-changed", G_CALLBACK (on_focus_changed), self);
   g_signal_connect (self, "handle-switch", G_CALLBACK (handle_switch), self);
@@ -384,6 +429,26 @@ dhf_display_service_new (DhfDeviceEngine *engine, DhfAuthority *authority,
   g_signal_connect (self, "handle-open-display", G_CALLBACK (handle_open_display), self);
   g_signal_connect (self, "handle-screenshot", G_CALLBACK (handle_screenshot), self);
   return self;
+}
+
+void
+dhf_display_service_set_decider (DhfDisplayService *self, DhfEngineDecideFunc decide,
+                                 gpointer user_data)
+{
+  g_return_if_fail (DHF_IS_DISPLAY_SERVICE (self));
+
+  self->decider_gone = decide == NULL && (self->decide != NULL || self->decider_gone);
+  self->decide = decide;
+  self->decide_data = user_data;
+}
+
+void
+dhf_display_service_set_screenshot_limit (DhfDisplayService *self, gsize max_bytes)
+{
+  g_return_if_fail (DHF_IS_DISPLAY_SERVICE (self));
+  g_return_if_fail (max_bytes > 0);
+
+  self->screenshot_limit = max_bytes;
 }
 
 static void

@@ -18,8 +18,9 @@
  * domain that has the keyboard; dhfd only watches. */
 
 #define REOPEN_INTERVAL_MS 2000
-/* Records taken per wakeup from a plain stream, so that a writer that
- * never pauses cannot keep the main loop to itself. */
+/* Records taken per wakeup, from a plain stream or through libevdev, so
+ * that a writer (or a device) that never pauses cannot keep the main loop
+ * to itself. */
 #define RAW_BATCH 64
 
 typedef struct
@@ -32,6 +33,9 @@ typedef struct
   GSource *watch;         /* while open */
   GSource *reopen;        /* while waiting to open again */
   DhfHotkeyMatcher *matcher;
+  /* While open: what it is, so that a second path to it is not read too. */
+  gboolean have_stat;
+  struct stat st;
   /* A record split across reads of a plain stream. */
   guint8 partial[sizeof (struct input_event)];
   gsize n_partial;
@@ -107,6 +111,7 @@ device_close (Device *device)
       close (device->fd);
       device->fd = -1;
     }
+  device->have_stat = FALSE;
   device->n_partial = 0;
   dhf_hotkey_matcher_reset (device->matcher);
 }
@@ -163,17 +168,32 @@ device_take_evdev_state (Device *device)
       dhf_hotkey_matcher_set_held (device->matcher, code, TRUE);
 }
 
-/* Reads what libevdev has. Returns FALSE when the device was lost. */
+/* Reads what libevdev has, at most RAW_BATCH events. Returns FALSE when
+ * the device was lost. */
 static gboolean
 device_read_evdev (Device *device, GIOCondition condition)
 {
+  guint handled = 0;
+
+  g_source_set_ready_time (device->watch, -1);
   for (;;)
     {
       struct input_event event;
-      gint rc = libevdev_next_event (device->evdev, LIBEVDEV_READ_FLAG_NORMAL, &event);
+      gint rc;
 
+      if (handled == RAW_BATCH)
+        {
+          /* The rest may already be in libevdev's queue, of which the fd
+           * says nothing: back on the next iteration of the loop, after
+           * the other sources had their turn. */
+          if (libevdev_has_event_pending (device->evdev) > 0)
+            g_source_set_ready_time (device->watch, 0);
+          return TRUE;
+        }
+      rc = libevdev_next_event (device->evdev, LIBEVDEV_READ_FLAG_NORMAL, &event);
       if (rc == LIBEVDEV_READ_STATUS_SUCCESS)
         {
+          handled++;
           device_handle_event (device, &event);
           continue;
         }
@@ -286,9 +306,37 @@ on_readable (gint fd, GIOCondition condition, gpointer user_data)
   return alive ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
+/* Two paths to one keyboard (/dev/input/by-id/... and /dev/input/eventN)
+ * would fire every combo twice: a device node is its device number, a
+ * FIFO or a file its inode. */
+static Device *
+device_find_open (Device *device, const struct stat *st)
+{
+  GPtrArray *devices = device->owner->devices;
+
+  for (guint i = 0; i < devices->len; i++)
+    {
+      Device *other = g_ptr_array_index (devices, i);
+
+      if (other == device || other->fd < 0 || !other->have_stat)
+        continue;
+      if (S_ISCHR (st->st_mode) || S_ISCHR (other->st.st_mode))
+        {
+          if (S_ISCHR (st->st_mode) && S_ISCHR (other->st.st_mode)
+              && st->st_rdev == other->st.st_rdev)
+            return other;
+        }
+      else if (st->st_dev == other->st.st_dev && st->st_ino == other->st.st_ino)
+        return other;
+    }
+  return NULL;
+}
+
 static void
 device_open (Device *device)
 {
+  Device *other;
+  gboolean have_stat;
   g_autofree gchar *problem = NULL;
   struct libevdev *evdev = NULL;
   struct stat st;
@@ -312,7 +360,8 @@ device_open (Device *device)
       return;
     }
 
-  if (fstat (fd, &st) < 0)
+  have_stat = fstat (fd, &st) == 0;
+  if (!have_stat)
     memset (&st, 0, sizeof st);
   if (S_ISDIR (st.st_mode))
     {
@@ -321,6 +370,26 @@ device_open (Device *device)
       close (fd);
       device_log_problem (device, G_LOG_LEVEL_WARNING, problem);
       device_schedule_reopen (device);
+      return;
+    }
+
+  other = have_stat ? device_find_open (device, &st) : NULL;
+  if (other != NULL)
+    {
+      /* Looked at again: when the other path goes (the keyboard was
+       * unplugged), this one may lead to it when it comes back. */
+      if (S_ISREG (st.st_mode))
+        problem = g_strdup_printf ("%s is the same file as %s, which is read already; not reading "
+                                   "it twice",
+                                   device->path, other->path);
+      else
+        problem = g_strdup_printf ("%s is the same device as %s, which is read already; not "
+                                   "reading it twice (looking again every %u s)",
+                                   device->path, other->path, REOPEN_INTERVAL_MS / 1000);
+      close (fd);
+      device_log_problem (device, G_LOG_LEVEL_MESSAGE, problem);
+      if (!S_ISREG (st.st_mode))
+        device_schedule_reopen (device);
       return;
     }
 
@@ -339,6 +408,8 @@ device_open (Device *device)
   device->fd = fd;
   device->evdev = rc == 0 ? evdev : NULL;
   device->regular_file = S_ISREG (st.st_mode);
+  device->have_stat = have_stat;
+  device->st = st;
   device->n_partial = 0;
   dhf_hotkey_matcher_reset (device->matcher);
   if (device->evdev != NULL)

@@ -387,9 +387,10 @@ change_device (DhfHypervisor *hypervisor, const gchar *domain, const gchar *xml,
   if (alias == NULL || !target_open (hypervisor, domain, &target, error))
     return FALSE;
 
-  /* Only what the scope needs is read: a follow-focus move (live only)
-   * costs one XML read before the attach or detach (and a detach one
-   * more after it). */
+  /* Only what the scope needs is read. A follow-focus move is LIVE|CONFIG
+   * (the persistent definition is kept in step): on a persistent domain
+   * that is the live and the persistent XML before the attach or detach
+   * (and a live detach one more read after it). */
   if (scope & DHF_DEVICE_SCOPE_CONFIG)
     {
       int persistent = virDomainIsPersistent (target.dom);
@@ -514,26 +515,18 @@ list_parse_end (GMarkupParseContext *context, const gchar *element, gpointer use
   parse->depth--;
 }
 
+/* The dhf aliases of the devices in xml (a domain's XML). */
 static GStrv
-ops_list_attached (gpointer data, const gchar *domain, gboolean *active, GError **error)
+xml_list_aliases (const gchar *xml, const gchar *domain, GError **error)
 {
   static const GMarkupParser parser = { list_parse_start, list_parse_end, NULL, NULL, NULL };
-  g_auto (Target) target = { 0 };
   g_autoptr (GMarkupParseContext) context = NULL;
   g_autoptr (GPtrArray) aliases = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GError) local_error = NULL;
-  g_autofree gchar *xml = NULL;
   ListParse parse = { 0 };
   const gchar *devices;
   gsize len;
 
-  if (!target_open (data, domain, &target, error))
-    return NULL;
-  /* One read: the live definition of a running domain, else the
-   * persistent one; the XML itself tells which it is. */
-  xml = target_read_xml (&target, 0, error);
-  if (xml == NULL)
-    return NULL;
   devices = xml_devices (xml, &len);
   parse.aliases = aliases;
   context = g_markup_parse_context_new (&parser, 0, &parse, NULL);
@@ -545,10 +538,43 @@ ops_list_attached (gpointer data, const gchar *domain, gboolean *active, GError 
                    domain, local_error->message);
       return NULL;
     }
-  if (active != NULL)
-    *active = xml_is_live (xml);
   g_ptr_array_add (aliases, NULL);
   return (GStrv) g_ptr_array_steal (aliases, NULL);
+}
+
+static GStrv
+ops_list_attached (gpointer data, const gchar *domain, gboolean *active, GError **error)
+{
+  g_auto (Target) target = { 0 };
+  g_autofree gchar *xml = NULL;
+  GStrv aliases;
+
+  if (!target_open (data, domain, &target, error))
+    return NULL;
+  /* One read: the live definition of a running domain, else the
+   * persistent one; the XML itself tells which it is. */
+  xml = target_read_xml (&target, 0, error);
+  if (xml == NULL)
+    return NULL;
+  aliases = xml_list_aliases (xml, domain, error);
+  if (aliases != NULL && active != NULL)
+    *active = xml_is_live (xml);
+  return aliases;
+}
+
+/* The persistent definition; libvirt gives a transient domain's live one. */
+static GStrv
+ops_list_attached_config (gpointer data, const gchar *domain, GError **error)
+{
+  g_auto (Target) target = { 0 };
+  g_autofree gchar *xml = NULL;
+
+  if (!target_open (data, domain, &target, error))
+    return NULL;
+  xml = target_read_xml (&target, VIR_DOMAIN_XML_INACTIVE, error);
+  if (xml == NULL)
+    return NULL;
+  return xml_list_aliases (xml, domain, error);
 }
 
 /* --- weights and keys ------------------------------------------------- */
@@ -641,6 +667,7 @@ static const DhfDeviceOps device_ops = {
   .list_attached = ops_list_attached,
   .set_weight = ops_set_weight,
   .release_keys = ops_release_keys,
+  .list_attached_config = ops_list_attached_config,
 };
 
 const DhfDeviceOps *

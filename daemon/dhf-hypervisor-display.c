@@ -16,7 +16,9 @@
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virDomain, virDomainFree)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (virStream, virStreamFree)
 
-/* A 4K screen as PPM is 25 MB; anything past this is not a screenshot. */
+/* A 4K screen as PPM is 25 MB; anything past this is not a screenshot.
+ * The PNG made of it is bounded again where it leaves dhfd, by the bus's
+ * message size (DHF_DISPLAY_SCREENSHOT_MAX_BYTES). */
 #define SCREENSHOT_MAX_BYTES (64 * 1024 * 1024)
 #define SCREENSHOT_CHUNK     (256 * 1024)
 

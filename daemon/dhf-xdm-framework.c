@@ -216,7 +216,9 @@ dhf_xdm_framework_call (DhfXdmRouter *self, DhfXdmLink *caller, const gchar *ser
 
 typedef struct
 {
+  GWeakRef router; /* to count the switch off when the engine is done; it may go first */
   DhfXdmPending *pending;
+  gchar *source;
   gchar *target;
   gboolean to_dom0; /* the caller is dom0: it may learn dom0's own reasons */
 } SwitchCall;
@@ -224,39 +226,57 @@ typedef struct
 static void
 switch_call_free (SwitchCall *call)
 {
+  g_weak_ref_clear (&call->router);
+  g_free (call->source);
   g_free (call->target);
   g_free (call);
 }
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SwitchCall, switch_call_free)
 
-/* What an appliance learns of a failed switch: what it asked about (no
- * such domain, not running, not an environment), that it was not allowed
- * (not which rule, nor whether the user was asked), and that dom0 failed
- * otherwise (the details go to the log, not to a guest). */
+#define NOT_ALLOWED   "not allowed by the policy"
+#define FAILED_UNDONE "the switch failed in dom0 and was undone"
+
+/* What an appliance learns of a failed switch: that it was not allowed,
+ * or that dom0 failed, in fixed words. Whether a domain exists, runs or
+ * is an environment is no more its business than which rule refused it,
+ * and whether the policy would have let it target that domain is not
+ * known here: all of these read as the policy's refusal. The real reason
+ * goes to the log: at debug level for what any guest can provoke at will,
+ * as a message for a failure in dom0. */
 static GError *
 error_for_caller (SwitchCall *call, const GError *error)
 {
-  if (call->to_dom0 || error->domain != DHF_ERROR)
+  if (call->to_dom0)
     {
       if (error->domain == DHF_ERROR)
         return g_error_copy (error);
       return g_error_new (DHF_ERROR, DHF_ERROR_FAILED, "%s", error->message);
     }
+  if (error->domain != DHF_ERROR)
+    {
+      g_message ("xdm: the switch to %s asked for by %s failed: %s", call->target, call->source,
+                 error->message);
+      return g_error_new_literal (DHF_ERROR, DHF_ERROR_FAILED, "the switch failed");
+    }
   switch (error->code)
     {
+      case DHF_ERROR_NOT_AUTHORIZED: /* the policy audits its denies */
       case DHF_ERROR_NOT_FOUND:
       case DHF_ERROR_INVALID_STATE:
       case DHF_ERROR_INVALID_ARGS:
-        return g_error_copy (error);
-      case DHF_ERROR_NOT_AUTHORIZED:
-        return g_error_new (DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED,
-                            "switching to %s is not allowed (denied by the policy)", call->target);
-      default:
-        g_message ("xdm: a switch to %s asked for by an appliance failed: %s", call->target,
+        g_debug ("xdm: %s may not switch to %s: %s", call->source, call->target, error->message);
+        return g_error_new_literal (DHF_ERROR, DHF_ERROR_NOT_AUTHORIZED, NOT_ALLOWED);
+      case DHF_ERROR_HYPERVISOR:
+      case DHF_ERROR_HYPERVISOR_UNAVAILABLE:
+      case DHF_ERROR_NOT_SUPPORTED:
+        g_message ("xdm: the switch to %s asked for by %s failed: %s", call->target, call->source,
                    error->message);
-        return g_error_new (DHF_ERROR, error->code, "the switch to %s failed in dom0",
-                            call->target);
+        return g_error_new_literal (DHF_ERROR, error->code, FAILED_UNDONE);
+      default:
+        g_message ("xdm: the switch to %s asked for by %s failed: %s", call->target, call->source,
+                   error->message);
+        return g_error_new_literal (DHF_ERROR, DHF_ERROR_FAILED, "the switch failed");
     }
 }
 
@@ -264,12 +284,24 @@ static void
 on_switched (const gchar *focused, const GError *error, gpointer done_data)
 {
   g_autoptr (SwitchCall) call = done_data;
+  g_autoptr (DhfXdmRouter) router = g_weak_ref_get (&call->router);
   json_object *result;
 
+  /* The engine is done with it: the source may ask again. */
+  if (router != NULL)
+    g_hash_table_remove (router->switching, call->source);
   if (error != NULL)
     {
-      g_autoptr (GError) told = error_for_caller (call, error);
+      g_autoptr (GError) told = NULL;
 
+      /* A caller that gave up or went away is told nothing (the router
+       * only forgets the call): nothing to word, nothing to log. */
+      if (g_cancellable_is_cancelled (dhf_xdm_pending_get_cancellable (call->pending)))
+        {
+          dhf_xdm_pending_return_error (call->pending, error);
+          return;
+        }
+      told = error_for_caller (call, error);
       dhf_xdm_pending_return_error (call->pending, told);
       return;
     }
@@ -313,10 +345,23 @@ switch_begin (DhfXdmRouter *self, DhfXdmLink *caller, json_object *params, DhfXd
       g_set_error (error, DHF_ERROR, DHF_ERROR_NOT_SUPPORTED, "dhfd switches no display here");
       return FALSE;
     }
+  /* One at a time per domain, counted until the engine answers, not until
+   * the call ends: a request the engine has queued stays queued when its
+   * caller cancels, so CALL+CANCEL must not be a way to pile them up. */
+  if (g_hash_table_contains (self->switching, caller->domain->name))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_LIMIT_EXCEEDED,
+                   "a switch requested by %s is still in progress",
+                   caller->domain->is_dom0 ? "dom0" : "this appliance");
+      return FALSE;
+    }
   call = g_new0 (SwitchCall, 1);
+  g_weak_ref_init (&call->router, self);
   call->pending = pending;
+  call->source = g_strdup (caller->domain->name);
   call->target = g_strdup (target);
   call->to_dom0 = caller->domain->is_dom0;
+  g_hash_table_add (self->switching, g_strdup (call->source));
   g_debug ("xdm: %s asks to switch to %s", caller->domain->name, target);
   self->switch_handler (caller->domain->name, target, dhf_xdm_pending_get_cancellable (pending),
                         on_switched, call, self->switch_data);

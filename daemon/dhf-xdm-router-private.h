@@ -155,6 +155,9 @@ struct _DhfXdmRouter
    * remember, and the policy's it is for. */
   guint64 list_gen;
   guint64 list_policy_gen;
+  /* org.dhf.framework.Switch: the domains (names, owned) with a switch
+   * handed to the switch handler and not yet answered by it. */
+  GHashTable *switching;
 };
 
 /* Fills domain for the policy: the lookup's description, or a plain name

@@ -2671,6 +2671,7 @@ dhf_xdm_router_init (DhfXdmRouter *self)
   self->services
       = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) service_free);
   self->topics = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) topic_free);
+  self->switching = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->heap = g_ptr_array_new ();
   self->text = g_string_sized_new (256);
   self->dirty = g_ptr_array_new ();
@@ -2711,6 +2712,7 @@ dhf_xdm_router_finalize (GObject *object)
   g_clear_pointer (&self->domains, g_hash_table_unref);
   g_clear_pointer (&self->services, g_hash_table_unref);
   g_clear_pointer (&self->topics, g_hash_table_unref);
+  g_clear_pointer (&self->switching, g_hash_table_unref);
   g_clear_pointer (&self->heap, g_ptr_array_unref);
   if (self->text != NULL)
     g_string_free (g_steal_pointer (&self->text), TRUE);

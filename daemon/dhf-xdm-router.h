@@ -113,7 +113,9 @@ typedef void (*DhfXdmAsker) (const DhfXdmQuestion *question, GCancellable *cance
  * an error (DHF_ERROR: its code is what the caller gets). done must be
  * called exactly once, also after cancellable was cancelled (the caller
  * gave up, timed out or went away): the router then sends nothing and
- * only forgets the call. */
+ * only forgets the call. A domain has at most one switch with the handler:
+ * until done is called for it, the domain's next Switch is refused
+ * (DHF_ERROR_LIMIT_EXCEEDED), also when its call has ended. */
 typedef void (*DhfXdmSwitchDone) (const gchar *focused, const GError *error, gpointer done_data);
 typedef void (*DhfXdmSwitchHandler) (const gchar *source, const gchar *target,
                                      GCancellable *cancellable, DhfXdmSwitchDone done,

@@ -79,6 +79,20 @@ check_device_id (const gchar *id, GError **error)
   return TRUE;
 }
 
+/* For the subcommands that take one device id: parses the command line,
+ * checks the id (*id then points into argv) and returns the Devices
+ * proxy. */
+static DhfDBusDevices *
+devices_for_id (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
+                const gchar **id, GError **error)
+{
+  if (!dhfctl_parse_command_line (ctx, cmd, NULL, 1, 1, &argc, &argv, error)
+      || !check_device_id (argv[1], error))
+    return NULL;
+  *id = argv[1];
+  return dhfctl_get_devices (ctx, error);
+}
+
 static const gchar *
 lookup_string (GVariant *device, const gchar *key)
 {
@@ -192,12 +206,7 @@ cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, G
   GVariant *value;
   const gchar *id;
 
-  if (!dhfctl_parse_command_line (ctx, cmd, NULL, 1, 1, &argc, &argv, error))
-    return FALSE;
-  id = argv[1];
-  if (!check_device_id (id, error))
-    return FALSE;
-  devices = dhfctl_get_devices (ctx, error);
+  devices = devices_for_id (ctx, cmd, argc, argv, &id, error);
   if (devices == NULL)
     return FALSE;
   list = list_devices (ctx, devices, error);
@@ -258,11 +267,37 @@ cmd_show (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, G
   return TRUE;
 }
 
+/* What assign and release did: {"id": ID, KEY: VALUE} with --json (value
+ * is taken), else "ID: TEXT". */
+static void
+print_outcome (DhfctlContext *ctx, const gchar *id, const gchar *key, json_object *value,
+               const gchar *text)
+{
+  g_autoptr (json_object) owned = value;
+
+  if (ctx->json)
+    {
+      g_autoptr (json_object) root = json_object_new_object ();
+
+      json_object_object_add (root, "id", dhfctl_json_string (id));
+      json_object_object_add (root, key, g_steal_pointer (&owned));
+      dhfctl_print_json (root);
+    }
+  else
+    {
+      g_autofree gchar *line = g_strconcat (id, ": ", text, NULL);
+      g_autofree gchar *safe = dhfctl_sanitize (line);
+
+      g_print ("%s\n", safe);
+    }
+}
+
 static gboolean
 cmd_assign (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, GError **error)
 {
   g_autoptr (GError) local_error = NULL;
   g_autoptr (DhfDBusDevices) devices = NULL;
+  g_autofree gchar *pinned = NULL;
   GVariantBuilder options;
   const gchar *id, *domain;
 
@@ -286,21 +321,8 @@ cmd_assign (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv,
       return FALSE;
     }
 
-  if (ctx->json)
-    {
-      g_autoptr (json_object) root = json_object_new_object ();
-
-      json_object_object_add (root, "id", dhfctl_json_string (id));
-      json_object_object_add (root, "holder", dhfctl_json_string (domain));
-      dhfctl_print_json (root);
-      return TRUE;
-    }
-  {
-    g_autofree gchar *safe_id = dhfctl_sanitize (id);
-    g_autofree gchar *safe_domain = dhfctl_sanitize (domain);
-
-    g_print ("%s: pinned to %s\n", safe_id, safe_domain);
-  }
+  pinned = g_strconcat ("pinned to ", domain, NULL);
+  print_outcome (ctx, id, "holder", dhfctl_json_string (domain), pinned);
   return TRUE;
 }
 
@@ -311,12 +333,7 @@ cmd_release (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv
   g_autoptr (DhfDBusDevices) devices = NULL;
   const gchar *id;
 
-  if (!dhfctl_parse_command_line (ctx, cmd, NULL, 1, 1, &argc, &argv, error))
-    return FALSE;
-  id = argv[1];
-  if (!check_device_id (id, error))
-    return FALSE;
-  devices = dhfctl_get_devices (ctx, error);
+  devices = devices_for_id (ctx, cmd, argc, argv, &id, error);
   if (devices == NULL)
     return FALSE;
 
@@ -328,20 +345,7 @@ cmd_release (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv
       return FALSE;
     }
 
-  if (ctx->json)
-    {
-      g_autoptr (json_object) root = json_object_new_object ();
-
-      json_object_object_add (root, "id", dhfctl_json_string (id));
-      json_object_object_add (root, "released", json_object_new_boolean (TRUE));
-      dhfctl_print_json (root);
-      return TRUE;
-    }
-  {
-    g_autofree gchar *safe_id = dhfctl_sanitize (id);
-
-    g_print ("%s: released\n", safe_id);
-  }
+  print_outcome (ctx, id, "released", json_object_new_boolean (TRUE), "released");
   return TRUE;
 }
 

@@ -387,10 +387,12 @@ dhfctl_cmd_screenshot (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, c
     return write_stdout (data, length, error);
 
   /* A temporary file renamed into place: a reader never sees half an
-   * image, and a failure leaves an existing FILE as it was. */
+   * image, and a failure leaves an existing FILE as it was. Mode 0600,
+   * also in place of an existing FILE: a screen may show anything (a
+   * password, a mail), and the umask is no promise of privacy. */
   if (!g_file_set_contents_full (file, (const gchar *) data, (gssize) length,
                                  G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_ONLY_EXISTING,
-                                 0666, &local_error))
+                                 0600, &local_error))
     {
       g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "cannot write %s: ", file);
       return FALSE;

@@ -150,29 +150,19 @@ lookup_list (GVariant *entry, const gchar *key)
 static json_object *
 entry_to_json (GVariant *entry)
 {
-  json_object *object = json_object_new_object ();
-  GVariantIter iter;
-  const gchar *key;
-  GVariant *value;
+  json_object *object = dhfctl_vardict_to_json (entry);
+  gint64 usec;
 
-  g_variant_iter_init (&iter, entry);
-  while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
+  if (g_variant_lookup (entry, "connected-at", "x", &usec) && usec >= 0)
     {
-      g_autofree gchar *name = g_strdelimit (g_strdup (key), "-", '_');
+      g_autoptr (GDateTime) seconds = g_date_time_new_from_unix_utc (usec / G_USEC_PER_SEC);
+      g_autoptr (GDateTime) time
+          = seconds != NULL ? g_date_time_add (seconds, usec % G_USEC_PER_SEC) : NULL;
+      g_autofree gchar *text = time != NULL ? g_date_time_format_iso8601 (time) : NULL;
 
-      if (g_str_equal (key, "connected-at") && g_variant_is_of_type (value, G_VARIANT_TYPE_INT64)
-          && g_variant_get_int64 (value) >= 0)
-        {
-          gint64 usec = g_variant_get_int64 (value);
-          g_autoptr (GDateTime) seconds = g_date_time_new_from_unix_utc (usec / G_USEC_PER_SEC);
-          g_autoptr (GDateTime) time
-              = seconds != NULL ? g_date_time_add (seconds, usec % G_USEC_PER_SEC) : NULL;
-          g_autofree gchar *text = time != NULL ? g_date_time_format_iso8601 (time) : NULL;
-
-          json_object_object_add (object, name, text != NULL ? dhfctl_json_string (text) : NULL);
-          continue;
-        }
-      json_object_object_add (object, name, dhfctl_variant_to_json (value));
+      /* Replaces the number in place: the keys keep dhfd's order. */
+      json_object_object_add (object, "connected_at",
+                              text != NULL ? dhfctl_json_string (text) : NULL);
     }
   return object;
 }
@@ -798,13 +788,6 @@ cmd_publish (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv
   return TRUE;
 }
 
-typedef struct
-{
-  GMainLoop *loop;
-  gboolean lost;
-  gboolean interrupted;
-} Watch;
-
 static void
 print_event (DhfClient *client, const gchar *topic, const gchar *source, const gchar *data_json,
              gpointer user_data)
@@ -821,22 +804,8 @@ print_event (DhfClient *client, const gchar *topic, const gchar *source, const g
 static void
 on_connected_changed (GObject *object, GParamSpec *pspec, gpointer user_data)
 {
-  Watch *watch = user_data;
-
-  if (dhf_client_get_connected (DHF_CLIENT (object)))
-    return;
-  watch->lost = TRUE;
-  g_main_loop_quit (watch->loop);
-}
-
-static gboolean
-stop_watching (gpointer user_data)
-{
-  Watch *watch = user_data;
-
-  watch->interrupted = TRUE;
-  g_main_loop_quit (watch->loop);
-  return G_SOURCE_CONTINUE;
+  if (!dhf_client_get_connected (DHF_CLIENT (object)))
+    dhfctl_watch_set_lost (user_data);
 }
 
 static gboolean
@@ -852,10 +821,9 @@ cmd_watch (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, 
   };
   g_autoptr (GError) local_error = NULL;
   g_autoptr (DhfClient) client = NULL;
-  g_autoptr (GMainLoop) loop = NULL;
-  Watch watch = { 0 };
-  guint sigint_id, sigterm_id, sighup_id;
+  DhfctlWatch watch = { 0 };
   gulong handler_id;
+  gboolean ok;
 
   if (!dhfctl_parse_command_line (ctx, cmd, entries, 1, 1, &argc, &argv, error))
     return FALSE;
@@ -877,8 +845,6 @@ cmd_watch (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, 
       return FALSE;
     }
 
-  loop = g_main_loop_new (NULL, FALSE);
-  watch.loop = loop;
   handler_id
       = g_signal_connect (client, "notify::connected", G_CALLBACK (on_connected_changed), &watch);
   if (dhf_client_subscribe (client, argv[1], print_event, NULL, NULL, &local_error) == 0)
@@ -890,20 +856,13 @@ cmd_watch (DhfctlContext *ctx, const DhfctlCommand *cmd, int argc, char **argv, 
       return FALSE;
     }
 
-  sigint_id = g_unix_signal_add (SIGINT, stop_watching, &watch);
-  sigterm_id = g_unix_signal_add (SIGTERM, stop_watching, &watch);
-  sighup_id = g_unix_signal_add (SIGHUP, stop_watching, &watch);
-  if (dhf_client_get_connected (client))
-    g_main_loop_run (loop);
-  else
-    watch.lost = TRUE;
-  g_source_remove (sigint_id);
-  g_source_remove (sigterm_id);
-  g_source_remove (sighup_id);
+  if (!dhf_client_get_connected (client))
+    dhfctl_watch_set_lost (&watch);
+  ok = dhfctl_watch_wait (&watch);
   g_signal_handler_disconnect (client, handler_id);
   dhf_client_close (client);
 
-  if (watch.lost && !watch.interrupted)
+  if (!ok)
     {
       g_set_error (error, DHF_ERROR, DHF_ERROR_DISCONNECTED,
                    "lost the connection to dhfd while watching %s", argv[1]);

@@ -143,6 +143,22 @@ gboolean dhfctl_cmd_screenshot (DhfctlContext *ctx, const DhfctlCommand *cmd, in
                                 GError **error);
 
 /* dhfctl-watch.c */
+typedef struct
+{
+  GMainLoop *loop;      /* while dhfctl_watch_wait() runs */
+  gboolean lost;        /* what is watched went away */
+  gboolean interrupted; /* SIGINT, SIGTERM or SIGHUP */
+} DhfctlWatch;
+
+/* What the watch watches went away: ends dhfctl_watch_wait(), or keeps
+ * it from waiting at all. */
+void dhfctl_watch_set_lost (DhfctlWatch *watch);
+/* Runs the main loop until SIGINT, SIGTERM or SIGHUP, or until
+ * dhfctl_watch_set_lost(); FALSE when the watch was lost rather than
+ * interrupted. watch starts zeroed. */
+gboolean dhfctl_watch_wait (DhfctlWatch *watch);
+/* Waits while proxy's dhfd stays on the bus; "lost dhfd while watching
+ * WHAT" when it leaves. */
 gboolean dhfctl_watch_run (DhfctlContext *ctx, GDBusProxy *proxy, const gchar *what,
                            GError **error);
 

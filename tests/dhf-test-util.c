@@ -79,3 +79,86 @@ dhf_test_dhfd_owns_name (GDBusConnection *conn)
     g_variant_get (reply, "(b)", &owned);
   return owned;
 }
+
+void
+dhf_test_sync_with_dhfd (GDBusConnection *conn)
+{
+  g_autoptr (GVariant) reply = NULL;
+  g_autoptr (GError) error = NULL;
+
+  reply = g_dbus_connection_call_sync (conn, DHF_BUS_NAME, DHF_OBJECT_PATH,
+                                       "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
+                                       G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
+  g_assert_no_error (error);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+/* --- the log ------------------------------------------------------------ */
+
+static GPtrArray *log_warnings; /* gchar * */
+static GPtrArray *log_messages; /* gchar * */
+
+static GLogWriterOutput
+log_record (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
+{
+  GPtrArray *into;
+
+  if (level & G_LOG_LEVEL_WARNING)
+    into = log_warnings;
+  else if (level & G_LOG_LEVEL_MESSAGE)
+    into = log_messages;
+  else
+    return g_log_writer_default (level, fields, n_fields, data);
+  for (gsize i = 0; i < n_fields; i++)
+    if (g_str_equal (fields[i].key, "MESSAGE"))
+      {
+        g_test_message ("%s: %s", into == log_warnings ? "warning" : "message",
+                        (const gchar *) fields[i].value);
+        g_ptr_array_add (into, g_strdup (fields[i].value));
+      }
+  return G_LOG_WRITER_HANDLED;
+}
+
+void
+dhf_test_log_init (void)
+{
+  log_warnings = g_ptr_array_new_with_free_func (g_free);
+  log_messages = g_ptr_array_new_with_free_func (g_free);
+  g_log_set_writer_func (log_record, NULL, NULL);
+}
+
+guint
+dhf_test_log_count (GLogLevelFlags level, const gchar *pattern)
+{
+  GPtrArray *from = level & G_LOG_LEVEL_WARNING ? log_warnings : log_messages;
+  guint n = 0;
+
+  for (guint i = 0; i < from->len; i++)
+    if (g_pattern_match_simple (pattern, from->pdata[i]))
+      n++;
+  return n;
+}
+
+void
+dhf_test_log_assert_warnings (const gchar *const *patterns)
+{
+  guint n = patterns != NULL ? g_strv_length ((gchar **) patterns) : 0;
+
+  for (guint i = 0; i < MAX (n, log_warnings->len); i++)
+    {
+      const gchar *got = i < log_warnings->len ? log_warnings->pdata[i] : "(none)";
+      const gchar *want = i < n ? patterns[i] : "(none)";
+
+      if (i >= n || i >= log_warnings->len || !g_pattern_match_simple (want, got))
+        g_error ("warning %u: expected '%s', got '%s'", i + 1, want, got);
+    }
+  dhf_test_log_clear ();
+}
+
+void
+dhf_test_log_clear (void)
+{
+  g_ptr_array_set_size (log_warnings, 0);
+  g_ptr_array_set_size (log_messages, 0);
+}

@@ -280,22 +280,6 @@ wait_state (DhfDBusAppliance *app, const gchar *state)
   wait_until (state_is, &w);
 }
 
-/* A round trip to dhfd: every signal it sent before the reply has then been
- * received, and running the context delivers it to the proxies. */
-static void
-sync_with_dhfd (Fixture *fx)
-{
-  g_autoptr (GVariant) reply = NULL;
-  g_autoptr (GError) error = NULL;
-
-  reply = g_dbus_connection_call_sync (fx->conn, DHF_BUS_NAME, DHF_OBJECT_PATH,
-                                       "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
-                                       G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
-  g_assert_no_error (error);
-  while (g_main_context_iteration (NULL, FALSE))
-    ;
-}
-
 /* --- tests ------------------------------------------------------------ */
 
 static void
@@ -471,7 +455,7 @@ test_invalid_manifest (Fixture *fx, gconstpointer data)
   g_clear_error (&error);
 
   /* Nothing was defined. */
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   {
     g_autolist (GDBusObject) objects = g_dbus_object_manager_get_objects (fx->objects);
 
@@ -513,7 +497,7 @@ test_install_upgrade_remove (Fixture *fx, gconstpointer data)
   path = install (fx, v1, NULL, &upgraded, &error);
   g_assert_no_error (error);
   g_assert_false (upgraded);
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   g_assert_cmpstr (path, ==, DHF_APPLIANCE_PATH_PREFIX "/gamma");
   gamma = get_appliance (fx, "gamma");
   g_assert_nonnull (gamma);
@@ -532,7 +516,7 @@ test_install_upgrade_remove (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
   g_assert_true (upgraded);
   g_assert_cmpstr (path2, ==, path);
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   gamma = get_appliance (fx, "gamma");
   g_assert_cmpstr (dhf_dbus_appliance_get_version (gamma), ==, "1.10.0");
   g_assert_cmpstr (dhf_dbus_appliance_get_uuid (gamma), ==, uuid);
@@ -560,7 +544,7 @@ test_install_upgrade_remove (Fixture *fx, gconstpointer data)
   g_assert_true (dhf_dbus_manager_call_remove_sync (fx->manager, "gamma",
                                                     g_variant_new ("a{sv}", NULL), NULL, &error));
   g_assert_no_error (error);
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   gamma = get_appliance (fx, "gamma");
   g_assert_null (gamma);
 }
@@ -606,7 +590,7 @@ test_install_disk (Fixture *fx, gconstpointer data)
   g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST);
   g_assert_nonnull (strstr (error->message, "$.disk.image"));
   g_clear_error (&error);
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   g_assert_null (get_appliance (fx, "epsilon"));
 
   /* keep-storage leaves the disk; a plain remove deletes it. */
@@ -733,7 +717,7 @@ test_remove_races_start (Fixture *fx, gconstpointer data)
   path = install (fx, json, g_variant_new_parsed ("{'base-directory': <%s>}", fx->tmpdir),
                   &upgraded, &error);
   g_assert_no_error (error);
-  sync_with_dhfd (fx);
+  dhf_test_sync_with_dhfd (fx->conn);
   zeta = get_appliance (fx, "zeta");
   dhf_dbus_appliance_call_start (zeta, NULL, on_call_done, &results[0]);
   dhf_dbus_manager_call_remove (fx->manager, "zeta", g_variant_new ("a{sv}", NULL), NULL,

@@ -118,9 +118,10 @@ AUTHORIZED_ANSWER = {
     'Switch': None,                    # to dom0, focused already
     'Next': {'InvalidState', 'NotAuthorized'},
     'Previous': {'InvalidState', 'NotAuthorized'},
-    'OpenDisplay': {'NotSupported', 'InvalidState'},  # the test driver has no
-                                                      # virDomainOpenGraphicsFD
-    'Screenshot': {'InvalidState'},    # a PNG while personal runs, else InvalidState
+    # Showing an appliance asks the policy "switch @dom0 NAME", which the
+    # empty policy denies once personal runs; off, it is InvalidState.
+    'OpenDisplay': {'NotAuthorized', 'InvalidState'},
+    'Screenshot': {'NotAuthorized', 'InvalidState'},
     'Assign': 'NotFound',              # no such device
     'Release': 'NotFound',
 }

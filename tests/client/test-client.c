@@ -2015,7 +2015,6 @@ test_request_ids (void)
   GThread *fake = fake_serve (path, script_ids, NULL);
   g_autoptr (DhfClient) client = connect_client (path);
   g_autoptr (GError) error = NULL;
-  g_autofree gchar *result = NULL;
   AsyncResult held = { 0 };
 
   dhf_client_call (client, "org.example.Hold1", NULL, NULL, 0, NULL, call_done_cb, &held);

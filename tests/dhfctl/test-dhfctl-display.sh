@@ -1,6 +1,6 @@
 #!/bin/bash
 # Expectations are shell snippets evaluated later, hence single quotes.
-# shellcheck disable=SC2016,SC2001,SC2034
+# shellcheck disable=SC2016,SC2034
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # dhfctl switch, focus, screenshot and devices against a real dhfd on a
@@ -13,82 +13,16 @@
 # and DHF_SOURCE_ROOT variables of tests/meson.build.
 set -euo pipefail
 shopt -s nullglob
+# A umask that lets others read: what dhfctl writes must not rely on it.
+umask 022
 
 : "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_TESTNODE:?path to dhf-testnode}"
 : "${DHF_SOURCE_ROOT:?source tree}"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhfctl-display-test.XXXXXX")
-bus_pid=
-dhfd_pid=
-watch_pids=()
-addr=
-n=0
-failed=0
+# shellcheck source=tests/dhfctl/dhfctl-env.sh
+. "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
 
-stop_dhfd() {
-  if [ -n "$dhfd_pid" ]; then
-    kill "$dhfd_pid" 2>/dev/null || true
-    wait "$dhfd_pid" 2>/dev/null || true
-    dhfd_pid=
-  fi
-}
-
-cleanup() {
-  local pid
-  for pid in "${watch_pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  stop_dhfd
-  if [ -n "$bus_pid" ]; then
-    kill "$bus_pid" 2>/dev/null || true
-    wait "$bus_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# --- TAP helpers ------------------------------------------------------------
-
-# shellcheck source=tests/tap.sh
-. "$DHF_SOURCE_ROOT/tests/tap.sh"
-
-# run CMD...: runs CMD, leaving its status in $rc and its output in
-# $tmp/out and $tmp/err (stderr also appended to $tmp/all-stderr for the
-# final no-GLib-warnings check).
-run() {
-  rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  cat "$tmp/err" >>"$tmp/all-stderr"
-}
-
-ctl() {
-  run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
-}
-
-# expect DESCRIPTION CONDITION: CONDITION is evaluated by the shell.
-expect() {
-  if eval "$2"; then
-    ok "$1"
-  else
-    not_ok "$1"
-    echo "# condition:"
-    sed 's/^/#   /' <<<"$2"
-    echo "# exit status: ${rc:-}"
-    echo "# stdout:"
-    diag "$tmp/out"
-    echo "# stderr:"
-    diag "$tmp/err"
-  fi
-}
-
-# json_ok EXPR: $tmp/out is one JSON document (python3 -m json.tool reads
-# it) and EXPR (Python, over d) holds.
-json_ok() {
-  python3 -m json.tool "$tmp/out" >/dev/null 2>>"$tmp/err" &&
-    python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval(sys.argv[2]) else 1)' \
-      "$tmp/out" "$1" 2>>"$tmp/err"
-}
+# --- checks -----------------------------------------------------------------
 
 # json_error NAME: $tmp/out is dhfctl's JSON error with that D-Bus name.
 json_error() {
@@ -104,43 +38,6 @@ json_lines() {
   done <"$1"
   python3 -c 'import json, sys; l = [json.loads(x) for x in open(sys.argv[1], encoding="utf-8")]; sys.exit(0 if eval(sys.argv[2]) else 1)' \
     "$1" "$2"
-}
-
-# table_aligned FILE: every row of the table in FILE (up to the first
-# PROBLEM line) starts each column where the header does, with at least
-# two blanks before it.
-table_aligned() {
-  python3 - "$1" <<'EOF'
-import re, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-lines = [l for l in lines if not l.startswith("PROBLEM ")]
-starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
-for row in lines[1:]:
-    for s in starts[1:]:
-        if len(row) <= s or row[s] == " " or row[s - 2:s] != "  ":
-            sys.exit(f"misaligned at column {s}: {row!r}")
-EOF
-}
-
-# fields_aligned FILE: every "Key: value" line has its value in one column.
-fields_aligned() {
-  python3 - "$1" <<'EOF'
-import re, sys
-columns = {re.match(r"^[^:]*:\s+", line).end() for line in open(sys.argv[1], encoding="utf-8")}
-sys.exit(0 if len(columns) == 1 else f"values start at columns {sorted(columns)}")
-EOF
-}
-
-# wait_until DESCRIPTION CONDITION: polls CONDITION (every 0.1 s, at most 30 s).
-wait_until() {
-  for _ in $(seq 300); do
-    if eval "$2"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "# timed out waiting for $1"
-  return 1
 }
 
 # focused: what dhfctl focus says now.
@@ -225,53 +122,6 @@ EOF
 write_config "$tmp/plain.conf"
 write_config "$tmp/input.conf" "EmulatedInput=keyboard;tablet"
 
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir=$tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-EOF
-
-# start_dhfd CONFIG: dhfd on the private bus, over a fresh test node (the
-# test driver keeps domains in dhfd's process: all come up shut off).
-start_dhfd() {
-  local owned=no
-  "$DHFD" --address "$addr" --hypervisor "test://$tmp/node.xml" --config "$1" --verbose \
-    --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 &
-  dhfd_pid=$!
-  for _ in $(seq 100); do
-    if dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
-      org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean true"; then
-      owned=yes
-      break
-    fi
-    kill -0 "$dhfd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ "$owned" != yes ]; then
-    echo "Bail out! dhfd did not take org.dhf.Framework1 within 10 s"
-    diag "$tmp/dhfd.log"
-    exit 1
-  fi
-}
-
-wait_name_gone() {
-  for _ in $(seq 50); do
-    dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
-      org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean false" && break
-    sleep 0.1
-  done
-}
-
 # --- without a bus or dhfd --------------------------------------------------
 
 run "$DHFCTL" --help
@@ -323,17 +173,7 @@ expect "no bus: devices exits 3, the error as JSON" \
 
 # --- a private bus, without dhfd yet ----------------------------------------
 
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address=3 3>"$tmp/address" 2>"$tmp/bus.log" &
-bus_pid=$!
-for _ in $(seq 100); do
-  [ -s "$tmp/address" ] && break
-  sleep 0.1
-done
-addr=$(head -n 1 "$tmp/address")
-if [ -z "$addr" ]; then
-  echo "Bail out! dbus-daemon did not start"
-  exit 1
-fi
+start_bus
 
 ctl focus
 expect "dhfd not running: focus exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
@@ -344,12 +184,8 @@ expect "dhfd not running: switch exits 3" '[ $rc -eq 3 ]'
 ctl devices
 expect "dhfd not running: devices exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
 
-if ! "$DHF_TESTNODE" "$tmp/disp-one.json" "$tmp/disp-two.json" "$tmp/disp-off.json" \
-  "$tmp/disp-denied.json" "$tmp/disp-svc.json" >"$tmp/node.xml" 2>"$tmp/testnode.err"; then
-  echo "Bail out! dhf-testnode failed"
-  diag "$tmp/testnode.err"
-  exit 1
-fi
+make_node "$tmp/disp-one.json" "$tmp/disp-two.json" "$tmp/disp-off.json" "$tmp/disp-denied.json" \
+  "$tmp/disp-svc.json"
 
 # --- focus and switching (no emulated input) --------------------------------
 
@@ -375,10 +211,10 @@ expect "--json focus: the cycle is the running environments (no service, no dom0
 # that once a line is there the watcher is subscribed.
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" --json focus --watch >"$tmp/watch.json" 2>"$tmp/watch-json.err" &
 json_watch=$!
-watch_pids+=("$json_watch")
+bg_pids+=("$json_watch")
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" focus --watch >"$tmp/watch.txt" 2>"$tmp/watch-txt.err" &
 text_watch=$!
-watch_pids+=("$text_watch")
+bg_pids+=("$text_watch")
 wait_until "the watchers' first lines" '[ -s "$tmp/watch.json" ] && [ -s "$tmp/watch.txt" ]' || true
 expect "focus --watch prints the focus first" \
   'json_lines "$tmp/watch.json" "l == [{\"focused\": \"dom0\", \"previous\": l[0][\"previous\"]}]" &&
@@ -483,8 +319,11 @@ ctl screenshot disp-off "$tmp/off.png"
 expect "screenshot of a shut-off appliance exits 1, writes nothing" \
   '[ $rc -eq 1 ] && grep -q "^dhfctl: cannot take a screenshot of .disp-off.: " "$tmp/err" && [ ! -e "$tmp/off.png" ]'
 
-# libvirt's test driver sends a fixed PNG: a real picture to check.
+# libvirt's test driver sends a fixed PNG: a real picture to check. The
+# file it replaces is world-readable, and so is the umask (022, above):
+# the picture is not (a screen may show anything).
 echo "old contents" >"$tmp/shot.png"
+chmod 0644 "$tmp/shot.png"
 ctl screenshot disp-one "$tmp/shot.png"
 cp "$tmp/err" "$tmp/shot.err"
 if [ $rc -eq 0 ]; then
@@ -492,12 +331,15 @@ if [ $rc -eq 0 ]; then
     'grep -Eqx "Wrote $tmp/shot.png \([0-9]+x[0-9]+ PNG, [0-9]+ bytes\)" "$tmp/out" &&
      [ "$(head -c 8 "$tmp/shot.png" | od -An -tx1 | tr -d " \n")" = 89504e470d0a1a0a ]'
   expect "screenshot leaves no temporary file behind" '[ "$(ls "$tmp" | grep -c "^shot\.png.")" -eq 0 ]'
+  expect "screenshot replaces a 0644 file by one of mode 0600, whatever the umask" \
+    '[ "$(stat -c %a "$tmp/shot.png")" = 600 ]'
   run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" screenshot disp-one -
   cp "$tmp/out" "$tmp/stdout.png"
   expect "screenshot to - writes the same image to standard output" '[ $rc -eq 0 ] && cmp -s "$tmp/stdout.png" "$tmp/shot.png"'
   ctl --json screenshot disp-one "$tmp/thumb.png" --max-width 64 --max-height 64
   expect "--json screenshot --max-width/--max-height: a thumbnail that fits" \
     '[ $rc -eq 0 ] && json_ok "d[\"appliance\"] == \"disp-one\" and 0 < d[\"width\"] <= 64 and 0 < d[\"height\"] <= 64 and d[\"bytes\"] == $(stat -c %s "$tmp/thumb.png")"'
+  expect "... a new file is 0600 too" '[ "$(stat -c %a "$tmp/thumb.png")" = 600 ]'
 else
   expect "screenshot on the test driver: dhfd's error, exit 1, the old file kept" \
     '[ $rc -eq 1 ] && grep -q "^dhfctl: cannot take a screenshot of .disp-one.: " "$tmp/shot.err" &&
@@ -518,7 +360,7 @@ wait "$json_watch" || rc=$?
 expect "focus --watch exits 3 when dhfd goes away" '[ $rc -eq 3 ] && grep -q "^dhfctl: lost dhfd while watching the focus" "$tmp/watch-json.err"'
 expect "... its --json error is one more line: Disconnected" \
   'json_lines "$tmp/watch.json" "l[-1][\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Disconnected\" and all(\"focused\" in x for x in l[:-1])"'
-watch_pids=()
+bg_pids=()
 cat "$tmp/watch-json.err" >>"$tmp/all-stderr"
 
 # --- devices, with emulated input (and a switch the test driver fails) ------
@@ -556,13 +398,13 @@ expect "devices show of an unknown id exits 4" '[ $rc -eq 4 ] && grep -q "no dev
 
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" --json devices watch >"$tmp/devwatch.json" 2>"$tmp/devwatch.err" &
 dev_watch=$!
-watch_pids+=("$dev_watch")
+bg_pids+=("$dev_watch")
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" devices watch >"$tmp/devwatch.txt" 2>"$tmp/devwatch-txt.err" &
 dev_text_watch=$!
-watch_pids+=("$dev_text_watch")
+bg_pids+=("$dev_text_watch")
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" --json focus --watch >"$tmp/watch2.json" 2>"$tmp/watch2.err" &
 focus_watch=$!
-watch_pids+=("$focus_watch")
+bg_pids+=("$focus_watch")
 wait_until "devices watch's first lines" \
   'grep -q "\"input-tablet\"" "$tmp/devwatch.json" && grep -q "^input-tablet: " "$tmp/devwatch.txt"' || true
 expect "devices watch --json prints every device first, one object per line" \
@@ -607,7 +449,7 @@ rc=0
 wait "$dev_text_watch" || rc=$?
 expect "devices watch ends cleanly on SIGINT" '[ $rc -eq 0 ]'
 cat "$tmp/devwatch-txt.err" >>"$tmp/all-stderr"
-watch_pids=("$dev_watch" "$focus_watch")
+bg_pids=("$dev_watch" "$focus_watch")
 
 # --- dhfd gone --------------------------------------------------------------
 
@@ -624,7 +466,7 @@ wait "$focus_watch" || rc=$?
 expect "focus --watch exits 3 when dhfd goes away (second run)" '[ $rc -eq 3 ]'
 expect "... having printed only the focus it started with: the failed switch changed nothing" \
   'json_lines "$tmp/watch2.json" "[x.get(\"focused\") for x in l] == [\"dom0\", None]"'
-watch_pids=()
+bg_pids=()
 cat "$tmp/devwatch.err" "$tmp/watch2.err" >>"$tmp/all-stderr"
 
 ctl devices
@@ -635,9 +477,4 @@ expect "switch after dhfd stopped exits 3" '[ $rc -eq 3 ]'
 expect "no GLib warnings or criticals from dhfctl" \
   '! grep -Eq "(CRITICAL|WARNING) \*\*" "$tmp/all-stderr"'
 
-echo "1..$n"
-if [ "$failed" -ne 0 ]; then
-  echo "# $failed of $n failed; dhfd's log:"
-  diag "$tmp/dhfd.log"
-  exit 1
-fi
+finish

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Expectations are shell snippets evaluated later, hence single quotes.
-# shellcheck disable=SC2016,SC2001,SC2034
+# shellcheck disable=SC2016,SC2034
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # dhfctl against a real dhfd on a private dbus-daemon, over libvirt's test
@@ -12,99 +12,8 @@ shopt -s nullglob
 : "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_TESTNODE:?path to dhf-testnode}"
 : "${DHF_SOURCE_ROOT:?source tree}"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhfctl-test.XXXXXX")
-bus_pid=
-dhfd_pid=
-watch_pids=()
-addr=
-n=0
-failed=0
-
-stop_dhfd() {
-  if [ -n "$dhfd_pid" ]; then
-    kill "$dhfd_pid" 2>/dev/null || true
-    wait "$dhfd_pid" 2>/dev/null || true
-    dhfd_pid=
-  fi
-}
-
-cleanup() {
-  local pid
-  for pid in "${watch_pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  stop_dhfd
-  if [ -n "$bus_pid" ]; then
-    kill "$bus_pid" 2>/dev/null || true
-    wait "$bus_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# --- TAP helpers ------------------------------------------------------------
-
-# shellcheck source=tests/tap.sh
-. "$DHF_SOURCE_ROOT/tests/tap.sh"
-
-# run CMD...: runs CMD, leaving its status in $rc and its output in
-# $tmp/out and $tmp/err (both also appended to $tmp/all-stderr for the
-# final no-GLib-warnings check).
-run() {
-  rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-  cat "$tmp/err" >>"$tmp/all-stderr"
-}
-
-ctl() {
-  run env DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
-}
-
-# expect DESCRIPTION CONDITION: CONDITION is evaluated by the shell.
-expect() {
-  if eval "$2"; then
-    ok "$1"
-  else
-    not_ok "$1"
-    echo "# condition:"
-    sed 's/^/#   /' <<<"$2"
-    echo "# exit status: ${rc:-}"
-    echo "# stdout:"
-    diag "$tmp/out"
-    echo "# stderr:"
-    diag "$tmp/err"
-  fi
-}
-
-# json_ok EXPR: the JSON in $tmp/out parses and EXPR (Python, over d) holds.
-json_ok() {
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval(sys.argv[2]) else 1)' \
-    "$tmp/out" "$1" 2>>"$tmp/err"
-}
-
-# table_aligned FILE: every row of the table in FILE starts each column
-# where the header does, with at least two blanks before it.
-table_aligned() {
-  python3 - "$1" <<'EOF'
-import re, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
-for row in lines[1:]:
-    for s in starts[1:]:
-        if len(row) <= s or row[s] == " " or row[s - 2:s] != "  ":
-            sys.exit(f"misaligned at column {s}: {row!r}")
-EOF
-}
-
-# fields_aligned FILE: every "Key: value" line has its value in one column.
-fields_aligned() {
-  python3 - "$1" <<'EOF'
-import re, sys
-columns = {re.match(r"^[^:]*:\s+", line).end() for line in open(sys.argv[1], encoding="utf-8")}
-sys.exit(0 if len(columns) == 1 else f"values start at columns {sorted(columns)}")
-EOF
-}
+# shellcheck source=tests/dhfctl/dhfctl-env.sh
+. "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
 
 # all_listed FILE NAME...: each NAME is a row of the table in FILE.
 all_listed() {
@@ -195,22 +104,6 @@ org.dhf.example.Sync1 @tag:corp vpn-gateway allow target=file-sync quota=8
 EOF
 printf 'org.dhf.example.Sync1 @any nowhere allow quota=0\n' >"$tmp/broken.policy"
 
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir=$tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-EOF
-
 examples=("$DHF_SOURCE_ROOT"/examples/appliances/*.json)
 example_names=()
 for manifest in "${examples[@]}"; do
@@ -262,17 +155,7 @@ expect "DHF_BUS_ADDRESS is used; --json reports the error on stdout" \
 
 # --- a private bus, without dhfd yet ----------------------------------------
 
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address=3 3>"$tmp/address" 2>"$tmp/bus.log" &
-bus_pid=$!
-for _ in $(seq 100); do
-  [ -s "$tmp/address" ] && break
-  sleep 0.1
-done
-addr=$(head -n 1 "$tmp/address")
-if [ -z "$addr" ]; then
-  echo "Bail out! dbus-daemon did not start"
-  exit 1
-fi
+start_bus
 
 ctl list
 expect "dhfd not running: list exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
@@ -288,31 +171,9 @@ expect "dhfd not running: install exits 3" '[ $rc -eq 3 ]'
 # Each domain's XDM channel is $tmp/channels/NAME.sock: a process listening
 # there (address listen:PATH) is that domain for dhfd.
 mkdir "$tmp/channels"
-if ! "$DHF_TESTNODE" --channel-dir "$tmp/channels" "${examples[@]}" "$tmp/alpha.json" \
-  >"$tmp/node.xml" 2>"$tmp/testnode.err"; then
-  echo "Bail out! dhf-testnode failed"
-  diag "$tmp/testnode.err"
-  exit 1
-fi
+make_node --channel-dir "$tmp/channels" "${examples[@]}" "$tmp/alpha.json"
 
-"$DHFD" --address "$addr" --hypervisor "test://$tmp/node.xml" --config "$tmp/dhfd.conf" --verbose \
-  --xdm-socket "$tmp/xdm.sock" >"$tmp/dhfd.log" 2>&1 &
-dhfd_pid=$!
-owned=no
-for _ in $(seq 100); do
-  if dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
-    org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean true"; then
-    owned=yes
-    break
-  fi
-  kill -0 "$dhfd_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [ "$owned" != yes ]; then
-  echo "Bail out! dhfd did not take org.dhf.Framework1 within 10 s"
-  diag "$tmp/dhfd.log"
-  exit 1
-fi
+start_dhfd "$tmp/dhfd.conf"
 
 ctl list
 cp "$tmp/out" "$tmp/list"
@@ -549,18 +410,6 @@ fi
 
 # --- cross-domain messaging (XDM) -------------------------------------------
 
-# wait_until DESCRIPTION CONDITION: polls CONDITION (every 0.1 s, at most 30 s).
-wait_until() {
-  for _ in $(seq 300); do
-    if eval "$2"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "# timed out waiting for $1"
-  return 1
-}
-
 ctl xdm
 expect "xdm without a subcommand is a usage error" '[ $rc -eq 2 ] && grep -q "missing subcommand" "$tmp/err"'
 ctl xdm frobnicate
@@ -613,10 +462,10 @@ expect "ctl-alpha runs, for its XDM channel" '[ $rc -eq 0 ]'
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" xdm watch --address "listen:$tmp/channels/ctl-alpha.sock" \
   org.dhf.test.Alert >"$tmp/alpha-watch.out" 2>"$tmp/alpha-watch.err" &
 alpha_watch=$!
-watch_pids+=("$alpha_watch")
+bg_pids+=("$alpha_watch")
 env DHF_BUS_ADDRESS="$addr" "$DHFCTL" xdm watch org.dhf.test.Alert >"$tmp/dom0-watch.out" 2>"$tmp/dom0-watch.err" &
 dom0_watch=$!
-watch_pids+=("$dom0_watch")
+bg_pids+=("$dom0_watch")
 
 both_subscribed() {
   ctl xdm subscriptions
@@ -693,17 +542,13 @@ expect "xdm watch ends cleanly on SIGINT" '[ $rc -eq 0 ]'
 rc=0
 wait "$alpha_watch" || rc=$?
 expect "xdm watch on a listen: address ends cleanly on SIGINT" '[ $rc -eq 0 ]'
-watch_pids=()
+bg_pids=()
 cat "$tmp/dom0-watch.err" "$tmp/alpha-watch.err" >>"$tmp/all-stderr"
 
 # --- dhfd gone --------------------------------------------------------------
 
 stop_dhfd
-for _ in $(seq 50); do
-  dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
-    org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean false" && break
-  sleep 0.1
-done
+wait_name_gone
 
 ctl status
 expect "status after dhfd stopped exits 3" '[ $rc -eq 3 ] && grep -q "dhfd is not running" "$tmp/err"'
@@ -720,9 +565,4 @@ expect "xdm call after dhfd stopped exits 3" '[ $rc -eq 3 ]'
 expect "no GLib warnings or criticals from dhfctl" \
   '! grep -Eq "(CRITICAL|WARNING) \*\*" "$tmp/all-stderr"'
 
-echo "1..$n"
-if [ "$failed" -ne 0 ]; then
-  echo "# $failed of $n failed; dhfd's log:"
-  diag "$tmp/dhfd.log"
-  exit 1
-fi
+finish

@@ -302,20 +302,6 @@ expect_focus_changed (Fixture *fx, guint n, const gchar *focused_name, const gch
   g_assert_cmpstr (g_ptr_array_index (fx->focus_changes, n - 1), ==, expected);
 }
 
-/* Runs the main loop a little, so that a signal on its way arrives. */
-static void
-settle_signals (Fixture *fx)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply = NULL;
-
-  /* A round trip through dhfd: what it sent before its reply is in. */
-  reply = call (fx, "org.freedesktop.DBus.Peer", "Ping", NULL, &error);
-  g_assert_no_error (error);
-  while (g_main_context_iteration (NULL, FALSE))
-    ;
-}
-
 static void
 appliance_call (Fixture *fx, const gchar *name, const gchar *method, GVariant *params)
 {
@@ -363,7 +349,7 @@ test_focus (Fixture *fx, gconstpointer data)
 
   /* Switching to the focused one succeeds at once, and changes nothing. */
   assert_switch (fx, "Switch", "work", "work");
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_cmpuint (fx->focus_changes->len, ==, 2);
 
   /* Next and Previous go round the cycle. */
@@ -419,7 +405,7 @@ test_switch_errors (Fixture *fx, gconstpointer data)
   }
   now = focused (fx);
   g_assert_cmpstr (now, ==, "dom0");
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_cmpuint (fx->focus_changes->len, ==, 0);
 }
 
@@ -764,7 +750,7 @@ test_devices (Fixture *fx, gconstpointer data)
   g_assert_cmpstr (now, ==, "dom0");
   assert_device (fx, "input-keyboard", "dom0", "follow-focus");
   assert_device (fx, "input-tablet", "dom0", "follow-focus");
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_cmpuint (fx->focus_changes->len, ==, 0);
 
   /* Assign and Release: errors first. */
@@ -809,7 +795,7 @@ test_devices (Fixture *fx, gconstpointer data)
 
     xdm_wait_until (device_has_problem, &w);
   }
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_true (
       g_ptr_array_find_with_equal_func (fx->device_changes, "usb-1-2", g_str_equal, NULL));
   entry = list_lookup (fx, "usb-1-2");
@@ -835,75 +821,15 @@ test_devices (Fixture *fx, gconstpointer data)
 
 /* --- org.dhf.framework.Switch over XDM ------------------------------------ */
 
-typedef struct
-{
-  gboolean answer; /* what the agent says, unless hold */
-  gboolean hold;   /* keep the question unanswered */
-  guint asked;
-  gchar *question;
-  GPtrArray *held; /* GDBusMethodInvocation */
-} Agent;
-
-static const gchar agent_xml[] = "<node>"
-                                 "  <interface name='org.dhf.Framework1.PromptAgent'>"
-                                 "    <method name='Ask'>"
-                                 "      <arg name='question' type='a{sv}' direction='in'/>"
-                                 "      <arg name='allow' type='b' direction='out'/>"
-                                 "    </method>"
-                                 "  </interface>"
-                                 "</node>";
-
-static void
-on_agent_call (GDBusConnection *conn, const gchar *sender, const gchar *path, const gchar *iface,
-               const gchar *method, GVariant *params, GDBusMethodInvocation *invocation,
-               gpointer data)
-{
-  Agent *agent = data;
-
-  agent->asked++;
-  g_free (agent->question);
-  agent->question = g_variant_print (params, FALSE);
-  if (agent->hold)
-    g_ptr_array_add (agent->held, invocation);
-  else
-    g_dbus_method_invocation_return_value (invocation, g_variant_new ("(b)", agent->answer));
-}
-
-static json_object *
-ok_json (const gchar *reply)
-{
-  json_object *json;
-
-  xdm_assert_ok (reply);
-  g_assert_true (g_str_has_prefix (reply, "ok "));
-  json = json_tokener_parse (reply + 3);
-  g_assert_nonnull (json);
-  return json;
-}
-
 static void
 assert_focused_reply (const gchar *reply, const gchar *expected)
 {
-  json_object *json = ok_json (reply);
+  json_object *json = xdm_reply_json (reply);
   json_object *value = NULL;
 
   g_assert_true (json_object_object_get_ex (json, "focused", &value));
   g_assert_cmpstr (json_object_get_string (value), ==, expected);
   json_object_put (json);
-}
-
-typedef struct
-{
-  Agent *agent;
-  guint n;
-} AskWait;
-
-static gboolean
-asked (gpointer data)
-{
-  AskWait *w = data;
-
-  return w->agent->asked >= w->n;
 }
 
 typedef struct
@@ -923,18 +849,16 @@ no_calls_in_flight (gpointer data)
 
 static const Setup xdm_setup = { "AskTimeout=1\n", NULL, NULL, FALSE };
 
+/* What a guest is told of every refusal, whatever the reason. */
+#define NOT_ALLOWED_REPLY "error not-authorized not allowed by the policy"
+
 static void
 test_xdm_switch (Fixture *fx, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GDBusNodeInfo) info = g_dbus_node_info_new_for_xml (agent_xml, &error);
-  const GDBusInterfaceVTable vtable = { on_agent_call, NULL, NULL };
-  Agent agent = { TRUE, FALSE, 0, NULL, g_ptr_array_new () };
-  g_autoptr (GVariant) registered = NULL;
+  g_autoptr (XdmPromptAgent) agent = NULL;
   XdmSim *personal, *work, *files, *dom0;
   g_autofree gchar *reply = NULL;
   g_autofree gchar *tag = NULL;
-  guint id;
 
   personal = xdm_sim_spawn (fx->h, "personal");
   work = xdm_sim_spawn (fx->h, "work");
@@ -955,18 +879,19 @@ test_xdm_switch (Fixture *fx, gconstpointer data)
   assert_focused_reply (reply, "personal");
   g_clear_pointer (&reply, g_free);
   expect_focus_changed (fx, 2, "personal", "work");
-  /* What the switch rules say of a target: a service, a stopped one,
-   * none at all; and bad params. */
+  /* A service, a stopped one, none at all: a guest learns nothing of
+   * them by asking; each reads exactly as a refusal by the policy. */
   reply = xdm_sim_run (personal, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"files\"}");
-  xdm_assert_error (reply, "invalid-args");
+  g_assert_cmpstr (reply, ==, NOT_ALLOWED_REPLY);
   g_clear_pointer (&reply, g_free);
   reply
       = xdm_sim_run (personal, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"stopped\"}");
-  xdm_assert_error (reply, "invalid-state");
+  g_assert_cmpstr (reply, ==, NOT_ALLOWED_REPLY);
   g_clear_pointer (&reply, g_free);
   reply = xdm_sim_run (personal, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"nobody\"}");
-  xdm_assert_error (reply, "not-found");
+  g_assert_cmpstr (reply, ==, NOT_ALLOWED_REPLY);
   g_clear_pointer (&reply, g_free);
+  /* Bad params are the caller's own business. */
   reply = xdm_sim_run (personal, "call", "org.dhf.framework.Switch dom0 0 {\"target\":5}");
   xdm_assert_error (reply, "invalid-args");
   g_clear_pointer (&reply, g_free);
@@ -985,46 +910,36 @@ test_xdm_switch (Fixture *fx, gconstpointer data)
   xdm_sim_free (dom0);
 
   /* work needs the user's consent; no prompt agent: denied, and the
-   * guest learns only that it was not allowed. */
+   * guest learns only that it was not allowed (not which rule). */
   reply = xdm_sim_run (work, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"work\"}");
-  xdm_assert_error (reply, "not-authorized");
-  g_assert_null (strstr (reply, "50-test.policy"));
+  g_assert_cmpstr (reply, ==, NOT_ALLOWED_REPLY);
   g_clear_pointer (&reply, g_free);
 
-  g_assert_no_error (error);
-  id = g_dbus_connection_register_object (fx->h->conn, "/org/dhf/test/PromptAgent",
-                                          info->interfaces[0], &vtable, &agent, NULL, &error);
-  g_assert_no_error (error);
-  registered = call (fx, "org.dhf.Framework1.Xdm", "RegisterPromptAgent",
-                     g_variant_new ("(o)", "/org/dhf/test/PromptAgent"), &error);
-  g_assert_no_error (error);
+  agent = xdm_prompt_agent_new (fx->h, XDM_PROMPT_YES);
 
   /* Yes. */
   reply = xdm_sim_run (work, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"work\"}");
   assert_focused_reply (reply, "work");
   g_clear_pointer (&reply, g_free);
-  g_assert_cmpuint (agent.asked, ==, 1);
-  g_assert_nonnull (strstr (agent.question, "'service': <'switch'>"));
-  g_assert_nonnull (strstr (agent.question, "'source': <'work'>"));
-  g_assert_nonnull (strstr (agent.question, "'target': <'work'>"));
-  g_assert_nonnull (strstr (agent.question, "/50-test.policy:7"));
+  g_assert_cmpuint (agent->asked, ==, 1);
+  g_assert_nonnull (strstr (agent->question, "'service': <'switch'>"));
+  g_assert_nonnull (strstr (agent->question, "'source': <'work'>"));
+  g_assert_nonnull (strstr (agent->question, "'target': <'work'>"));
+  g_assert_nonnull (strstr (agent->question, "/50-test.policy:7"));
 
   /* No. */
-  agent.answer = FALSE;
+  agent->answer = XDM_PROMPT_NO;
   reply = xdm_sim_run (work, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"personal\"}");
-  xdm_assert_error (reply, "not-authorized");
+  g_assert_cmpstr (reply, ==, NOT_ALLOWED_REPLY);
   g_clear_pointer (&reply, g_free);
-  g_assert_cmpuint (agent.asked, ==, 2);
+  g_assert_cmpuint (agent->asked, ==, 2);
 
   /* The caller gives up while the user is asked: it gets its timeout,
    * nothing more, and the late "yes" moves nothing. */
-  agent.hold = TRUE;
+  agent->answer = XDM_PROMPT_HOLD;
   tag = xdm_sim_begin (work, "call", "org.dhf.framework.Switch dom0 300 {\"target\":\"personal\"}");
-  {
-    AskWait w = { &agent, 3 };
-
-    xdm_wait_until (asked, &w);
-  }
+  /* work is focused now: this one asks the user. */
+  xdm_prompt_agent_wait_asked (agent, agent->asked + 1);
   reply = xdm_sim_wait (work, tag);
   xdm_assert_error (reply, "timeout");
   g_clear_pointer (&reply, g_free);
@@ -1034,12 +949,10 @@ test_xdm_switch (Fixture *fx, gconstpointer data)
 
     xdm_wait_until (no_calls_in_flight, &w);
   }
-  settle_signals (fx);
-  g_assert_cmpuint (agent.held->len, ==, 1);
-  g_dbus_method_invocation_return_value (g_ptr_array_index (agent.held, 0),
-                                         g_variant_new ("(b)", TRUE));
-  g_ptr_array_set_size (agent.held, 0);
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
+  g_assert_cmpuint (agent->held->len, ==, 1);
+  xdm_prompt_agent_answer_held (agent, TRUE);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   {
     g_autofree gchar *now = focused (fx);
 
@@ -1049,21 +962,15 @@ test_xdm_switch (Fixture *fx, gconstpointer data)
   /* The caller goes away while the user is asked. */
   g_free (tag);
   tag = xdm_sim_begin (work, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"personal\"}");
-  {
-    AskWait w = { &agent, 4 };
-
-    xdm_wait_until (asked, &w);
-  }
+  xdm_prompt_agent_wait_asked (agent, 4);
   xdm_sim_kill (work);
   /* Once dhfd has seen it go, the late "yes" moves nothing. */
   xdm_harness_wait_connections (fx->h, "work", 0);
-  settle_signals (fx);
-  g_dbus_method_invocation_return_value (g_ptr_array_index (agent.held, 0),
-                                         g_variant_new ("(b)", TRUE));
-  g_ptr_array_set_size (agent.held, 0);
+  dhf_test_sync_with_dhfd (fx->h->conn);
+  xdm_prompt_agent_answer_held (agent, TRUE);
   /* dhfd still answers the others. */
-  agent.hold = FALSE;
-  settle_signals (fx);
+  agent->answer = XDM_PROMPT_NO;
+  dhf_test_sync_with_dhfd (fx->h->conn);
   {
     g_autofree gchar *now = focused (fx);
 
@@ -1074,12 +981,152 @@ test_xdm_switch (Fixture *fx, gconstpointer data)
   assert_focused_reply (reply, "personal");
   g_clear_pointer (&reply, g_free);
 
-  g_dbus_connection_unregister_object (fx->h->conn, id);
   xdm_sim_free (work);
   xdm_sim_free (personal);
   xdm_sim_free (files);
-  g_ptr_array_unref (agent.held);
-  g_free (agent.question);
+}
+
+/* One switch per appliance at a time, through dhfd and its engine: while
+ * the user is asked about work's switch, work may not ask for another;
+ * personal may. (That a switch counts until the engine is done with it,
+ * also after its caller gave up, is test-xdm-switch's, with a handler
+ * that answers when the test says.) A switch whose caller gave up is
+ * dropped without a word, in the log too. */
+static const Setup xdm_queue_setup = { "AskTimeout=60\n", NULL, NULL, FALSE };
+
+#define BUSY_REPLY "error limit-exceeded a switch requested by this appliance is still in progress"
+
+static const gchar switch_to_personal[]
+    = "org.dhf.framework.Switch dom0 0 {\"target\":\"personal\"}";
+static const gchar switch_to_work[] = "org.dhf.framework.Switch dom0 0 {\"target\":\"work\"}";
+
+/* Tries work's switch to work: FALSE while it is refused as busy. */
+static gboolean
+work_switched (gpointer data)
+{
+  XdmSim *work = data;
+  g_autofree gchar *reply = xdm_sim_run (work, "call", "%s", switch_to_work);
+
+  if (g_str_equal (reply, BUSY_REPLY))
+    return FALSE;
+  assert_focused_reply (reply, "work");
+  return TRUE;
+}
+
+static void
+test_xdm_switch_one_at_a_time (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (XdmPromptAgent) agent = NULL;
+  g_autofree gchar *work_tag = NULL;
+  g_autofree gchar *personal_tag = NULL;
+  g_autofree gchar *tag = NULL;
+  g_autofree gchar *reply = NULL;
+  g_autofree gchar *log = NULL;
+  XdmSim *personal, *work;
+
+  personal = xdm_sim_spawn (fx->h, "personal");
+  work = xdm_sim_spawn (fx->h, "work");
+  xdm_harness_start_dhfd (fx->h);
+  xdm_sim_wait_ready (personal);
+  xdm_sim_wait_ready (work);
+  agent = xdm_prompt_agent_new (fx->h, XDM_PROMPT_HOLD);
+
+  /* work's switch waits for the user. */
+  work_tag = xdm_sim_begin (work, "call", "%s", switch_to_personal);
+  xdm_prompt_agent_wait_asked (agent, 1);
+  /* A second one from work meanwhile is refused at once, whatever it
+   * asks for; nobody is asked about it. */
+  reply = xdm_sim_run (work, "call", "%s", switch_to_work);
+  g_assert_cmpstr (reply, ==, BUSY_REPLY);
+  g_clear_pointer (&reply, g_free);
+  /* personal is not held back by work's switch: its own goes to the
+   * engine (and is answered whenever the engine gets to it). */
+  personal_tag = xdm_sim_begin (personal, "call", "%s", switch_to_work);
+  dhf_test_sync_with_dhfd (fx->h->conn);
+  g_assert_cmpuint (agent->asked, ==, 1);
+
+  /* The user says yes: both are done. */
+  g_assert_cmpuint (agent->held->len, ==, 1);
+  xdm_prompt_agent_answer_held (agent, TRUE);
+  reply = xdm_sim_wait (work, work_tag);
+  xdm_assert_ok (reply);
+  g_clear_pointer (&reply, g_free);
+  reply = xdm_sim_wait (personal, personal_tag);
+  xdm_assert_ok (reply);
+  g_clear_pointer (&reply, g_free);
+  /* The answer came once the switch was done: work may ask again. */
+  agent->answer = XDM_PROMPT_YES;
+  g_assert_true (work_switched (work));
+
+  /* work gives up on a switch while the user is asked: it gets its
+   * timeout; once dhfd is done with the switch, work may ask again. */
+  agent->answer = XDM_PROMPT_HOLD;
+  tag = xdm_sim_begin (work, "call", "org.dhf.framework.Switch dom0 300 {\"target\":\"personal\"}");
+  /* work is focused now: this one asks the user. */
+  xdm_prompt_agent_wait_asked (agent, agent->asked + 1);
+  reply = xdm_sim_wait (work, tag);
+  xdm_assert_error (reply, "timeout");
+  g_clear_pointer (&reply, g_free);
+  agent->answer = XDM_PROMPT_YES;
+  xdm_wait_until (work_switched, work);
+  /* The abandoned switch was dropped quietly: its caller was gone, so
+   * there was nothing to word, and nothing to log. */
+  log = xdm_harness_dhfd_log (fx->h);
+  g_assert_null (strstr (log, "asked for by"));
+  /* The question that was called off is still the agent's to answer. */
+  xdm_prompt_agent_answer_held (agent, FALSE);
+  dhf_test_sync_with_dhfd (fx->h->conn);
+
+  xdm_sim_free (work);
+  xdm_sim_free (personal);
+}
+
+/* A switch the hypervisor fails (the test driver moves no device, and
+ * the inputs follow the focus): a guest gets the code and a fixed text,
+ * never the hypervisor's words, which go to dhfd's log; dom0's own XDM
+ * clients get the real error. */
+static const Setup xdm_failed_setup = {
+  NULL,
+  "EmulatedInput=keyboard;tablet\n",
+  "org.dhf.framework.Switch @role:environment @dom0 allow\n"
+  "org.dhf.framework.Switch @dom0 @dom0 allow\n"
+  "switch personal @role:environment allow\n"
+  "switch @dom0 @role:environment allow\n"
+  "device:input:* @dom0 @role:environment allow mode=follow-focus\n",
+  FALSE,
+};
+
+static void
+test_xdm_switch_failed (Fixture *fx, gconstpointer data)
+{
+  g_autofree gchar *reply = NULL;
+  g_autofree gchar *log = NULL;
+  g_autofree gchar *now = NULL;
+  XdmSim *personal, *dom0;
+
+  personal = xdm_sim_spawn (fx->h, "personal");
+  xdm_harness_start_dhfd (fx->h);
+  xdm_sim_wait_ready (personal);
+
+  reply = xdm_sim_run (personal, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"work\"}");
+  g_assert_cmpstr (reply, ==, "error not-supported the switch failed in dom0 and was undone");
+  g_clear_pointer (&reply, g_free);
+  now = focused (fx);
+  g_assert_cmpstr (now, ==, "dom0");
+  log = xdm_harness_dhfd_log (fx->h);
+  g_assert_nonnull (strstr (log, "xdm: the switch to work asked for by personal failed: "));
+
+  dom0 = xdm_sim_start (fx->h, "dom0");
+  reply = xdm_sim_run (dom0, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"work\"}");
+  xdm_assert_error (reply, "not-supported");
+  g_assert_null (strstr (reply, "the switch failed in dom0"));
+  g_clear_pointer (&reply, g_free);
+  /* ... and the real reasons of a refusal. */
+  reply = xdm_sim_run (dom0, "call", "org.dhf.framework.Switch dom0 0 {\"target\":\"nobody\"}");
+  xdm_assert_error (reply, "not-found");
+  g_clear_pointer (&reply, g_free);
+  xdm_sim_free (dom0);
+  xdm_sim_free (personal);
 }
 
 /* --- hotkeys ---------------------------------------------------------------- */
@@ -1193,7 +1240,7 @@ test_hotkeys (Fixture *fx, gconstpointer data)
   put_combo (events, next, G_N_ELEMENTS (next));
   write_all (fd, events);
   expect_focus_changed (fx, 5, "personal", "work");
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_cmpuint (fx->focus_changes->len, ==, 5);
 
   /* The bindings follow the policy: without the hotkey rule, nothing. */
@@ -1203,7 +1250,7 @@ test_hotkeys (Fixture *fx, gconstpointer data)
   put_combo (events, previous, G_N_ELEMENTS (previous));
   write_all (fd, events);
   expect_focus_changed (fx, 6, "work", "personal");
-  settle_signals (fx);
+  dhf_test_sync_with_dhfd (fx->h->conn);
   g_assert_cmpuint (fx->focus_changes->len, ==, 6);
   close (fd);
 }
@@ -1224,6 +1271,8 @@ main (int argc, char **argv)
   ADD ("/display/screenshot", NULL, test_screenshot);
   ADD ("/display/devices", &devices_setup, test_devices);
   ADD ("/display/xdm-switch", &xdm_setup, test_xdm_switch);
+  ADD ("/display/xdm-switch-one-at-a-time", &xdm_queue_setup, test_xdm_switch_one_at_a_time);
+  ADD ("/display/xdm-switch-failed", &xdm_failed_setup, test_xdm_switch_failed);
   ADD ("/display/hotkeys", &hotkeys_setup, test_hotkeys);
   return g_test_run ();
 }

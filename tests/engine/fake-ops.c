@@ -11,6 +11,7 @@
 typedef struct
 {
   gboolean active;
+  gboolean transient; /* no persistent definition: CONFIG is dropped */
   GHashTable *live;   /* aliases */
   GHashTable *config; /* aliases */
   guint weight;
@@ -31,6 +32,9 @@ struct _FakeOps
   GPtrArray *calls;    /* since the last take */
   guint n_calls;       /* ever */
   GPtrArray *failures; /* Failure */
+  GCond cond;          /* blocked, n_waiting */
+  gboolean blocked;    /* calls wait before they are recorded */
+  guint n_waiting;
 };
 
 static void
@@ -69,6 +73,7 @@ fake_ops_new (void)
   FakeOps *fake = g_new0 (FakeOps, 1);
 
   g_mutex_init (&fake->lock);
+  g_cond_init (&fake->cond);
   fake->domains
       = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) domain_free);
   fake->calls = g_ptr_array_new_with_free_func (g_free);
@@ -82,6 +87,7 @@ fake_ops_free (FakeOps *fake)
   g_hash_table_unref (fake->domains);
   g_ptr_array_unref (fake->calls);
   g_ptr_array_unref (fake->failures);
+  g_cond_clear (&fake->cond);
   g_mutex_clear (&fake->lock);
   g_free (fake);
 }
@@ -129,6 +135,46 @@ fake_ops_set_active (FakeOps *fake, const gchar *name, gboolean active)
 }
 
 void
+fake_ops_set_transient (FakeOps *fake, const gchar *name, gboolean transient)
+{
+  Domain *domain;
+
+  g_mutex_lock (&fake->lock);
+  domain = g_hash_table_lookup (fake->domains, name);
+  g_assert_nonnull (domain);
+  domain->transient = transient;
+  if (transient)
+    g_hash_table_remove_all (domain->config);
+  g_mutex_unlock (&fake->lock);
+}
+
+void
+fake_ops_block (FakeOps *fake)
+{
+  g_mutex_lock (&fake->lock);
+  fake->blocked = TRUE;
+  g_mutex_unlock (&fake->lock);
+}
+
+void
+fake_ops_wait_blocked (FakeOps *fake)
+{
+  g_mutex_lock (&fake->lock);
+  while (fake->n_waiting == 0)
+    g_cond_wait (&fake->cond, &fake->lock);
+  g_mutex_unlock (&fake->lock);
+}
+
+void
+fake_ops_unblock (FakeOps *fake)
+{
+  g_mutex_lock (&fake->lock);
+  fake->blocked = FALSE;
+  g_cond_broadcast (&fake->cond);
+  g_mutex_unlock (&fake->lock);
+}
+
+void
 fake_ops_hold (FakeOps *fake, const gchar *name, const gchar *id, DhfDeviceScope scope)
 {
   Domain *domain;
@@ -140,6 +186,22 @@ fake_ops_hold (FakeOps *fake, const gchar *name, const gchar *id, DhfDeviceScope
     g_hash_table_add (domain->live, alias_of (id));
   if (scope & DHF_DEVICE_SCOPE_CONFIG)
     g_hash_table_add (domain->config, alias_of (id));
+  g_mutex_unlock (&fake->lock);
+}
+
+void
+fake_ops_drop (FakeOps *fake, const gchar *name, const gchar *id, DhfDeviceScope scope)
+{
+  g_autofree gchar *alias = alias_of (id);
+  Domain *domain;
+
+  g_mutex_lock (&fake->lock);
+  domain = g_hash_table_lookup (fake->domains, name);
+  g_assert_nonnull (domain);
+  if (scope & DHF_DEVICE_SCOPE_LIVE)
+    g_hash_table_remove (domain->live, alias);
+  if (scope & DHF_DEVICE_SCOPE_CONFIG)
+    g_hash_table_remove (domain->config, alias);
   g_mutex_unlock (&fake->lock);
 }
 
@@ -263,6 +325,14 @@ fake_ops_count_calls (FakeOps *fake)
 static gboolean
 record (FakeOps *fake, const gchar *text, GError **error)
 {
+  if (fake->blocked)
+    {
+      fake->n_waiting++;
+      g_cond_broadcast (&fake->cond);
+      while (fake->blocked)
+        g_cond_wait (&fake->cond, &fake->lock);
+      fake->n_waiting--;
+    }
   fake->n_calls++;
   for (guint i = 0; i < fake->failures->len; i++)
     {
@@ -320,6 +390,18 @@ find_domain (FakeOps *fake, const gchar *name, GError **error)
   return domain;
 }
 
+/* As dhfd's libvirt ops: a stopped domain has no live definition, a
+ * transient one no persistent definition; those scopes are dropped. */
+static DhfDeviceScope
+effective_scope (const Domain *domain, DhfDeviceScope scope)
+{
+  if (!domain->active)
+    scope &= ~DHF_DEVICE_SCOPE_LIVE;
+  if (domain->transient)
+    scope &= ~DHF_DEVICE_SCOPE_CONFIG;
+  return scope;
+}
+
 static gboolean
 fake_attach (gpointer data, const gchar *name, const gchar *xml, DhfDeviceScope scope,
              GError **error)
@@ -338,9 +420,11 @@ fake_attach (gpointer data, const gchar *name, const gchar *xml, DhfDeviceScope 
   domain = find_domain (fake, name, error);
   if (domain == NULL)
     return FALSE;
-  if ((scope & DHF_DEVICE_SCOPE_LIVE) && !domain->active)
+  scope = effective_scope (domain, scope);
+  if (scope == 0)
     {
-      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE, "%s is not running", name);
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE,
+                   domain->active ? "%s is transient" : "%s is not running", name);
       return FALSE;
     }
   if (scope & DHF_DEVICE_SCOPE_LIVE)
@@ -380,11 +464,8 @@ fake_detach (gpointer data, const gchar *name, const gchar *xml, DhfDeviceScope 
   domain = find_domain (fake, name, error);
   if (domain == NULL)
     return FALSE;
-  if ((scope & DHF_DEVICE_SCOPE_LIVE) && !domain->active)
-    {
-      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE, "%s is not running", name);
-      return FALSE;
-    }
+  /* Nothing in a scope the domain lacks: nothing to remove. */
+  scope = effective_scope (domain, scope);
   if (scope & DHF_DEVICE_SCOPE_LIVE)
     g_hash_table_remove (domain->live, alias);
   if (scope & DHF_DEVICE_SCOPE_CONFIG)
@@ -411,6 +492,33 @@ fake_list_attached (gpointer data, const gchar *name, gboolean *active, GError *
     return NULL;
   *active = domain->active;
   g_hash_table_iter_init (&iter, domain->active ? domain->live : domain->config);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    g_ptr_array_add (aliases, key);
+  g_ptr_array_sort (aliases, compare_strings);
+  for (guint i = 0; i < aliases->len; i++)
+    g_strv_builder_add (builder, g_ptr_array_index (aliases, i));
+  return g_strv_builder_end (builder);
+}
+
+static GStrv
+fake_list_attached_config (gpointer data, const gchar *name, GError **error)
+{
+  FakeOps *fake = data;
+  g_autofree gchar *text = g_strdup_printf ("list-config %s", name);
+  G_GNUC_UNUSED g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&fake->lock);
+  g_autoptr (GStrvBuilder) builder = g_strv_builder_new ();
+  g_autoptr (GPtrArray) aliases = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer key;
+  Domain *domain;
+
+  if (!record (fake, text, error))
+    return NULL;
+  domain = find_domain (fake, name, error);
+  if (domain == NULL)
+    return NULL;
+  /* A transient domain's definition is its live one. */
+  g_hash_table_iter_init (&iter, domain->transient ? domain->live : domain->config);
   while (g_hash_table_iter_next (&iter, &key, NULL))
     g_ptr_array_add (aliases, key);
   g_ptr_array_sort (aliases, compare_strings);
@@ -464,6 +572,7 @@ static const DhfDeviceOps vtable = {
   .list_attached = fake_list_attached,
   .set_weight = fake_set_weight,
   .release_keys = fake_release_keys,
+  .list_attached_config = fake_list_attached_config,
 };
 
 const DhfDeviceOps *

@@ -91,6 +91,18 @@ usb_device (const gchar *port, guint16 vendor, guint16 product)
   return device;
 }
 
+/* One with a serial: its selector names it alone. */
+static DhfDevice *
+usb_serial_device (const gchar *port, guint16 vendor, guint16 product, const gchar *serial)
+{
+  DhfDevice *device = usb_device (port, vendor, product);
+
+  g_free (device->selector);
+  device->selector = g_strdup_printf ("usb:%04x:%04x:%s", vendor, product, serial);
+  device->usb_serial = g_strdup (serial);
+  return device;
+}
+
 static DhfDevice *
 pci_device (const gchar *address, gint group, const gchar *driver, gboolean bridge)
 {
@@ -200,12 +212,15 @@ typedef struct
   GPtrArray *devices;    /* DhfDevice: the inventory */
   GPtrArray *focus_log;  /* "new<-old" */
   GPtrArray *device_log; /* ids */
+  GPtrArray *switch_log; /* the SWITCH queries the decider got: "source>target" */
   gchar *dir;
   gchar *state_file;
   gboolean with_asker;
   gint answer; /* the asker: 1 yes, 0 no, -1 keep the question open */
   gchar *asked;
   GCancellable *ask_cancellable;
+  DhfEngineAskDone ask_done; /* the open question's, when answer is -1 */
+  gpointer ask_done_data;
 } Fixture;
 
 static void
@@ -230,6 +245,8 @@ decide (DhfPolicyKind kind, const gchar *subject, const gchar *source, const gch
 {
   Fixture *f = data;
 
+  if (kind == DHF_POLICY_KIND_SWITCH)
+    g_ptr_array_add (f->switch_log, g_strdup_printf ("%s>%s", source, target));
   for (guint i = 0; i < f->rules->len; i++)
     {
       const Rule *rule = &g_array_index (f->rules, Rule, i);
@@ -271,7 +288,11 @@ ask (const gchar *source, const gchar *target, const gchar *rule, GCancellable *
   f->asked = g_strdup_printf ("%s>%s %s", source, target, rule);
   g_set_object (&f->ask_cancellable, cancellable);
   if (f->answer < 0)
-    return;
+    {
+      f->ask_done = done;
+      f->ask_done_data = done_data;
+      return;
+    }
   /* Answered from the main loop, as a prompt would be. */
   call = g_new0 (gpointer, 3);
   call[0] = (gpointer) done;
@@ -304,6 +325,7 @@ fixture_setup (Fixture *f, gconstpointer data)
   f->devices = g_ptr_array_new_with_free_func ((GDestroyNotify) dhf_device_free);
   f->focus_log = g_ptr_array_new_with_free_func (g_free);
   f->device_log = g_ptr_array_new_with_free_func (g_free);
+  f->switch_log = g_ptr_array_new_with_free_func (g_free);
   f->dir = g_dir_make_tmp ("dhf-engine-XXXXXX", NULL);
   f->state_file = g_build_filename (f->dir, "state", "devices.json", NULL);
   f->config.state_file = f->state_file;
@@ -322,6 +344,22 @@ wait_idle (Fixture *f)
   /* Whatever else is ready (a prompt's answer) runs too. */
   while (g_main_context_iteration (NULL, FALSE))
     ;
+}
+
+/* As wait_idle, failing when the engine makes more than max_calls
+ * hypervisor calls on the way: an engine that loops never gets idle. */
+static void
+wait_idle_bounded (Fixture *f, guint max_calls)
+{
+  guint start = fake_ops_count_calls (f->fake);
+
+  while (!dhf_device_engine_is_idle (f->engine))
+    {
+      g_main_context_iteration (NULL, TRUE);
+      g_assert_cmpuint (fake_ops_count_calls (f->fake) - start, <=, max_calls);
+    }
+  wait_idle (f);
+  g_assert_cmpuint (fake_ops_count_calls (f->fake) - start, <=, max_calls);
 }
 
 static void
@@ -344,6 +382,7 @@ fixture_teardown (Fixture *f, gconstpointer data)
   g_ptr_array_unref (f->devices);
   g_ptr_array_unref (f->focus_log);
   g_ptr_array_unref (f->device_log);
+  g_ptr_array_unref (f->switch_log);
   dhf_test_remove_tree (f->dir);
   g_free (f->dir);
   g_free (f->state_file);
@@ -621,7 +660,7 @@ test_follow_focus (Fixture *f, gconstpointer data)
   desktop (f);
   start_engine (f);
   /* The sync reads every domain and gives each running one its weight. */
-  assert_calls (f, "list A; list B; weight A 256; weight B 256");
+  assert_calls (f, "list A; list-config A; list B; list-config B; weight A 256; weight B 256");
   assert_status (f, "input-keyboard", "dom0", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
   g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "dom0");
   g_ptr_array_set_size (f->device_log, 0);
@@ -634,11 +673,12 @@ test_follow_focus (Fixture *f, gconstpointer data)
   changed = joined (f->device_log);
   g_assert_cmpstr (changed, ==, "input-keyboard input-mouse");
 
-  /* Keys held down when the focus leaves are released where they were. */
+  /* The keyboard leaves A: unplugging it releases the keys held there, so
+   * none are sent (test_release_keys has the other cases). */
   focused = try_switch (f, "B", "dom0", keys, G_N_ELEMENTS (keys), &error);
   g_assert_no_error (error);
   g_assert_cmpstr (focused, ==, "B");
-  assert_calls (f, "keys A 29,56; detach A input-keyboard live|config; "
+  assert_calls (f, "detach A input-keyboard live|config; "
                    "detach A input-mouse live|config; attach B input-keyboard live|config; "
                    "attach B input-mouse live|config; weight B 1024; weight A 256");
   assert_where (f, "input-keyboard", "B");
@@ -683,7 +723,7 @@ test_queue_order (Fixture *f, gconstpointer data)
 
   desktop (f);
   start_engine (f);
-  assert_calls (f, "list A; list B; weight A 256; weight B 256");
+  assert_calls (f, "list A; list-config A; list B; list-config B; weight A 256; weight B 256");
   dhf_device_engine_switch_async (f->engine, "B", "dom0", NULL, 0, NULL, on_result, &first);
   dhf_device_engine_switch_async (f->engine, "A", "dom0", NULL, 0, NULL, on_result, &second);
   g_assert_false (dhf_device_engine_is_idle (f->engine));
@@ -720,7 +760,7 @@ test_before_sync (Fixture *f, gconstpointer data)
   assert_calls (f, "");
   dhf_device_engine_synced (f->engine);
   wait_idle (f);
-  assert_calls (f, "list A; list B; weight A 256; weight B 256");
+  assert_calls (f, "list A; list-config A; list B; list-config B; weight A 256; weight B 256");
 }
 
 /* --- rollback ---------------------------------------------------------- */
@@ -744,7 +784,9 @@ assert_back_at_a (Fixture *f)
   assert_history (f, "dom0");
 }
 
-/* The switch A -> B has 7 steps; each one fails in turn. */
+/* The switch A -> B is 5 steps (and the old focus' weight after it);
+ * each one fails in turn. (No keys are released: the keyboard leaves A;
+ * a failed release undoes nothing, see test_release_keys.) */
 static void
 test_rollback_every_step (Fixture *f, gconstpointer data)
 {
@@ -754,18 +796,19 @@ test_rollback_every_step (Fixture *f, gconstpointer data)
     const gchar *undo; /* NULL: none */
     const gchar *what;
     const gchar *reread; /* the domain read back after it failed, or NULL */
+    const gchar *after;  /* what the reconciliation after it does, or NULL */
   } steps[] = {
-    { "keys A 42", NULL, "releasing the held keys in A", NULL },
     { "detach A input-keyboard live|config", "attach A input-keyboard live|config",
-      "detaching input-keyboard from A", "A" },
+      "detaching input-keyboard from A", "A", NULL },
     { "detach A input-mouse live|config", "attach A input-mouse live|config",
-      "detaching input-mouse from A", "A" },
+      "detaching input-mouse from A", "A", NULL },
     { "attach B input-keyboard live|config", "detach B input-keyboard live|config",
-      "attaching input-keyboard to B", "B" },
+      "attaching input-keyboard to B", "B", NULL },
     { "attach B input-mouse live|config", "detach B input-mouse live|config",
-      "attaching input-mouse to B", "B" },
-    { "weight B 1024", "weight B 256", "setting the CPU weight of B to 1024", NULL },
-    { "weight A 256", "weight A 1024", "setting the CPU weight of A to 256", NULL },
+      "attaching input-mouse to B", "B", NULL },
+    /* A weight that could not be set is set again rather than trusted. */
+    { "weight B 1024", "weight B 256", "setting the CPU weight of B to 1024", NULL,
+      "weight B 256" },
   };
   const guint keys[] = { 42 };
 
@@ -800,7 +843,12 @@ test_rollback_every_step (Fixture *f, gconstpointer data)
             g_ptr_array_add (expected, g_strdup (steps[i].undo));
         }
       if (steps[k].reread != NULL)
-        g_ptr_array_add (expected, g_strdup_printf ("list %s", steps[k].reread));
+        {
+          g_ptr_array_add (expected, g_strdup_printf ("list %s", steps[k].reread));
+          g_ptr_array_add (expected, g_strdup_printf ("list-config %s", steps[k].reread));
+        }
+      if (steps[k].after != NULL)
+        g_ptr_array_add (expected, g_strdup (steps[k].after));
       g_ptr_array_add (expected, NULL);
       want = g_strjoinv ("; ", (gchar **) expected->pdata);
       calls = fake_ops_take_calls (f->fake);
@@ -810,10 +858,24 @@ test_rollback_every_step (Fixture *f, gconstpointer data)
       g_assert_cmpuint (f->focus_log->len, ==, 1);
     }
 
-  /* And then it works. */
-  fake_ops_clear_failures (f->fake);
+  /* The old focus' weight is best-effort: it does not undo the switch. */
+  fake_ops_fail_matching (f->fake, "weight A 256", DHF_ERROR_HYPERVISOR, "no cpu controller");
   switch_ok (f, "B", "B");
+  expect_warning ("setting the CPU weight of A to 256: no cpu controller");
+  assert_calls (f, "detach A input-keyboard live|config; "
+                   "detach A input-mouse live|config; attach B input-keyboard live|config; "
+                   "attach B input-mouse live|config; weight B 1024; weight A 256 -> failed");
   assert_where (f, "input-keyboard", "B");
+  g_assert_cmpuint (fake_ops_weight (f->fake, "B"), ==, 1024);
+  /* Not tried again until A changes. */
+  send_inventory (f);
+  wait_idle (f);
+  assert_calls (f, "");
+  fake_ops_clear_failures (f->fake);
+  set_state (f, "A", TRUE, FALSE);
+  set_state (f, "A", TRUE, TRUE);
+  wait_idle (f);
+  assert_calls (f, "weight A 256");
 }
 
 /* An undo that fails is reported; the engine reads back where the
@@ -843,7 +905,11 @@ test_rollback_undo_fails (Fixture *f, gconstpointer data)
                    "attach B input-keyboard live|config; "
                    "attach B input-mouse live|config -> failed; "
                    "detach B input-keyboard live|config; attach A input-mouse live|config; "
-                   "attach A input-keyboard live|config -> failed; list B; list A");
+                   "attach A input-keyboard live|config -> failed; list B; list-config B; "
+                   "list A; list-config A; "
+                   /* The reconciliation after it tries once, and remembers. */
+                   "attach A input-keyboard live|config -> failed; list A; list-config A");
+  expect_warning ("attaching input-keyboard to A: guest is busy");
   g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "A");
   /* The keyboard is nowhere now, and the engine knows it. */
   assert_where (f, "input-keyboard", "dom0");
@@ -851,11 +917,22 @@ test_rollback_undo_fails (Fixture *f, gconstpointer data)
   assert_status (f, "input-mouse", "A", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
   g_assert_cmpuint (fake_ops_weight (f->fake, "A"), ==, 1024);
 
+  {
+    g_autofree gchar *problem = problem_of (f, "input-keyboard");
+
+    g_assert_cmpstr (problem, ==, "attaching input-keyboard to A: guest is busy");
+  }
+
+  /* Nothing is tried again until something changes; a new policy is a
+   * change. The weights the failed switch never reached are as they were. */
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  expect_warning ("attaching input-keyboard to A: guest is busy");
+  assert_calls (f, "attach A input-keyboard live|config -> failed; list A; list-config A");
   fake_ops_clear_failures (f->fake);
   dhf_device_engine_policy_changed (f->engine);
   wait_idle (f);
-  /* The weights of a failed switch are set again rather than trusted. */
-  assert_calls (f, "attach A input-keyboard live|config; weight A 1024; weight B 256");
+  assert_calls (f, "attach A input-keyboard live|config");
   assert_status (f, "input-keyboard", "A", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
 }
 
@@ -878,9 +955,9 @@ test_switch_errors (Fixture *f, gconstpointer data)
   switch_fails (f, "@sideways", "dom0", DHF_ERROR_INVALID_ARGS, "unknown switch target");
   switch_fails (f, "B", "dom0", DHF_ERROR_NOT_AUTHORIZED,
                 "switching from dom0 to B is denied by 20-lock.policy:4");
-  /* A requester no rule speaks for. */
+  /* A requester no rule speaks for: a guest, told nothing more. */
   switch_fails (f, "A", "A", DHF_ERROR_NOT_AUTHORIZED,
-                "switching from A to A is denied: no rule allows it");
+                "A may not switch the display there: the policy does not allow it");
   /* Nothing moved for any of them. */
   assert_calls (f, "");
   g_assert_cmpuint (f->focus_log->len, ==, 0);
@@ -1040,10 +1117,11 @@ test_pin_manifest (Fixture *f, gconstpointer data)
   assert_status (f, "usb-1-3", "dom0", DHF_DEVICE_MODE_DOM0, NULL, "none");
   g_assert_true (fake_ops_holds (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_CONFIG));
 
-  /* It starts with it; nothing to attach, only its weight. */
+  /* It starts with it; nothing to attach, only its weight. It is read
+   * first: it might have started before its definition got the device. */
   set_state (f, "corp", TRUE, TRUE);
   wait_idle (f);
-  assert_calls (f, "weight corp 256");
+  assert_calls (f, "list corp; list-config corp; weight corp 256");
   g_assert_true (
       fake_ops_holds (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_LIVE | DHF_DEVICE_SCOPE_CONFIG));
 
@@ -1053,7 +1131,8 @@ test_pin_manifest (Fixture *f, gconstpointer data)
           wishes (usb_wish (0x1234, 0x5678, DHF_DEVICE_MODE_PINNED),
                   usb_wish (0x046d, 0xc52b, DHF_DEVICE_MODE_PINNED), NULL));
   wait_idle (f);
-  assert_calls (f, "attach lab usb-1-3 live|config; weight lab 256");
+  /* A domain that appears is read first: it may hold dhf's devices. */
+  assert_calls (f, "list lab; list-config lab; attach lab usb-1-3 live|config; weight lab 256");
   assert_status (f, "usb-1-3", "lab", DHF_DEVICE_MODE_PINNED, "lab", "manifest");
   assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "manifest");
   problem = problem_of (f, "usb-1-2");
@@ -1085,8 +1164,8 @@ test_pin_policy (Fixture *f, gconstpointer data)
   add_device (f, usb_device ("1-3", 0x1234, 0x5678));
   define (f, "corp", TRUE, FALSE, NULL);
   start_engine (f);
-  assert_calls (f, "list A; list B; list corp; attach corp usb-1-2 live|config; weight A 256; "
-                   "weight B 256; weight corp 256");
+  assert_calls (f, "list A; list-config A; list B; list-config B; list corp; list-config corp; "
+                   "attach corp usb-1-2 live|config; weight A 256; weight B 256; weight corp 256");
   assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "policy 40-usb.policy:5");
   assert_status (f, "usb-1-3", "dom0", DHF_DEVICE_MODE_DOM0, NULL, "none");
 
@@ -1168,7 +1247,7 @@ test_pin_admin (Fixture *f, gconstpointer data)
   g_clear_error (&error);
   assert_calls (f, "detach B input-keyboard live|config; "
                    "attach corp input-keyboard live|config -> failed; "
-                   "attach B input-keyboard live|config; list corp");
+                   "attach B input-keyboard live|config; list corp; list-config corp");
   assert_status (f, "input-keyboard", "B", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
   assert_where (f, "input-keyboard", "B");
 }
@@ -1219,7 +1298,7 @@ test_pci_group (Fixture *f, gconstpointer data)
   start_engine (f);
   /* The manifest pin is held back by the other function of the group
    * (the bridge does not count). */
-  assert_calls (f, "list media; weight media 256");
+  assert_calls (f, "list media; list-config media; weight media 256");
   assert_status (f, "pci-0000:01:00.0", "dom0", DHF_DEVICE_MODE_PINNED, "media", "manifest");
   problem = problem_of (f, "pci-0000:01:00.0");
   g_assert_nonnull (strstr (problem, "IOMMU group 7"));
@@ -1272,8 +1351,9 @@ test_reconcile_failure (Fixture *f, gconstpointer data)
                           "no free USB port");
   start_engine (f);
   expect_warning ("attaching usb-1-2 to corp: no free USB port");
-  assert_calls (f, "list corp; attach corp usb-1-2 live|config -> failed; list corp; "
-                   "attach corp usb-1-3 live|config; weight corp 256");
+  assert_calls (f, "list corp; list-config corp; attach corp usb-1-2 live|config -> failed; "
+                   "list corp; list-config corp; attach corp usb-1-3 live|config; "
+                   "weight corp 256");
   assert_status (f, "usb-1-2", "dom0", DHF_DEVICE_MODE_PINNED, "corp", "manifest");
   assert_status (f, "usb-1-3", "corp", DHF_DEVICE_MODE_PINNED, "corp", "manifest");
   problem = problem_of (f, "usb-1-2");
@@ -1329,10 +1409,11 @@ test_fallback_shutoff (Fixture *f, gconstpointer data)
   assert_where (f, "input-mouse", "dom0");
   assert_status (f, "input-keyboard", "dom0", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
 
-  /* It starts again without them and gets its normal weight. */
+  /* It starts again without them (read back: it could have started before
+   * the detaches ran) and gets its normal weight. */
   set_state (f, "A", TRUE, TRUE);
   wait_idle (f);
-  assert_calls (f, "weight A 256");
+  assert_calls (f, "list A; list-config A; weight A 256");
   assert_where (f, "input-keyboard", "dom0");
 }
 
@@ -1449,8 +1530,10 @@ test_restart (Fixture *f, gconstpointer data)
   calls = fake_ops_take_calls (f->fake);
   g_assert_null (strstr (calls, "attach"));
   g_assert_null (strstr (calls, "detach"));
+  /* The focused domain's weight first. */
   g_assert_cmpstr (calls, ==,
-                   "list A; list B; list corp; weight A 256; weight B 1024; weight corp 256");
+                   "list A; list-config A; list B; list-config B; list corp; list-config corp; "
+                   "weight B 1024; weight A 256; weight corp 256");
   g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "B");
   assert_history (f, "A dom0");
   assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "admin");
@@ -1483,7 +1566,7 @@ test_restart_focus_gone (Fixture *f, gconstpointer data)
   g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "dom0");
   assert_history (f, "A");
   /* The devices A kept in its definition come back. */
-  assert_calls (f, "list A; list B; detach A input-keyboard config; "
+  assert_calls (f, "list A; list B; list-config B; detach A input-keyboard config; "
                    "detach A input-mouse config; weight B 256");
 }
 
@@ -1584,6 +1667,1164 @@ test_unplug (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->device_log->len, ==, 2);
 }
 
+/* --- review regressions: fallbacks end --------------------------------- */
+
+/* The fallback's target cannot take the devices: the engine tries dom0
+ * once and stops there (it used to queue the same fallback forever). */
+static void
+test_fallback_target_fails (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *log = NULL;
+  g_autofree gchar *focused = NULL;
+
+  f->config.fallback = "B";
+  desktop (f);
+  start_engine (f);
+  switch_ok (f, "A", "A");
+  g_free (fake_ops_take_calls (f->fake));
+
+  fake_ops_fail_matching (f->fake, "attach B *", DHF_ERROR_HYPERVISOR, "no free USB port");
+  set_state (f, "A", TRUE, FALSE);
+  wait_idle_bounded (f, 20);
+  /* A no longer runs: its devices come home (the reconciliation), B
+   * cannot take them (the fallback, a unit each), so dom0 gets the focus. */
+  assert_calls (f, "detach A input-keyboard live|config; detach A input-mouse live|config; "
+                   "attach B input-keyboard live|config -> failed; list B; list-config B; "
+                   "attach B input-mouse live|config -> failed; list B; list-config B; "
+                   "weight A 256");
+  expect_warning ("falling back to B: attaching input-keyboard to B: no free USB port");
+  expect_warning ("falling back to B: attaching input-mouse to B: no free USB port");
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "dom0");
+  log = joined (f->focus_log);
+  g_assert_cmpstr (log, ==, "A<-dom0 dom0<-A");
+  assert_where (f, "input-keyboard", "dom0");
+  assert_status (f, "input-keyboard", "dom0", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
+
+  /* Settled: inputs that do not concern B try nothing again. */
+  send_inventory (f);
+  dhf_device_engine_domain_changed (f->engine, &(DhfEngineDomain){ "A", TRUE, FALSE, TRUE, NULL });
+  wait_idle_bounded (f, 0);
+  /* Asked for explicitly, B is tried again (and undone). */
+  focused = try_switch (f, "B", "dom0", NULL, 0, &error);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_HYPERVISOR);
+  g_assert_null (focused);
+  g_free (fake_ops_take_calls (f->fake));
+  fake_ops_clear_failures (f->fake);
+  switch_ok (f, "B", "B");
+  assert_where (f, "input-keyboard", "B");
+}
+
+/* The old focus cannot let go of the devices (a paused guest that does
+ * not answer): the focus moves to the target anyway, and the devices
+ * that stayed say why; nothing is retried until something changes. */
+static void
+test_fallback_old_focus_fails (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *problem = NULL;
+
+  f->config.fallback = "B";
+  desktop (f);
+  start_engine (f);
+  switch_ok (f, "A", "A");
+  g_free (fake_ops_take_calls (f->fake));
+
+  fake_ops_fail_matching (f->fake, "detach A input-keyboard *", DHF_ERROR_HYPERVISOR,
+                          "the guest does not answer");
+  set_state (f, "A", TRUE, FALSE);
+  wait_idle_bounded (f, 20);
+  expect_warning ("detaching input-keyboard from A: the guest does not answer");
+  expect_warning ("falling back to B: detaching input-keyboard from A: the guest does not answer");
+  assert_calls (f, "detach A input-keyboard live|config -> failed; list A; list-config A; "
+                   "detach A input-mouse live|config; "
+                   "detach A input-keyboard live|config -> failed; list A; list-config A; "
+                   "attach B input-mouse live|config; weight B 1024; weight A 256");
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "B");
+  assert_where (f, "input-keyboard", "A");
+  assert_where (f, "input-mouse", "B");
+  problem = problem_of (f, "input-keyboard");
+  g_assert_cmpstr (problem, ==,
+                   "falling back to B: detaching input-keyboard from A: the guest does not "
+                   "answer");
+
+  /* A answers again (it runs): the keyboard is tried once more. */
+  fake_ops_clear_failures (f->fake);
+  set_state (f, "A", TRUE, TRUE);
+  wait_idle_bounded (f, 10);
+  assert_calls (f, "detach A input-keyboard live|config; attach B input-keyboard live|config");
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "B");
+}
+
+/* Fallback to dom0 where the old focus' weight cannot be set: the focus
+ * moves, the weight is tried once (it used to undo the fallback and
+ * queue it again, forever). */
+static void
+test_fallback_weight_fails (Fixture *f, gconstpointer data)
+{
+  desktop (f);
+  start_engine (f);
+  switch_ok (f, "A", "A");
+  g_free (fake_ops_take_calls (f->fake));
+
+  fake_ops_fail_matching (f->fake, "weight A 256", DHF_ERROR_HYPERVISOR,
+                          "cgroup cpu controller not mounted");
+  set_state (f, "A", TRUE, FALSE);
+  wait_idle_bounded (f, 10);
+  expect_warning ("setting the CPU weight of A to 256: cgroup cpu controller not mounted");
+  assert_calls (f, "detach A input-keyboard live|config; detach A input-mouse live|config; "
+                   "weight A 256 -> failed");
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "dom0");
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle_bounded (f, 1);
+  expect_warning ("setting the CPU weight of A to 256");
+  assert_calls (f, "weight A 256 -> failed");
+}
+
+/* --- review regressions: failed moves are not retried on every input --- */
+
+static void
+test_no_retry_without_change (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *problem = NULL;
+
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "pci:*", "dom0", "media", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "50-pci.policy:1");
+  add_device (f, pci_device ("0000:01:00.0", 7, "snd_hda_intel", FALSE));
+  define (f, "media", TRUE, FALSE, wishes (pci_wish ("0000:01:00.0"), NULL));
+  fake_ops_fail_matching (f->fake, "attach media *", DHF_ERROR_HYPERVISOR, "group not viable");
+  start_engine (f);
+  expect_warning ("attaching pci-0000:01:00.0 to media: group not viable");
+  assert_calls (f, "list media; list-config media; attach media pci-0000_01_00_0 live|config -> "
+                   "failed; list media; list-config media; weight media 256");
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_cmpstr (problem, ==, "attaching pci-0000:01:00.0 to media: group not viable");
+
+  /* The failed managed attach rebinds the host driver: uevents, rescans.
+   * The same inventory, or the function's own driver flipping, retry
+   * nothing. */
+  for (guint i = 0; i < 5; i++)
+    {
+      send_inventory (f);
+      wait_idle (f);
+    }
+  g_ptr_array_remove_index (f->devices, 0);
+  add_device (f, pci_device ("0000:01:00.0", 7, "vfio-pci", FALSE));
+  send_inventory (f);
+  wait_idle (f);
+  g_ptr_array_remove_index (f->devices, 0);
+  add_device (f, pci_device ("0000:01:00.0", 7, "snd_hda_intel", FALSE));
+  send_inventory (f);
+  wait_idle (f);
+  assert_calls (f, "");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_nonnull (problem);
+
+  /* The domain restarts: tried once more. */
+  set_state (f, "media", FALSE, FALSE);
+  set_state (f, "media", TRUE, TRUE);
+  wait_idle (f);
+  expect_warning ("group not viable");
+  assert_calls (f, "attach media pci-0000_01_00_0 live|config -> failed; list media; "
+                   "list-config media; weight media 256");
+
+  /* Plugged out and in again: once more. Assign: once more. */
+  g_ptr_array_set_size (f->devices, 0);
+  send_inventory (f);
+  add_device (f, pci_device ("0000:01:00.0", 7, "snd_hda_intel", FALSE));
+  send_inventory (f);
+  wait_idle (f);
+  expect_warning ("group not viable");
+  assert_calls (f, "attach media pci-0000_01_00_0 live|config -> failed; list media; "
+                   "list-config media");
+  fake_ops_clear_failures (f->fake);
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "attach media pci-0000_01_00_0 live|config");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_null (problem);
+}
+
+/* --- review regressions: @focused device rules -------------------------- */
+
+/* A decider that allows input devices (follow-focus) and a USB device
+ * (no mode: the manifest's pin) to the focused domain only, as rules
+ * with TARGET @focused do; the focus it uses is the engine's planning
+ * focus, as dhfd's policy lookup does. */
+static void
+decide_at_focused (DhfPolicyKind kind, const gchar *subject, const gchar *source,
+                   const gchar *target, DhfEngineVerdict *verdict, gpointer data)
+{
+  Fixture *f = data;
+  const gchar *focused = dhf_device_engine_get_planning_focus (f->engine);
+
+  verdict->action = DHF_POLICY_ACTION_DENY;
+  if (kind == DHF_POLICY_KIND_SWITCH)
+    verdict->action = DHF_POLICY_ACTION_ALLOW;
+  else if (g_strcmp0 (target, focused) == 0 && g_str_has_prefix (subject, "input:"))
+    {
+      verdict->action = DHF_POLICY_ACTION_ALLOW;
+      verdict->mode = g_strdup ("follow-focus");
+      verdict->rule = g_strdup ("30-focused.policy:1");
+    }
+  else if (g_strcmp0 (target, focused) == 0 && g_str_has_prefix (subject, "usb:"))
+    {
+      verdict->action = DHF_POLICY_ACTION_ALLOW;
+      verdict->rule = g_strdup ("30-focused.policy:2");
+    }
+}
+
+static void
+test_focused_rules (Fixture *f, gconstpointer data)
+{
+  add_device (f, input_device ("keyboard"));
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "A", TRUE, TRUE, wishes (usb_wish (0x046d, 0xc52b, DHF_DEVICE_MODE_PINNED), NULL));
+  define (f, "B", TRUE, TRUE, NULL);
+  start_engine (f);
+  dhf_device_engine_set_decider (f->engine, decide_at_focused, f);
+  wait_idle (f);
+  g_free (fake_ops_take_calls (f->fake));
+  g_assert_cmpstr (dhf_device_engine_get_planning_focus (f->engine), ==, "dom0");
+
+  /* The switch plans with A as the focus the rules see: the keyboard goes
+   * with it, in the switch; the pin the rule now allows follows in the
+   * reconciliation after it. */
+  switch_ok (f, "A", "A");
+  assert_calls (f, "attach A input-keyboard live|config; weight A 1024; "
+                   "attach A usb-1-2 live|config");
+  assert_status (f, "input-keyboard", "A", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
+  assert_status (f, "usb-1-2", "A", DHF_DEVICE_MODE_PINNED, "A", "manifest");
+
+  switch_ok (f, "B", "B");
+  assert_calls (f, "detach A input-keyboard live|config; attach B input-keyboard live|config; "
+                   "weight B 1024; detach A usb-1-2 live|config; weight A 256");
+  assert_where (f, "input-keyboard", "B");
+  assert_where (f, "usb-1-2", "dom0");
+  g_assert_cmpstr (dhf_device_engine_get_planning_focus (f->engine), ==, "B");
+}
+
+/* --- review regressions: shutdown --------------------------------------- */
+
+static gpointer
+unblock_later (gpointer data)
+{
+  FakeOps *fake = data;
+
+  fake_ops_wait_blocked (fake);
+  /* Long enough that an engine that did not wait would be seen. */
+  g_usleep (50 * 1000);
+  fake_ops_unblock (fake);
+  return NULL;
+}
+
+static void
+test_shutdown (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GAsyncResult) running = NULL;
+  g_autoptr (GAsyncResult) queued = NULL;
+  g_autoptr (GAsyncResult) asked = NULL;
+  g_autoptr (GAsyncResult) after = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GThread) thread = NULL;
+  g_autofree gchar *text = NULL;
+  g_autofree gchar *focused = NULL;
+  GWeakRef weak;
+
+  desktop (f);
+  add_rule (f, TRUE, DHF_POLICY_KIND_DEVICE, "usb:046d:c52b", "dom0", "corp",
+            DHF_POLICY_ACTION_ALLOW, "pinned", TRUE, "40-usb.policy:5");
+  add_rule (f, TRUE, DHF_POLICY_KIND_SWITCH, NULL, "personal", "*", DHF_POLICY_ACTION_ASK, NULL,
+            FALSE, "30-desktop.policy:9");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "corp", TRUE, FALSE, NULL);
+  define (f, "personal", TRUE, TRUE, NULL);
+  f->with_asker = TRUE;
+  f->answer = -1;
+  start_engine (f);
+  switch_ok (f, "B", "B");
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* A switch whose first call is under way, a reconciliation and a
+   * switch queued behind it, a question open. */
+  fake_ops_block (f->fake);
+  dhf_device_engine_switch_async (f->engine, "A", "dom0", NULL, 0, NULL, on_result, &running);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  fake_ops_wait_blocked (f->fake);
+  thread = g_thread_new ("unblock", unblock_later, f->fake);
+  dhf_device_engine_policy_changed (f->engine);
+  dhf_device_engine_switch_async (f->engine, "personal", "dom0", NULL, 0, NULL, on_result, &queued);
+  dhf_device_engine_switch_async (f->engine, "A", "personal", NULL, 0, NULL, on_result, &asked);
+  g_assert_cmpstr (f->asked, ==, "personal>A 30-desktop.policy:9");
+  g_weak_ref_init (&weak, f->engine);
+
+  dhf_device_engine_shutdown (f->engine);
+  /* The call under way finished before it returned; nothing after it ran. */
+  assert_calls (f, "detach B input-keyboard live|config");
+  g_assert_true (g_cancellable_is_cancelled (f->ask_cancellable));
+  while (running == NULL || queued == NULL || asked == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_thread_join (g_steal_pointer (&thread));
+  focused = dhf_device_engine_switch_finish (f->engine, running, &error);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+  g_clear_error (&error);
+  g_assert_null (dhf_device_engine_switch_finish (f->engine, queued, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+  g_clear_error (&error);
+  g_assert_null (dhf_device_engine_switch_finish (f->engine, asked, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+  g_clear_error (&error);
+
+  /* Afterwards: requests fail, inputs move nothing, no decider is asked. */
+  dhf_device_engine_switch_async (f->engine, "B", "dom0", NULL, 0, NULL, on_result, &after);
+  while (after == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_null (dhf_device_engine_switch_finish (f->engine, after, &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+  g_clear_error (&error);
+  g_array_set_size (f->rules, 0);
+  dhf_device_engine_policy_changed (f->engine);
+  set_state (f, "corp", TRUE, FALSE);
+  send_inventory (f);
+  dhf_device_engine_synced (f->engine);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  g_assert_true (dhf_device_engine_is_idle (f->engine));
+  assert_calls (f, "");
+  g_assert_true (
+      fake_ops_holds (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_LIVE | DHF_DEVICE_SCOPE_CONFIG));
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "B");
+
+  /* The state it had saved is on disk. */
+  g_assert_true (g_file_get_contents (f->state_file, &text, NULL, NULL));
+  g_assert_nonnull (strstr (text, "\"focused\":\"B\""));
+
+  /* Nothing keeps it alive any more. */
+  g_clear_object (&running);
+  g_clear_object (&queued);
+  g_clear_object (&asked);
+  g_clear_object (&after);
+  g_signal_handlers_disconnect_by_data (f->engine, f);
+  g_clear_object (&f->engine);
+  {
+    DhfDeviceEngine *left = g_weak_ref_get (&weak);
+
+    g_assert_null (left);
+  }
+  g_weak_ref_clear (&weak);
+}
+
+/* --- review regressions: scopes ----------------------------------------- */
+
+/* A domain starts after a step was planned for its persistent definition
+ * only: it is read back and gets the device live. */
+static void
+test_stale_scope (Fixture *f, gconstpointer data)
+{
+  TestDomain *corp;
+
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "corp", FALSE, FALSE, NULL);
+  start_engine (f);
+  g_free (fake_ops_take_calls (f->fake));
+  corp = g_hash_table_lookup (f->domains, "corp");
+
+  /* The manifest pins it: the attach is planned CONFIG-only. corp starts
+   * while it is under way, and the engine hears of it meanwhile. */
+  fake_ops_block (f->fake);
+  corp->wishes = wishes (usb_wish (0x046d, 0xc52b, DHF_DEVICE_MODE_PINNED), NULL);
+  report_domain (f, "corp");
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  fake_ops_wait_blocked (f->fake);
+  set_state (f, "corp", TRUE, TRUE);
+  fake_ops_unblock (f->fake);
+  wait_idle (f);
+  assert_calls (f, "attach corp usb-1-2 config; list corp; list-config corp; "
+                   "attach corp usb-1-2 live|config; weight corp 256");
+  g_assert_true (
+      fake_ops_holds (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_LIVE | DHF_DEVICE_SCOPE_CONFIG));
+
+  /* It stops; the pin goes; the detach is planned CONFIG-only and corp
+   * starts (with the device) before it runs; the engine hears of the
+   * start only after the detach is done. */
+  set_state (f, "corp", FALSE, FALSE);
+  wait_idle (f);
+  g_free (fake_ops_take_calls (f->fake));
+  fake_ops_block (f->fake);
+  g_clear_pointer (&corp->wishes, g_ptr_array_unref);
+  report_domain (f, "corp");
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  fake_ops_wait_blocked (f->fake);
+  fake_ops_set_active (f->fake, "corp", TRUE);
+  fake_ops_unblock (f->fake);
+  wait_idle (f);
+  g_assert_true (fake_ops_holds (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_LIVE));
+  corp->active = corp->running = TRUE;
+  report_domain (f, "corp");
+  wait_idle (f);
+  assert_calls (f, "detach corp usb-1-2 config; list corp; list-config corp; "
+                   "detach corp usb-1-2 live|config; weight corp 256");
+  assert_where (f, "usb-1-2", "dom0");
+  assert_status (f, "usb-1-2", "dom0", DHF_DEVICE_MODE_DOM0, NULL, "none");
+}
+
+/* What a read finds in one scope only is seen, both ways. */
+static void
+test_read_both_scopes (Fixture *f, gconstpointer data)
+{
+  desktop (f);
+  /* Left by a move half done: A has the keyboard in its definition only,
+   * B has the mouse live only. */
+  fake_ops_hold (f->fake, "A", "input-keyboard", DHF_DEVICE_SCOPE_CONFIG);
+  fake_ops_hold (f->fake, "B", "input-mouse", DHF_DEVICE_SCOPE_LIVE);
+  start_engine (f);
+  /* Neither should be there: both go, from both scopes. */
+  assert_calls (f, "list A; list-config A; list B; list-config B; "
+                   "detach A input-keyboard live|config; detach B input-mouse live|config; "
+                   "weight A 256; weight B 256");
+  assert_where (f, "input-keyboard", "dom0");
+  assert_where (f, "input-mouse", "dom0");
+
+  /* Where it should be, but in one scope only: attached again, which
+   * adds the missing scope. */
+  switch_ok (f, "A", "A");
+  stop_engine (f);
+  fake_ops_drop (f->fake, "A", "input-keyboard", DHF_DEVICE_SCOPE_LIVE);
+  g_free (fake_ops_take_calls (f->fake));
+  start_engine (f);
+  assert_calls (f, "list A; list-config A; list B; list-config B; "
+                   "attach A input-keyboard live|config; weight A 1024; weight B 256");
+  g_assert_true (fake_ops_holds (f->fake, "A", "input-keyboard",
+                                 DHF_DEVICE_SCOPE_LIVE | DHF_DEVICE_SCOPE_CONFIG));
+  assert_status (f, "input-keyboard", "A", DHF_DEVICE_MODE_FOLLOW_FOCUS, NULL, "focus");
+}
+
+/* --- review regressions: IOMMU groups ----------------------------------- */
+
+static void
+set_wishes (Fixture *f, const gchar *name, GPtrArray *list)
+{
+  TestDomain *domain = g_hash_table_lookup (f->domains, name);
+
+  g_clear_pointer (&domain->wishes, g_ptr_array_unref);
+  domain->wishes = list;
+  report_domain (f, name);
+}
+
+/* Replaces the inventory's PCI functions of group 7 by ones with driver. */
+static void
+group_drivers (Fixture *f, const gchar *driver0, const gchar *driver1)
+{
+  g_ptr_array_set_size (f->devices, 0);
+  add_device (f, pci_device ("0000:01:00.0", 7, driver0, FALSE));
+  add_device (f, pci_device ("0000:01:00.1", 7, driver1, FALSE));
+  send_inventory (f);
+}
+
+static void
+test_pci_group_whole (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *problem = NULL;
+
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "pci:*", "dom0", "*", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "50-pci.policy:1");
+  add_device (f, pci_device ("0000:01:00.0", 7, "snd_hda_intel", FALSE));
+  add_device (f, pci_device ("0000:01:00.1", 7, "xhci_hcd", FALSE));
+  define (f, "media", TRUE, FALSE, NULL);
+  define (f, "lab", TRUE, FALSE, NULL);
+  start_engine (f);
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* Two guests want one function each: a group goes to one guest, so
+   * neither goes, and each says why. */
+  set_wishes (f, "media", wishes (pci_wish ("0000:01:00.0"), NULL));
+  set_wishes (f, "lab", wishes (pci_wish ("0000:01:00.1"), NULL));
+  wait_idle (f);
+  assert_calls (f, "");
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_cmpstr (problem, ==,
+                   "cannot go to media: IOMMU group 7 also holds pci-0000:01:00.1 (driver "
+                   "xhci_hcd) in dom0; a group goes to one guest whole: give those to media too, "
+                   "or unbind the host drivers of those in dom0");
+  set_wishes (f, "lab", NULL);
+  wait_idle (f);
+  assert_calls (f, "");
+
+  /* The group moves as one unit: when its second attach fails, its first
+   * is undone, and both say why. */
+  fake_ops_fail_matching (f->fake, "attach media pci-0000_01_00_1 *", DHF_ERROR_HYPERVISOR,
+                          "group not viable");
+  set_wishes (f, "media", wishes (pci_wish ("0000:01:00.0"), pci_wish ("0000:01:00.1"), NULL));
+  wait_idle (f);
+  expect_warning ("attaching pci-0000:01:00.1 to media: group not viable");
+  assert_calls (f, "attach media pci-0000_01_00_0 live|config; "
+                   "attach media pci-0000_01_00_1 live|config -> failed; "
+                   "detach media pci-0000_01_00_0 live|config; list media; list-config media");
+  assert_where (f, "pci-0000:01:00.0", "dom0");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_cmpstr (problem, ==, "attaching pci-0000:01:00.1 to media: group not viable");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.1");
+  g_assert_cmpstr (problem, ==, "attaching pci-0000:01:00.1 to media: group not viable");
+
+  fake_ops_clear_failures (f->fake);
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "attach media pci-0000_01_00_0 live|config; "
+                   "attach media pci-0000_01_00_1 live|config");
+  group_drivers (f, "vfio-pci", "vfio-pci");
+  wait_idle (f);
+
+  /* One function may not leave while the other stays in the guest: it
+   * would get its host driver back in a group a guest has. */
+  set_wishes (f, "media", wishes (pci_wish ("0000:01:00.0"), NULL));
+  wait_idle (f);
+  assert_calls (f, "");
+  assert_where (f, "pci-0000:01:00.1", "media");
+  assert_status (f, "pci-0000:01:00.1", "media", DHF_DEVICE_MODE_DOM0, NULL, "none");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.1");
+  g_assert_cmpstr (problem, ==,
+                   "cannot go to dom0: IOMMU group 7 also holds pci-0000:01:00.0 in media; a "
+                   "group leaves its guest whole");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "pci-0000:01:00.0");
+  g_assert_null (problem);
+
+  /* Both go: together, detaches in one unit. */
+  set_wishes (f, "media", NULL);
+  wait_idle (f);
+  assert_calls (f, "detach media pci-0000_01_00_0 live|config; "
+                   "detach media pci-0000_01_00_1 live|config");
+  assert_where (f, "pci-0000:01:00.0", "dom0");
+  assert_where (f, "pci-0000:01:00.1", "dom0");
+}
+
+/* --- review regressions: admin pins are checked against the policy ----- */
+
+static void
+test_pin_admin_policy (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *problem = NULL;
+  g_autofree gchar *text = NULL;
+
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "corp", TRUE, FALSE, NULL);
+  start_engine (f);
+  g_assert_true (assign (f, "usb-1-2", "corp", &error));
+  g_assert_no_error (error);
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* The admin forbids it now: the policy wins over the pin. */
+  add_rule (f, TRUE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_DENY, NULL,
+            FALSE, "00-lock.policy:1");
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "detach corp usb-1-2 live|config");
+  assert_status (f, "usb-1-2", "dom0", DHF_DEVICE_MODE_DOM0, NULL, "none");
+  problem = problem_of (f, "usb-1-2");
+  g_assert_cmpstr (problem, ==, "pinned to corp (admin), denied by 00-lock.policy:1");
+
+  /* No rule at all. */
+  g_array_set_size (f->rules, 0);
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "");
+  g_clear_pointer (&problem, g_free);
+  problem = problem_of (f, "usb-1-2");
+  g_assert_cmpstr (problem, ==, "pinned to corp (admin), denied: no rule allows it");
+
+  /* The pin is kept (it is the admin's to drop), and holds again. */
+  stop_engine (f);
+  g_assert_true (g_file_get_contents (f->state_file, &text, NULL, NULL));
+  g_assert_nonnull (strstr (text, "\"device\":\"usb-1-2\""));
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  start_engine (f);
+  assert_calls (f, "list corp; list-config corp; attach corp usb-1-2 live|config; "
+                   "weight corp 256");
+  assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "admin");
+}
+
+/* --- review regressions: asking holds no queue -------------------------- */
+
+static void
+test_switch_ask_parked (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GAsyncResult) result = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *focused = NULL;
+
+  desktop (f);
+  add_rule (f, TRUE, DHF_POLICY_KIND_SWITCH, NULL, "personal", "*", DHF_POLICY_ACTION_ASK, NULL,
+            FALSE, "30-desktop.policy:9");
+  define (f, "personal", TRUE, TRUE, NULL);
+  f->with_asker = TRUE;
+  f->answer = -1;
+  start_engine (f);
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* The question is open; other switches go on meanwhile. */
+  dhf_device_engine_switch_async (f->engine, "A", "personal", NULL, 0, NULL, on_result, &result);
+  g_assert_cmpstr (f->asked, ==, "personal>A 30-desktop.policy:9");
+  g_assert_true (dhf_device_engine_is_idle (f->engine));
+  switch_ok (f, "B", "B");
+  switch_ok (f, "dom0", "dom0");
+  g_assert_null (result);
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* Yes: it runs then, checked again. */
+  f->ask_done (TRUE, f->ask_done_data);
+  while (result == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  focused = dhf_device_engine_switch_finish (f->engine, result, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (focused, ==, "A");
+  wait_idle (f);
+  assert_calls (f, "attach A input-keyboard live|config; attach A input-mouse live|config; "
+                   "weight A 1024");
+
+  /* Yes, after the target stopped: refused when it runs. */
+  g_clear_object (&result);
+  g_clear_pointer (&focused, g_free);
+  dhf_device_engine_switch_async (f->engine, "B", "personal", NULL, 0, NULL, on_result, &result);
+  g_assert_cmpstr (f->asked, ==, "personal>B 30-desktop.policy:9");
+  set_state (f, "B", FALSE, FALSE);
+  wait_idle (f);
+  f->ask_done (TRUE, f->ask_done_data);
+  while (result == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  focused = dhf_device_engine_switch_finish (f->engine, result, &error);
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_INVALID_STATE);
+  g_assert_null (focused);
+  g_assert_cmpstr (dhf_device_engine_get_focused (f->engine), ==, "A");
+}
+
+/* --- review regressions: domains the engine has not read ---------------- */
+
+static void
+test_new_domain_read (Fixture *f, gconstpointer data)
+{
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "lab", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "40-usb.policy:1");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "corp", FALSE, FALSE, NULL);
+  start_engine (f);
+  assert_calls (f, "list corp");
+
+  /* Renamed behind dhfd's back, with the device in its definition: the
+   * new name is read, and the device comes home (nothing allows it). */
+  fake_ops_hold (f->fake, "corp", "usb-1-2", DHF_DEVICE_SCOPE_CONFIG);
+  undefine (f, "corp");
+  define (f, "corp2", FALSE, FALSE, NULL);
+  fake_ops_hold (f->fake, "corp2", "usb-1-2", DHF_DEVICE_SCOPE_CONFIG);
+  wait_idle (f);
+  assert_calls (f, "list corp2; detach corp2 usb-1-2 config");
+  assert_where (f, "usb-1-2", "dom0");
+
+  /* A domain defined with it where the policy wants it: read, kept. */
+  define (f, "lab", TRUE, FALSE, wishes (usb_wish (0x046d, 0xc52b, DHF_DEVICE_MODE_PINNED), NULL));
+  fake_ops_hold (f->fake, "lab", "usb-1-2", DHF_DEVICE_SCOPE_LIVE | DHF_DEVICE_SCOPE_CONFIG);
+  wait_idle (f);
+  assert_calls (f, "list lab; list-config lab; weight lab 256");
+  assert_status (f, "usb-1-2", "lab", DHF_DEVICE_MODE_PINNED, "lab", "manifest");
+}
+
+/* --- review regressions: history of removed domains ---------------------- */
+
+static void
+test_history_pruned (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *dir = g_path_get_dirname (f->state_file);
+  g_autofree gchar *text = NULL;
+
+  desktop (f);
+  dhf_test_write_file (dir, "devices.json",
+                       "{\"version\":1,\"focused\":\"A\",\"history\":[\"gone\",\"B\",\"dom0\"],"
+                       "\"pins\":[{\"device\":\"input-mouse\",\"domain\":\"gone\"}]}");
+  start_engine (f);
+  /* A domain that no longer exists is nothing to go back to; its pin
+   * stays (an admin pin outlives an undefine and a reinstall). */
+  assert_history (f, "B dom0");
+  {
+    g_autofree gchar *problem = problem_of (f, "input-mouse");
+
+    g_assert_cmpstr (problem, ==, "pinned to gone (admin), which is not defined");
+  }
+  stop_engine (f);
+  g_assert_true (g_file_get_contents (f->state_file, &text, NULL, NULL));
+  g_assert_null (strstr (text, "\"gone\",\n"));
+  g_assert_nonnull (strstr (text, "\"history\":[\n    \"B\""));
+  g_assert_nonnull (strstr (text, "\"domain\":\"gone\""));
+}
+
+/* --- the fake is the real ops: scopes a domain lacks are dropped -------- */
+
+static void
+test_transient_domain (Fixture *f, gconstpointer data)
+{
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "tmp", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "40-usb.policy:1");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "tmp", TRUE, FALSE, wishes (usb_wish (0x046d, 0xc52b, DHF_DEVICE_MODE_PINNED), NULL));
+  fake_ops_set_transient (f->fake, "tmp", TRUE);
+  start_engine (f);
+  /* Its definition is its live one: the device is wholly there. */
+  assert_calls (f, "list tmp; list-config tmp; attach tmp usb-1-2 live|config; weight tmp 256");
+  g_assert_true (fake_ops_holds (f->fake, "tmp", "usb-1-2", DHF_DEVICE_SCOPE_LIVE));
+  g_assert_false (fake_ops_holds (f->fake, "tmp", "usb-1-2", DHF_DEVICE_SCOPE_CONFIG));
+  stop_engine (f);
+  start_engine (f);
+  assert_calls (f, "list tmp; list-config tmp; weight tmp 256");
+  assert_status (f, "usb-1-2", "tmp", DHF_DEVICE_MODE_PINNED, "tmp", "manifest");
+}
+
+/* --- review regressions: an admin pin is for its device, not its port --- */
+
+static void
+assert_problem (Fixture *f, const gchar *id, const gchar *expected)
+{
+  g_autofree gchar *problem = problem_of (f, id);
+
+  g_assert_cmpstr (problem, ==, expected);
+}
+
+static void
+assert_file_has (Fixture *f, const gchar *part)
+{
+  g_autofree gchar *text = NULL;
+
+  g_assert_true (g_file_get_contents (f->state_file, &text, NULL, NULL));
+  if (strstr (text, part) == NULL)
+    g_error ("the state file does not say %s:\n%s", part, text);
+}
+
+/* The inventory's USB device in port 1-2 becomes device. */
+static void
+plug_usb (Fixture *f, DhfDevice *device)
+{
+  for (guint i = 0; i < f->devices->len; i++)
+    {
+      if (g_strcmp0 (((DhfDevice *) g_ptr_array_index (f->devices, i))->id, "usb-1-2") == 0)
+        {
+          g_ptr_array_remove_index (f->devices, i);
+          break;
+        }
+    }
+  if (device != NULL)
+    add_device (f, device);
+  send_inventory (f);
+  wait_idle (f);
+}
+
+#define KEY_SELECTOR      "usb:1050:0407:0001234"
+#define STRANGER_SELECTOR "usb:dead:beef:666"
+#define STRANGER_PROBLEM                                                                           \
+  "usb-1-2 is pinned to corp (admin) for " KEY_SELECTOR "; this is another device "                \
+  "(" STRANGER_SELECTOR "): the pin waits for its own"
+
+static void
+test_pin_port (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  /* The policy lets any USB device go to corp: what keeps the stranger
+   * out is the pin's selector. */
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  add_device (f, usb_serial_device ("1-2", 0x1050, 0x0407, "0001234"));
+  define (f, "corp", TRUE, FALSE, NULL);
+  start_engine (f);
+  g_assert_true (assign (f, "usb-1-2", "corp", &error));
+  g_assert_no_error (error);
+  assert_calls (f, "list corp; list-config corp; weight corp 256; "
+                   "attach corp usb-1-2 live|config");
+
+  /* Unplugged, it stays corp's; another device in that port is not. */
+  plug_usb (f, NULL);
+  assert_calls (f, "");
+  plug_usb (f, usb_serial_device ("1-2", 0xdead, 0xbeef, "666"));
+  assert_calls (f, "detach corp usb-1-2 live|config");
+  assert_where (f, "usb-1-2", "dom0");
+  assert_status (f, "usb-1-2", "dom0", DHF_DEVICE_MODE_DOM0, NULL, "none");
+  assert_problem (f, "usb-1-2", STRANGER_PROBLEM);
+  /* Nor can it take the pin's place without the admin dropping it. */
+  g_assert_false (assign (f, "usb-1-2", "corp", &error));
+  g_assert_error (error, DHF_ERROR, DHF_ERROR_EXISTS);
+  g_assert_cmpstr (error->message, ==,
+                   "usb-1-2 is pinned to corp (admin) for another device (" KEY_SELECTOR
+                   "); release that pin first");
+  g_clear_error (&error);
+  assert_calls (f, "");
+
+  /* Gone again: what is missing is the pin's own device. */
+  plug_usb (f, NULL);
+  assert_calls (f, "");
+  {
+    g_autoptr (DhfDeviceStatus) status = dhf_device_engine_lookup (f->engine, "usb-1-2");
+
+    g_assert_false (status->present);
+    g_assert_cmpstr (status->device->selector, ==, KEY_SELECTOR);
+    g_assert_cmpstr (status->holder, ==, "corp");
+    g_assert_cmpstr (status->origin, ==, "admin");
+  }
+
+  /* The pinned device back: corp's again. */
+  plug_usb (f, usb_serial_device ("1-2", 0x1050, 0x0407, "0001234"));
+  assert_calls (f, "attach corp usb-1-2 live|config");
+  assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "admin");
+  assert_problem (f, "usb-1-2", NULL);
+
+  /* The pin is saved with its selector; after a restart with the
+   * stranger in the port, the stranger is taken out of corp. */
+  stop_engine (f);
+  assert_file_has (f, "\"selector\":\"" KEY_SELECTOR "\"");
+  g_ptr_array_set_size (f->devices, 0);
+  add_device (f, usb_serial_device ("1-2", 0xdead, 0xbeef, "666"));
+  start_engine (f);
+  assert_calls (f, "list corp; list-config corp; detach corp usb-1-2 live|config; "
+                   "weight corp 256");
+  assert_problem (f, "usb-1-2", STRANGER_PROBLEM);
+
+  /* Once the admin drops the pin, the stranger may be pinned. */
+  g_assert_true (release (f, "usb-1-2", &error));
+  g_assert_no_error (error);
+  assert_calls (f, "");
+  assert_problem (f, "usb-1-2", NULL);
+  g_assert_true (assign (f, "usb-1-2", "corp", &error));
+  g_assert_no_error (error);
+  assert_calls (f, "attach corp usb-1-2 live|config");
+  stop_engine (f);
+  assert_file_has (f, "\"selector\":\"" STRANGER_SELECTOR "\"");
+}
+
+/* A state file from before selectors were kept: each pin is for the
+ * device at its id at the first sync (or when one is first plugged in
+ * there), and is saved so. */
+static void
+test_pin_selector_adopted (Fixture *f, gconstpointer data)
+{
+  g_autofree gchar *dir = g_path_get_dirname (f->state_file);
+
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  add_device (f, usb_serial_device ("1-2", 0x1050, 0x0407, "0001234"));
+  define (f, "corp", TRUE, FALSE, NULL);
+  dhf_test_write_file (dir, "devices.json",
+                       "{\"version\":1,\"pins\":[{\"device\":\"usb-1-2\",\"domain\":\"corp\"},"
+                       "{\"device\":\"usb-1-3\",\"domain\":\"corp\"}]}");
+  start_engine (f);
+  assert_calls (f, "list corp; list-config corp; attach corp usb-1-2 live|config; "
+                   "weight corp 256");
+  assert_status (f, "usb-1-2", "corp", DHF_DEVICE_MODE_PINNED, "corp", "admin");
+
+  /* usb-1-3 was not there: its pin is for the first device seen there. */
+  add_device (f, usb_device ("1-3", 0x046d, 0xc52b));
+  send_inventory (f);
+  wait_idle (f);
+  assert_calls (f, "attach corp usb-1-3 live|config");
+  stop_engine (f);
+  assert_file_has (f, "\"device\":\"usb-1-2\",\n      \"selector\":\"" KEY_SELECTOR "\"");
+  assert_file_has (f, "\"device\":\"usb-1-3\",\n      \"selector\":\"usb:046d:c52b\"");
+
+  /* From then on it holds for that device only (usb-1-3, unplugged,
+   * stays where it is). */
+  g_ptr_array_set_size (f->devices, 0);
+  add_device (f, usb_serial_device ("1-2", 0xdead, 0xbeef, "666"));
+  start_engine (f);
+  assert_calls (f, "list corp; list-config corp; detach corp usb-1-2 live|config; "
+                   "weight corp 256");
+  assert_problem (f, "usb-1-2", STRANGER_PROBLEM);
+}
+
+/* --- review regressions: a guest's switch is decided first -------------- */
+
+static void
+test_switch_guest_first (Fixture *f, gconstpointer data)
+{
+  const gchar *const targets[]
+      = { "nope", "stopped", "vpn", "A", "B", "@next", "@previous", "dom0" };
+  g_autofree gchar *asked = NULL;
+
+  desktop (f);
+  define (f, "stopped", FALSE, TRUE, NULL);
+  define (f, "vpn", TRUE, FALSE, NULL);
+  define (f, "personal", TRUE, TRUE, NULL);
+  /* A rule of its own for B: a refusal does not name it either. */
+  add_rule (f, TRUE, DHF_POLICY_KIND_SWITCH, NULL, "personal", "B", DHF_POLICY_ACTION_DENY, NULL,
+            FALSE, "20-lock.policy:4");
+  start_engine (f);
+  switch_ok (f, "A", "A");
+  g_free (fake_ops_take_calls (f->fake));
+  g_ptr_array_set_size (f->switch_log, 0);
+
+  /* Whatever it names (a domain that does not exist, one that is
+   * stopped, one that is no environment, the focused one, @next), a
+   * guest no rule lets switch hears the same. */
+  for (guint i = 0; i < G_N_ELEMENTS (targets); i++)
+    switch_fails (f, targets[i], "personal", DHF_ERROR_NOT_AUTHORIZED,
+                  "personal may not switch the display there: the policy does not allow it");
+  /* The policy was asked about each name, @next and @previous where they
+   * lead from A among the running environments. */
+  asked = joined (f->switch_log);
+  g_assert_cmpstr (asked, ==,
+                   "personal>nope personal>stopped personal>vpn personal>A personal>B "
+                   "personal>B personal>personal personal>dom0");
+  assert_calls (f, "");
+  g_assert_cmpuint (f->focus_log->len, ==, 1);
+
+  /* Once the policy lets it, it is told what is wrong. */
+  add_rule (f, TRUE, DHF_POLICY_KIND_SWITCH, NULL, "personal", "*", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "30-desktop.policy:12");
+  switch_fails (f, "nope", "personal", DHF_ERROR_NOT_FOUND, "no domain named nope");
+  switch_fails (f, "stopped", "personal", DHF_ERROR_INVALID_STATE, "stopped is not running");
+  switch_fails (f, "vpn", "personal", DHF_ERROR_INVALID_ARGS, "vpn is not an environment");
+  {
+    g_autoptr (GError) error = NULL;
+    g_autofree gchar *focused = try_switch (f, "A", "personal", NULL, 0, &error);
+
+    g_assert_no_error (error);
+    g_assert_cmpstr (focused, ==, "A");
+  }
+  assert_calls (f, "");
+  {
+    g_autoptr (GError) error = NULL;
+    g_autofree gchar *focused = try_switch (f, "B", "personal", NULL, 0, &error);
+
+    g_assert_no_error (error);
+    g_assert_cmpstr (focused, ==, "B");
+  }
+
+  /* dom0 keeps the details, in the order of old. */
+  g_array_set_size (f->rules, 0);
+  switch_fails (f, "nope", "dom0", DHF_ERROR_NOT_FOUND, "no domain named nope");
+  switch_fails (f, "A", "dom0", DHF_ERROR_NOT_AUTHORIZED,
+                "switching from dom0 to A is denied: no rule allows it");
+  switch_fails (f, "@next", "dom0", DHF_ERROR_NOT_AUTHORIZED,
+                "switching from dom0 to personal is denied: no rule allows it");
+
+  /* No environment runs: a guest is not told so before the policy let it. */
+  set_state (f, "A", FALSE, FALSE);
+  set_state (f, "B", FALSE, FALSE);
+  set_state (f, "personal", TRUE, FALSE);
+  wait_idle (f);
+  switch_fails (f, "@next", "dom0", DHF_ERROR_INVALID_STATE, "no environment is running");
+  switch_fails (f, "@next", "personal", DHF_ERROR_NOT_AUTHORIZED,
+                "personal may not switch the display there: the policy does not allow it");
+  add_rule (f, TRUE, DHF_POLICY_KIND_SWITCH, NULL, "personal", "*", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "30-desktop.policy:12");
+  switch_fails (f, "@previous", "personal", DHF_ERROR_INVALID_STATE, "no environment is running");
+}
+
+/* --- review regressions: releasing held keys ---------------------------- */
+
+static void
+test_release_keys (Fixture *f, gconstpointer data)
+{
+  /* Ctrl, Alt, Tab, Ctrl again, AltGr, Super. */
+  const guint combo[] = { 29, 56, 15, 29, 100, 125 };
+  const guint tab[] = { 15 };
+  guint many[40];
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *focused = NULL;
+
+  for (guint i = 0; i < G_N_ELEMENTS (many); i++)
+    {
+      static const guint cycle[] = { 29, 97, 30, 56, 100, 42, 54, 125, 126, 15 };
+
+      many[i] = cycle[i % G_N_ELEMENTS (cycle)];
+    }
+  /* Only the mouse follows the focus; the keyboard stays in dom0. */
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "input:mouse", "dom0", "*", DHF_POLICY_ACTION_ALLOW,
+            "follow-focus", FALSE, "30-desktop.policy:3");
+  add_rule (f, FALSE, DHF_POLICY_KIND_SWITCH, NULL, "dom0", "*", DHF_POLICY_ACTION_ALLOW, NULL,
+            FALSE, "30-desktop.policy:7");
+  add_device (f, input_device ("keyboard"));
+  add_device (f, input_device ("mouse"));
+  define (f, "A", TRUE, TRUE, NULL);
+  define (f, "B", TRUE, TRUE, NULL);
+  start_engine (f);
+  switch_ok (f, "A", "A");
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* No keyboard leaves A: the modifiers held are released there first,
+   * once each; Tab is not (it would be typed again). */
+  focused = try_switch (f, "B", "dom0", combo, G_N_ELEMENTS (combo), &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (focused, ==, "B");
+  assert_calls (f, "keys A 29,56,100,125; detach A input-mouse live|config; "
+                   "attach B input-mouse live|config; weight B 1024; weight A 256");
+
+  /* No modifier held: nothing to release. */
+  g_clear_pointer (&focused, g_free);
+  focused = try_switch (f, "A", "dom0", tab, G_N_ELEMENTS (tab), &error);
+  g_assert_no_error (error);
+  assert_calls (f, "detach B input-mouse live|config; attach A input-mouse live|config; "
+                   "weight A 1024; weight B 256");
+
+  /* Many keys: the modifiers among them, each once (KEY_A and Tab are
+   * not). */
+  g_clear_pointer (&focused, g_free);
+  focused = try_switch (f, "B", "dom0", many, G_N_ELEMENTS (many), &error);
+  g_assert_no_error (error);
+  assert_calls (f, "keys A 29,97,56,100,42,54,125,126; detach A input-mouse live|config; "
+                   "attach B input-mouse live|config; weight B 1024; weight A 256");
+
+  /* Best-effort: a release that fails undoes nothing, and is logged. */
+  fake_ops_fail_matching (f->fake, "keys B *", DHF_ERROR_HYPERVISOR, "no keyboard");
+  g_clear_pointer (&focused, g_free);
+  focused = try_switch (f, "A", "dom0", combo, G_N_ELEMENTS (combo), &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (focused, ==, "A");
+  expect_warning ("switching to A: releasing the held keys in B: no keyboard");
+  assert_calls (f, "keys B 29,56,100,125 -> failed; detach B input-mouse live|config; "
+                   "attach A input-mouse live|config; weight A 1024; weight B 256");
+  assert_where (f, "input-mouse", "A");
+  fake_ops_clear_failures (f->fake);
+
+  /* The keyboard follows the focus too: it leaves A in the switch, which
+   * releases its keys there; none are sent. */
+  add_rule (f, TRUE, DHF_POLICY_KIND_DEVICE, "input:keyboard", "dom0", "*", DHF_POLICY_ACTION_ALLOW,
+            "follow-focus", FALSE, "30-desktop.policy:2");
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "attach A input-keyboard live|config");
+  g_clear_pointer (&focused, g_free);
+  focused = try_switch (f, "B", "dom0", combo, G_N_ELEMENTS (combo), &error);
+  g_assert_no_error (error);
+  assert_calls (f, "detach A input-keyboard live|config; detach A input-mouse live|config; "
+                   "attach B input-keyboard live|config; attach B input-mouse live|config; "
+                   "weight B 1024; weight A 256");
+
+  /* So does any USB device (it may be a keyboard). */
+  add_rule (f, TRUE, DHF_POLICY_KIND_DEVICE, "input:keyboard", "dom0", "*", DHF_POLICY_ACTION_DENY,
+            NULL, FALSE, "30-desktop.policy:1");
+  add_rule (f, TRUE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "*", DHF_POLICY_ACTION_ALLOW,
+            "follow-focus", FALSE, "30-desktop.policy:4");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  send_inventory (f);
+  dhf_device_engine_policy_changed (f->engine);
+  wait_idle (f);
+  assert_calls (f, "detach B input-keyboard live|config; attach B usb-1-2 live|config");
+  g_clear_pointer (&focused, g_free);
+  focused = try_switch (f, "A", "dom0", combo, G_N_ELEMENTS (combo), &error);
+  g_assert_no_error (error);
+  assert_calls (f, "detach B input-mouse live|config; detach B usb-1-2 live|config; "
+                   "attach A input-mouse live|config; attach A usb-1-2 live|config; "
+                   "weight A 1024; weight B 256");
+}
+
+/* --- review regressions: a cancelled request leaves the queue ----------- */
+
+/* Runs what is ready, without waiting: the worker is held, so whatever
+ * is answered now is answered without it. */
+static void
+drain (void)
+{
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+static void
+test_cancel_queued (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GCancellable) running_cancel = g_cancellable_new ();
+  g_autoptr (GAsyncResult) running = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *focused = NULL;
+
+  desktop (f);
+  add_rule (f, FALSE, DHF_POLICY_KIND_DEVICE, "usb:*", "dom0", "corp", DHF_POLICY_ACTION_ALLOW,
+            NULL, FALSE, "40-usb.policy:1");
+  add_device (f, usb_device ("1-2", 0x046d, 0xc52b));
+  define (f, "corp", TRUE, FALSE, NULL);
+  start_engine (f);
+  g_free (fake_ops_take_calls (f->fake));
+
+  /* A switch runs, its first call held. */
+  fake_ops_block (f->fake);
+  dhf_device_engine_switch_async (f->engine, "A", "dom0", NULL, 0, running_cancel, on_result,
+                                  &running);
+  drain ();
+  fake_ops_wait_blocked (f->fake);
+
+  /* Requests queued behind it and cancelled, over and over: each one is
+   * answered at once, while the switch still runs. */
+  for (guint i = 0; i < 20; i++)
+    {
+      g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+      g_autoptr (GAsyncResult) switched = NULL;
+      g_autoptr (GAsyncResult) assigned = NULL;
+      g_autoptr (GAsyncResult) released = NULL;
+
+      dhf_device_engine_switch_async (f->engine, "B", "dom0", NULL, 0, cancellable, on_result,
+                                      &switched);
+      dhf_device_engine_assign_async (f->engine, "usb-1-2", "corp", cancellable, on_result,
+                                      &assigned);
+      dhf_device_engine_release_async (f->engine, "usb-1-2", cancellable, on_result, &released);
+      drain ();
+      g_assert_null (switched);
+      g_assert_null (assigned);
+      g_assert_null (released);
+      g_cancellable_cancel (cancellable);
+      drain ();
+      g_assert_nonnull (switched);
+      g_assert_null (dhf_device_engine_switch_finish (f->engine, switched, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+      g_clear_error (&error);
+      g_assert_nonnull (assigned);
+      g_assert_false (dhf_device_engine_assign_finish (f->engine, assigned, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+      g_clear_error (&error);
+      /* Not run: it has no pin, which would be NOT_FOUND. */
+      g_assert_nonnull (released);
+      g_assert_false (dhf_device_engine_release_finish (f->engine, released, &error));
+      g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+      g_clear_error (&error);
+    }
+  /* Cancelled before it was asked for: the same. */
+  {
+    g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+    g_autoptr (GAsyncResult) assigned = NULL;
+
+    g_cancellable_cancel (cancellable);
+    dhf_device_engine_assign_async (f->engine, "usb-1-2", "corp", cancellable, on_result,
+                                    &assigned);
+    drain ();
+    g_assert_nonnull (assigned);
+    g_assert_false (dhf_device_engine_assign_finish (f->engine, assigned, &error));
+    g_assert_error (error, DHF_ERROR, DHF_ERROR_CANCELLED);
+    g_clear_error (&error);
+  }
+
+  /* The one that runs is not cut in half: cancelled, it finishes. */
+  g_cancellable_cancel (running_cancel);
+  drain ();
+  g_assert_null (running);
+  fake_ops_unblock (f->fake);
+  while (running == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  focused = dhf_device_engine_switch_finish (f->engine, running, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (focused, ==, "A");
+  wait_idle (f);
+  /* Nothing of the cancelled ones ran. */
+  assert_calls (f, "attach A input-keyboard live|config; attach A input-mouse live|config; "
+                   "weight A 1024");
+  assert_where (f, "usb-1-2", "dom0");
+  g_assert_true (dhf_device_engine_is_idle (f->engine));
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -1617,6 +2858,25 @@ main (int argc, char *argv[])
   ADD ("/engine/restart/corrupt", test_restart_corrupt);
   ADD ("/engine/policy-changed", test_policy_changed);
   ADD ("/engine/unplug", test_unplug);
+  ADD ("/engine/fallback/target-fails", test_fallback_target_fails);
+  ADD ("/engine/fallback/old-focus-fails", test_fallback_old_focus_fails);
+  ADD ("/engine/fallback/weight-fails", test_fallback_weight_fails);
+  ADD ("/engine/reconcile/no-retry", test_no_retry_without_change);
+  ADD ("/engine/switch/focused-rules", test_focused_rules);
+  ADD ("/engine/switch/ask-parked", test_switch_ask_parked);
+  ADD ("/engine/shutdown", test_shutdown);
+  ADD ("/engine/scope/stale", test_stale_scope);
+  ADD ("/engine/scope/read-both", test_read_both_scopes);
+  ADD ("/engine/scope/transient", test_transient_domain);
+  ADD ("/engine/pin/pci-group-whole", test_pci_group_whole);
+  ADD ("/engine/pin/admin-policy", test_pin_admin_policy);
+  ADD ("/engine/domain/new-read", test_new_domain_read);
+  ADD ("/engine/restart/history-pruned", test_history_pruned);
+  ADD ("/engine/pin/port", test_pin_port);
+  ADD ("/engine/pin/selector-adopted", test_pin_selector_adopted);
+  ADD ("/engine/switch/guest-first", test_switch_guest_first);
+  ADD ("/engine/switch/release-keys", test_release_keys);
+  ADD ("/engine/cancel-queued", test_cancel_queued);
 #undef ADD
 
   return g_test_run ();

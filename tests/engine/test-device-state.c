@@ -40,6 +40,26 @@ history_text (const DhfDeviceState *state)
   return g_strjoinv (" ", (gchar **) copy->pdata);
 }
 
+/* "domain selector" of the pin of id, "domain -" without a selector, or
+ * NULL when there is none. */
+static gchar *
+pin_text (const DhfDeviceState *state, const gchar *id)
+{
+  const DhfAdminPin *pin = g_hash_table_lookup (state->pins, id);
+
+  if (pin == NULL)
+    return NULL;
+  return g_strdup_printf ("%s %s", pin->domain, pin->selector != NULL ? pin->selector : "-");
+}
+
+static void
+assert_pin (const DhfDeviceState *state, const gchar *id, const gchar *expected)
+{
+  g_autofree gchar *text = pin_text (state, id);
+
+  g_assert_cmpstr (text, ==, expected);
+}
+
 static void
 test_roundtrip (void)
 {
@@ -52,17 +72,24 @@ test_roundtrip (void)
   state->focused = g_strdup ("personal");
   g_ptr_array_add (state->history, g_strdup ("work"));
   g_ptr_array_add (state->history, g_strdup ("dom0"));
-  g_hash_table_insert (state->pins, g_strdup ("usb-1-2"), g_strdup ("corporate"));
-  g_hash_table_insert (state->pins, g_strdup ("pci-0000:01:00.0"), g_strdup ("média"));
+  g_hash_table_insert (state->pins, g_strdup ("usb-1-2"),
+                       dhf_admin_pin_new ("corporate", "usb:1050:0407:0001234"));
+  g_hash_table_insert (state->pins, g_strdup ("pci-0000:01:00.0"),
+                       dhf_admin_pin_new ("média", "pci:0000:01:00.0"));
+  /* Not known yet (from an older file): written without one. */
+  g_hash_table_insert (state->pins, g_strdup ("usb-1-3"), dhf_admin_pin_new ("lab", NULL));
   json = dhf_device_state_to_json (state);
   back = dhf_device_state_parse (json, strlen (json), &error);
   g_assert_no_error (error);
   g_assert_cmpstr (back->focused, ==, "personal");
   history = history_text (back);
   g_assert_cmpstr (history, ==, "work dom0");
-  g_assert_cmpuint (g_hash_table_size (back->pins), ==, 2);
-  g_assert_cmpstr (g_hash_table_lookup (back->pins, "usb-1-2"), ==, "corporate");
-  g_assert_cmpstr (g_hash_table_lookup (back->pins, "pci-0000:01:00.0"), ==, "média");
+  g_assert_cmpuint (g_hash_table_size (back->pins), ==, 3);
+  assert_pin (back, "usb-1-2", "corporate usb:1050:0407:0001234");
+  assert_pin (back, "pci-0000:01:00.0", "média pci:0000:01:00.0");
+  assert_pin (back, "usb-1-3", "lab -");
+  g_assert_nonnull (strstr (json, "\"selector\":\"usb:1050:0407:0001234\""));
+  g_assert_nonnull (strstr (json, "\"device\":\"usb-1-3\",\n      \"domain\":\"lab\""));
   /* The same state, the same text: pins are sorted. */
   g_assert_true (strstr (json, "pci-0000:01:00.0") < strstr (json, "usb-1-2"));
   g_assert_cmpuint (n_warnings, ==, 0);
@@ -90,10 +117,52 @@ test_bad_entries (void)
   history = history_text (state);
   g_assert_cmpstr (history, ==, "a b");
   g_assert_cmpuint (g_hash_table_size (state->pins), ==, 1);
-  g_assert_cmpstr (g_hash_table_lookup (state->pins, "usb-1-2"), ==, "corp");
+  assert_pin (state, "usb-1-2", "corp -");
   /* focused; history 5, "", "b\0c"; pins 0, 1, 2, 3, 5. */
   g_assert_cmpuint (n_warnings, ==, 9);
   n_warnings = 0;
+}
+
+/* Pins with and without a selector (files written before selectors were
+ * kept have none); a damaged selector drops its pin. */
+static void
+test_pin_selectors (void)
+{
+  const gchar *text = "{\"version\": 1, \"pins\": ["
+                      " {\"device\": \"usb-1-2\", \"selector\": \"usb:1050:0407:0001234\","
+                      "  \"domain\": \"corp\"},"
+                      " {\"device\": \"usb-1-3\", \"domain\": \"corp\"},"
+                      " {\"device\": \"usb-1-4\", \"selector\": 7, \"domain\": \"corp\"},"
+                      " {\"device\": \"usb-1-5\", \"selector\": \"\", \"domain\": \"corp\"},"
+                      " {\"device\": \"usb-1-6\", \"selector\": \"usb:1 2\", \"domain\": \"corp\"},"
+                      " {\"device\": \"usb-1-7\", \"selector\": null, \"domain\": \"corp\"}]}";
+  g_autoptr (DhfDeviceState) state = NULL;
+  g_autoptr (DhfDeviceState) back = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *json = NULL;
+
+  n_warnings = 0;
+  state = dhf_device_state_parse (text, strlen (text), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_hash_table_size (state->pins), ==, 2);
+  assert_pin (state, "usb-1-2", "corp usb:1050:0407:0001234");
+  assert_pin (state, "usb-1-3", "corp -");
+  g_assert_cmpuint (n_warnings, ==, 4);
+  n_warnings = 0;
+
+  json = dhf_device_state_to_json (state);
+  back = dhf_device_state_parse (json, strlen (json), &error);
+  g_assert_no_error (error);
+  assert_pin (back, "usb-1-2", "corp usb:1050:0407:0001234");
+  assert_pin (back, "usb-1-3", "corp -");
+  g_assert_cmpuint (n_warnings, ==, 0);
+
+  g_assert_true (dhf_device_selector_is_valid ("usb:1050:0407:0001234"));
+  g_assert_true (dhf_device_selector_is_valid ("input:keyboard"));
+  g_assert_false (dhf_device_selector_is_valid (""));
+  g_assert_false (dhf_device_selector_is_valid ("usb:1 2"));
+  g_assert_false (dhf_device_selector_is_valid ("usb:\xc3\xa9"));
+  g_assert_false (dhf_device_selector_is_valid (NULL));
 }
 
 static void
@@ -197,6 +266,7 @@ main (int argc, char *argv[])
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/device-state/roundtrip", test_roundtrip);
   g_test_add_func ("/device-state/bad-entries", test_bad_entries);
+  g_test_add_func ("/device-state/pin-selectors", test_pin_selectors);
   g_test_add_func ("/device-state/not-a-state", test_not_a_state);
   g_test_add_func ("/device-state/load", test_load);
   g_test_add_func ("/device-state/names", test_names);

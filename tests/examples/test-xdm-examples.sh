@@ -1,6 +1,6 @@
 #!/bin/bash
 # Expectations are shell snippets evaluated later, hence single quotes.
-# shellcheck disable=SC2016,SC2001
+# shellcheck disable=SC2016
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # The notes example of examples/xdm through a real dhfd, as its README
@@ -25,80 +25,16 @@ set -euo pipefail
 
 example="$DHF_SOURCE_ROOT/examples/xdm"
 python_client="$example/python/notes-client.py"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/xdm-examples.XXXXXX")
-bus_pid=
-dhfd_pid=
-provider_pid=
-n=0
-failed=0
+# shellcheck source=tests/dhfctl/dhfctl-env.sh
+. "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
 
-stop() {
-  local pid=$1
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
-
-cleanup() {
-  stop "$provider_pid"
-  stop "$dhfd_pid"
-  stop "$bus_pid"
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# shellcheck source=tests/tap.sh
-. "$DHF_SOURCE_ROOT/tests/tap.sh"
-
-bail() {
-  echo "Bail out! $1"
-  [ -f "$tmp/dhfd.log" ] && diag "$tmp/dhfd.log"
-  [ -f "$tmp/provider.err" ] && diag "$tmp/provider.err"
-  exit 1
-}
-
-# run CMD...: status in $rc, output in $tmp/out and $tmp/err. A consumer
-# that never got its session would wait for dhfd for ever: the test bounds
-# that (a guard, not a synchronisation).
+# run CMD...: status in $rc, output in $tmp/out and $tmp/err; in place of
+# dhfctl-env.sh's run (ctl too). A consumer that never got its session
+# would wait for dhfd for ever: the test bounds that (a guard, not a
+# synchronisation).
 run() {
   rc=0
   timeout 60 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-}
-
-expect() {
-  if eval "$2"; then
-    ok "$1"
-  else
-    not_ok "$1"
-    echo "# condition:"
-    sed 's/^/#   /' <<<"$2"
-    echo "# exit status: ${rc:-}"
-    echo "# stdout:"
-    diag "$tmp/out"
-    echo "# stderr:"
-    diag "$tmp/err"
-  fi
-}
-
-# wait_for DESCRIPTION COMMAND...: polls COMMAND (every 0.1 s, at most 30 s)
-# until it succeeds.
-wait_for() {
-  local what=$1
-  shift
-  for _ in $(seq 300); do
-    if "$@"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "# timed out waiting for $what"
-  return 1
-}
-
-ctl() {
-  rc=0
-  env DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
 }
 
 # --- the Python environment of a build tree (README.md) ---------------------
@@ -164,52 +100,20 @@ StateFile=$tmp/devices.json
 VsockPort=0
 EOF
 
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir=$tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-EOF
-
-if ! "$DHF_TESTNODE" --running --channel-dir "$tmp/channels" -o "$tmp/node.xml" \
-  "$example/notes.json" "$example/writer.json" 2>"$tmp/testnode.err"; then
-  diag "$tmp/testnode.err"
-  bail "dhf-testnode failed"
-fi
-
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --print-address=3 3>"$tmp/address" 2>"$tmp/bus.log" &
-bus_pid=$!
-wait_for "dbus-daemon" test -s "$tmp/address" || bail "dbus-daemon did not start"
-addr=$(head -n 1 "$tmp/address")
-
-"$DHFD" --address "$addr" --hypervisor "test://$tmp/node.xml" --config "$tmp/dhfd.conf" \
-  --xdm-socket "$tmp/xdm.sock" --verbose >"$tmp/dhfd.log" 2>&1 &
-dhfd_pid=$!
-dhfd_owns_name() {
-  kill -0 "$dhfd_pid" 2>/dev/null || return 2
-  dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
-    org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean true"
-}
-wait_for "dhfd on the bus" dhfd_owns_name || bail "dhfd did not take org.dhf.Framework1"
+make_node --running --channel-dir "$tmp/channels" "$example/notes.json" "$example/writer.json"
+start_bus
+start_dhfd "$tmp/dhfd.conf"
 
 # --- the provider in "notes" ------------------------------------------------
 
 "$NOTES_PROVIDER" --address "listen:$tmp/channels/notes.sock" >"$tmp/provider.out" 2>"$tmp/provider.err" &
 provider_pid=$!
+bg_pids+=("$provider_pid")
 provider_ready() {
   kill -0 "$provider_pid" 2>/dev/null || return 2
   grep -q "^notes-provider: serving" "$tmp/provider.out"
 }
-if wait_for "the provider's session" provider_ready; then
+if wait_until "the provider's session" provider_ready; then
   ok "the C provider got its session from dhfd and registered org.dhf.example.Notes1"
 else
   not_ok "the C provider got its session from dhfd and registered org.dhf.example.Notes1"
@@ -267,13 +171,14 @@ fi
 # --- the policy file changed to deny, nothing restarted -------------------------
 
 sed 's/^\(org\.dhf\.example\.Notes1 .*\) allow .*$/\1 deny/' "$example/notes.policy" >"$tmp/policy.d/.50-notes.new"
-grep -q "^org.dhf.example.Notes1 .* deny$" "$tmp/policy.d/.50-notes.new" || bail "could not write the deny policy"
+grep -q "^org.dhf.example.Notes1 .* deny$" "$tmp/policy.d/.50-notes.new" ||
+  bail "could not write the deny policy" "$tmp/provider.err"
 mv "$tmp/policy.d/.50-notes.new" "$tmp/policy.d/50-notes.policy"
 denied() {
   ctl policy test org.dhf.example.Notes1 writer notes
   [ $rc -eq 0 ] && grep -q "^deny" "$tmp/out"
 }
-if wait_for "dhfd to reload the policy" denied; then
+if wait_until "dhfd to reload the policy" denied; then
   ok "dhfd reloaded the changed policy file by itself"
 else
   not_ok "dhfd reloaded the changed policy file by itself"
@@ -299,7 +204,7 @@ expect "the provider and dhfd kept running throughout" \
 kill -TERM "$provider_pid"
 provider_rc=0
 wait "$provider_pid" || provider_rc=$?
-provider_pid=
+bg_pids=()
 rc=$provider_rc
 cp "$tmp/provider.out" "$tmp/out"
 cp "$tmp/provider.err" "$tmp/err"
@@ -308,9 +213,4 @@ expect "the provider ends cleanly on SIGTERM" '[ $rc -eq 0 ]'
 expect "no GLib warnings or criticals from the examples" \
   '! grep -Eq "(CRITICAL|WARNING) \*\*" "$tmp/provider.err"'
 
-echo "1..$n"
-if [ "$failed" -ne 0 ]; then
-  echo "# $failed of $n failed; dhfd's log:"
-  diag "$tmp/dhfd.log"
-  exit 1
-fi
+finish

@@ -1,22 +1,36 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-#include <glib.h>
+#include "dhf-test-util.h"
 
 G_BEGIN_DECLS
 
-/* dhfd logs with GLib's structured logging, which g_test_expect_message()
- * does not see: the hotkey tests record warnings and messages with a
- * writer of their own and look at them. */
+/* The hotkey tests' names for the log capture of dhf-test-util.h: they
+ * record dhfd's warnings and messages and look at them. */
 
 /* Installs the writer; call before g_test_init(). */
-void hotkey_log_init (void);
-/* How many messages of level (G_LOG_LEVEL_WARNING or _MESSAGE) recorded
- * since the last hotkey_log_clear() match pattern (g_pattern_match_simple). */
-guint hotkey_log_count (GLogLevelFlags level, const gchar *pattern);
-/* Asserts that the warnings since the last clear are exactly patterns
- * (NULL-terminated; NULL for none), in order; then clears. */
-void hotkey_log_assert_warnings (const gchar *const *patterns);
-void hotkey_log_clear (void);
+static inline void
+hotkey_log_init (void)
+{
+  dhf_test_log_init ();
+}
+
+static inline guint
+hotkey_log_count (GLogLevelFlags level, const gchar *pattern)
+{
+  return dhf_test_log_count (level, pattern);
+}
+
+static inline void
+hotkey_log_assert_warnings (const gchar *const *patterns)
+{
+  dhf_test_log_assert_warnings (patterns);
+}
+
+static inline void
+hotkey_log_clear (void)
+{
+  dhf_test_log_clear ();
+}
 
 G_END_DECLS

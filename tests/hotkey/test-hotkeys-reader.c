@@ -546,6 +546,79 @@ test_two_devices (Fixture *fx, gconstpointer data)
   close (fd_a);
 }
 
+/* One keyboard under two names (/dev/input/by-id/... and eventN): the
+ * second is not opened while the first is read, or every combo would fire
+ * twice (on a FIFO the two readers would split the stream instead). It
+ * is logged once, and looked at again; when the first goes, whichever
+ * comes back first reads it, never both. */
+static void
+test_same_device (Fixture *fx, gconstpointer data)
+{
+  g_autofree gchar *path = make_fifo (fx, "kbd");
+  g_autofree gchar *link = g_build_filename (fx->tmpdir, "by-id-kbd", NULL);
+  const gchar *paths[] = { path, link, NULL };
+  g_autoptr (DhfHotkeyMatcher) bindings = standard_bindings ();
+  g_autoptr (GArray) events = new_events ();
+  const gchar *skipped = "hotkeys: */by-id-kbd is the same device as */kbd, which is read "
+                         "already; not reading it twice (looking again every 2 s)";
+  gint fd;
+
+  g_assert_cmpint (symlink ("kbd", link), ==, 0);
+  start_reader (fx, paths, bindings);
+  g_assert_cmpuint (dhf_hotkeys_get_n_open (fx->hotkeys), ==, 1);
+  g_assert_cmpuint (hotkey_log_count (G_LOG_LEVEL_MESSAGE, skipped), ==, 1);
+  g_assert_cmpuint (hotkey_log_count (G_LOG_LEVEL_MESSAGE, "hotkeys: reading *"), ==, 1);
+  fd = open_writer (fx, path);
+  append_combo (events, ctrl_alt_tab, G_N_ELEMENTS (ctrl_alt_tab));
+  write_in_pieces (fd, events);
+  write_sentinel (fd);
+  wait_activations (fx, 2);
+  assert_activation (fx, 0, "@next", "KEY_TAB KEY_LEFTCTRL KEY_LEFTALT");
+  assert_activation (fx, 1, SENTINEL_TARGET,
+                     "KEY_LEFTCTRL KEY_LEFTSHIFT KEY_LEFTALT KEY_LEFTMETA KEY_F24");
+
+  /* past the reopen interval: looked at again, skipped again, silently */
+  run_for (fx, 2500);
+  g_assert_cmpuint (dhf_hotkeys_get_n_open (fx->hotkeys), ==, 1);
+  g_assert_cmpuint (hotkey_log_count (G_LOG_LEVEL_MESSAGE, skipped), ==, 1);
+  g_assert_cmpuint (fx->activations->len, ==, 2);
+
+  /* the writer goes: the first path closes, and one of the two is read
+   * again (never both) */
+  close (fd);
+  wait_n_open (fx, 0);
+  wait_n_open (fx, 1);
+  run_for (fx, 2500);
+  g_assert_cmpuint (dhf_hotkeys_get_n_open (fx->hotkeys), ==, 1);
+}
+
+/* The same recording under two names: read once, so each combo in it
+ * fires once. */
+static void
+test_same_file (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (HotkeyRecording) recording = hotkey_recording_load ("ctrl-alt-tab-twice.events");
+  g_autofree gchar *path = g_build_filename (fx->tmpdir, "recorded", NULL);
+  g_autofree gchar *link = g_build_filename (fx->tmpdir, "again", NULL);
+  const gchar *paths[] = { path, link, NULL };
+  g_autoptr (DhfHotkeyMatcher) bindings = standard_bindings ();
+  g_autoptr (GError) error = NULL;
+
+  g_file_set_contents (path, recording->events->data,
+                       recording->events->len * sizeof (struct input_event), &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (symlink (path, link), ==, 0);
+  start_reader (fx, paths, bindings);
+  wait_activations (fx, 2);
+  wait_n_open (fx, 0);
+  drain ();
+  g_assert_cmpuint (fx->activations->len, ==, 2);
+  g_assert_cmpuint (hotkey_log_count (G_LOG_LEVEL_MESSAGE,
+                                      "hotkeys: */again is the same file as */recorded, which is "
+                                      "read already; not reading it twice"),
+                    ==, 1);
+}
+
 /* New bindings reach an open device; the keys it holds stay held. */
 static void
 test_rebind_live (Fixture *fx, gconstpointer data)
@@ -786,6 +859,51 @@ test_evdev_hangup (Fixture *fx, gconstpointer data)
   close (fd);
 }
 
+/* The reader's batch (dhf-hotkeys.c's RAW_BATCH): events handled per
+ * wakeup of one device. */
+#define HOTKEYS_BATCH 64
+
+/* A device that floods: at most a batch of events per wakeup, so the main
+ * loop gets its turn in between; and what libevdev has already read from
+ * the fd (where poll() no longer sees it) is handled all the same. */
+static void
+test_evdev_batch (Fixture *fx, gconstpointer data)
+{
+  g_autofree gchar *path = make_fifo (fx, "kbd");
+  g_autoptr (DhfHotkeyMatcher) bindings = standard_bindings ();
+  g_autoptr (GArray) events = new_events ();
+  /* 12 events per combo, 1200 in all: within a FIFO's buffer */
+  const guint n_combos = 100;
+  gint64 deadline = g_get_monotonic_time () + WAIT_TIMEOUT_S * G_USEC_PER_SEC;
+  guint tick = g_timeout_add (50, on_tick, NULL);
+  guint most = 0;
+  guint fake;
+  gint fd = evdev_open (fx, path, 0, &fake, bindings);
+
+  for (guint i = 0; i < n_combos; i++)
+    append_combo (events, ctrl_alt_tab, G_N_ELEMENTS (ctrl_alt_tab));
+  g_assert_cmpuint (events->len, ==, 12 * n_combos);
+  write_all (fd, events->data, events->len * sizeof (struct input_event));
+  /* one source dispatch at most per iteration */
+  while (fx->activations->len < n_combos)
+    {
+      guint before = fx->activations->len;
+
+      if (g_get_monotonic_time () > deadline)
+        g_error ("timed out with %u of %u combos seen", fx->activations->len, n_combos);
+      g_main_context_iteration (NULL, TRUE);
+      most = MAX (most, fx->activations->len - before);
+    }
+  g_source_remove (tick);
+  /* a combo fires once in 12 events: a batch holds at most this many */
+  g_assert_cmpuint (most, >, 0);
+  g_assert_cmpuint (most, <=, (HOTKEYS_BATCH + 11) / 12);
+  drain ();
+  g_assert_cmpuint (fx->activations->len, ==, n_combos);
+  assert_activation (fx, n_combos - 1, "@next", "KEY_TAB KEY_LEFTCTRL KEY_LEFTALT");
+  close (fd);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -802,6 +920,10 @@ main (int argc, char **argv)
               fixture_tear_down);
   g_test_add ("/hotkeys/fifo/two-devices", Fixture, NULL, fixture_set_up, test_two_devices,
               fixture_tear_down);
+  g_test_add ("/hotkeys/fifo/same-device", Fixture, NULL, fixture_set_up, test_same_device,
+              fixture_tear_down);
+  g_test_add ("/hotkeys/file/same-file", Fixture, NULL, fixture_set_up, test_same_file,
+              fixture_tear_down);
   g_test_add ("/hotkeys/fifo/rebind-live", Fixture, NULL, fixture_set_up, test_rebind_live,
               fixture_tear_down);
   g_test_add ("/hotkeys/file/read-once", Fixture, NULL, fixture_set_up, test_recorded_file,
@@ -809,6 +931,8 @@ main (int argc, char **argv)
   g_test_add ("/hotkeys/evdev/combo", Fixture, NULL, fixture_set_up, test_evdev_combo,
               fixture_tear_down);
   g_test_add ("/hotkeys/evdev/syn-dropped", Fixture, NULL, fixture_set_up, test_evdev_syn_dropped,
+              fixture_tear_down);
+  g_test_add ("/hotkeys/evdev/batch", Fixture, NULL, fixture_set_up, test_evdev_batch,
               fixture_tear_down);
   g_test_add ("/hotkeys/evdev/hangup", Fixture, NULL, fixture_set_up, test_evdev_hangup,
               fixture_tear_down);

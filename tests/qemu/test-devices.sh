@@ -17,13 +17,9 @@ shopt -s nullglob
 
 : "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_SOURCE_ROOT:?source tree}"
 
-# shellcheck source=tests/tap.sh
-source "$DHF_SOURCE_ROOT/tests/tap.sh"
+# shellcheck source=tests/qemu/qemu-lib.sh
+source "$DHF_SOURCE_ROOT/tests/qemu/qemu-lib.sh"
 
-readonly URI='qemu:///system'
-readonly PY=/usr/bin/python3 # the system one: pyenv's may lack modules
-readonly LIBVIRTD_UP="$DHF_SOURCE_ROOT/scripts/libvirtd-up"
-readonly PREFIX="dhftest-$$-"
 readonly A="${PREFIX}a" # an environment; the mouse is pinned to it
 readonly B="${PREFIX}b" # another environment
 readonly C="${PREFIX}c" # an environment without a USB bus: attaching there fails
@@ -32,80 +28,12 @@ readonly KBD=ua-dhf-input-keyboard
 readonly TAB=ua-dhf-input-tablet
 readonly MOUSE=ua-dhf-input-mouse
 readonly PLAN=12
-readonly NL=$'\n'
+# dhfd's log is long: show only its end when something failed.
+readonly DHFD_LOG_TAIL=300
 
-tmp=
-addr=
-bus_pid=
-dhfd_pid=
-dhfd_status=
 events_pid=
-libvirtd_started=0
-n=0
-failed=0
-
-bail() {
-  echo "Bail out! $*"
-  echo "test-devices: error: $*" >&2
-  exit 1
-}
 
 # --- helpers ----------------------------------------------------------------
-
-now_ms() {
-  local t=${EPOCHREALTIME//[.,]/}
-  echo $((10#$t / 1000))
-}
-
-# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s until it succeeds;
-# fails (with a TAP comment) after SECONDS.
-wait_until() {
-  local limit=$1 what=$2 deadline
-  shift 2
-  deadline=$(($(now_ms) + limit * 1000))
-  until "$@"; do
-    if (($(now_ms) >= deadline)); then
-      echo "# timed out after ${limit}s waiting for $what"
-      return 1
-    fi
-    sleep 0.1
-  done
-}
-
-ctl() {
-  DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
-}
-
-vsh() {
-  virsh -q -c "$URI" "$@"
-}
-
-# json EXPR [ARG...]: evaluates the Python expression EXPR over the JSON
-# document d read from stdin (ARGs are a[0], a[1], ...); prints strings as
-# they are and anything else as JSON.
-json() {
-  "$PY" -c '
-import json, sys
-a = sys.argv[2:]
-d = json.load(sys.stdin)
-v = eval(sys.argv[1])
-print(v if isinstance(v, str) else json.dumps(v))' "$@"
-}
-
-expect_eq() {
-  if [[ "$2" != "$3" ]]; then
-    echo "# $1: expected '$3', got '$2'"
-    return 1
-  fi
-}
-
-ctl_field() {
-  ctl --json show "$1" | json 'd[a[0]]' "$2"
-}
-
-state_is() {
-  [[ "$(ctl_field "$1" state 2>/dev/null)" == "$2" ]]
-}
 
 # focused: the focused environment as `dhfctl focus` gives it.
 focused() {
@@ -178,6 +106,23 @@ save_xml() {
   done
 }
 
+# expect_same_xml BEFORE AFTER WHEN DOMAIN...: the XML save_xml kept in
+# BEFORE and in AFTER is the same, live and persistent, for every DOMAIN
+# (WHEN completes the message when it is not).
+expect_same_xml() {
+  local before=$1 after=$2 when=$3 d scope
+  shift 3
+  for d in "$@"; do
+    for scope in live inactive; do
+      if ! cmp -s "$before/$d.$scope.xml" "$after/$d.$scope.xml"; then
+        echo "# the $scope XML of $d changed$when:"
+        diff "$before/$d.$scope.xml" "$after/$d.$scope.xml" | sed 's/^/#   /'
+        return 1
+      fi
+    done
+  done
+}
+
 # expect_devices FOCUS KBD TAB MOUSE: dhfd says the focus is FOCUS and the
 # keyboard, tablet and mouse are in KBD, TAB and MOUSE ("dom0" for none);
 # and every domain's live XML (when it runs) and persistent XML hold
@@ -232,18 +177,6 @@ switch_to() {
   t0=$(now_ms)
   out=$(ctl switch "$1")
   echo "# switch to ${1#"$PREFIX"}: $(($(now_ms) - t0)) ms (dhfctl says: ${out//$NL/ })"
-}
-
-pid_gone() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  [[ "$stat" =~ ^[0-9]+\ \(.*\)\ Z ]]
-}
-
-libvirt_domains() {
-  local all
-  all=$(vsh list --all --name) || return 1
-  grep "^$PREFIX" <<<"$all" || true
 }
 
 write_manifest() { # FILE NAME
@@ -345,7 +278,7 @@ scenario_switch_weights() {
 }
 
 scenario_switch_failure() {
-  local rc=0 before="$tmp/before-c" after="$tmp/after-c" d
+  local rc=0 before="$tmp/before-c" after="$tmp/after-c"
   expect_eq "precondition: focus" "$(focused)" "$B"
   save_xml "$before"
   ctl switch "$C" >"$tmp/out" 2>"$tmp/err" || rc=$?
@@ -361,15 +294,7 @@ scenario_switch_failure() {
   save_xml "$after"
   # B's inputs may have gone and come back (the undo): expect_placement
   # checked them; A and C must not have changed at all.
-  for d in "$A" "$C"; do
-    for scope in live inactive; do
-      if ! cmp -s "$before/$d.$scope.xml" "$after/$d.$scope.xml"; then
-        echo "# the $scope XML of $d changed:"
-        diff "$before/$d.$scope.xml" "$after/$d.$scope.xml" | sed 's/^/#   /'
-        return 1
-      fi
-    done
-  done
+  expect_same_xml "$before" "$after" "" "$A" "$C"
   expect_eq "keyboard problem" "$(device_field input-keyboard problem)" ""
 }
 
@@ -476,7 +401,7 @@ scenario_switch_from_dom0() {
 # The main shell restarts dhfd just before (with the event monitor
 # running) and sets dhfd_status.
 scenario_dhfd_restart() {
-  local before="$tmp/before-restart" after="$tmp/after-restart" d scope
+  local before="$tmp/before-restart" after="$tmp/after-restart"
   expect_eq "dhfd exit status after SIGTERM" "$dhfd_status" 0
   [[ -d "$before" ]] || {
     echo "# no XML saved before the restart"
@@ -490,15 +415,7 @@ scenario_dhfd_restart() {
   expect_placement "$A" "$A"
   expect_weights "$A"
   save_xml "$after"
-  for d in "${DOMAINS[@]}"; do
-    for scope in live inactive; do
-      if ! cmp -s "$before/$d.$scope.xml" "$after/$d.$scope.xml"; then
-        echo "# the $scope XML of $d changed across the restart:"
-        diff "$before/$d.$scope.xml" "$after/$d.$scope.xml" | sed 's/^/#   /'
-        return 1
-      fi
-    done
-  done
+  expect_same_xml "$before" "$after" " across the restart" "${DOMAINS[@]}"
   if [[ -n "$(device_events)" ]]; then
     echo "# libvirt hot-plugged or unplugged devices across the restart:"
     device_events | sed 's/^/#   /'
@@ -608,112 +525,19 @@ scenario_dhfd_exit() {
     "$(vsh dumpxml "$B" >"$tmp/b.xml" && dhf_aliases "$tmp/b.xml" | tr '\n' ' ')" "$KBD $TAB "
 }
 
-# run_scenario DESCRIPTION FUNCTION
-run_scenario() {
-  local rc t0
-  t0=$(now_ms)
-  set +e
-  (
-    set -eE
-    trap 'echo "# failed (status $?) at line $LINENO: ${BASH_COMMAND%%"$NL"*}"' ERR
-    "$2"
-  )
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    ok "$1"
-  else
-    not_ok "$1"
-  fi
-  echo "# ($(($(now_ms) - t0)) ms)"
-}
-
 # --- setup and cleanup ------------------------------------------------------
 
-stop_dhfd() {
-  [[ -n "$dhfd_pid" ]] || return 0
-  kill -TERM "$dhfd_pid" 2>/dev/null || true
-  wait_until 10 "dhfd to exit on SIGTERM" pid_gone "$dhfd_pid" || kill -KILL "$dhfd_pid" 2>/dev/null || true
-  dhfd_status=0
-  wait "$dhfd_pid" 2>/dev/null || dhfd_status=$?
-  dhfd_pid=
-}
-
-status_is() {
-  [[ "$(ctl --json status 2>/dev/null | json '"%s %s" % (json.dumps(d["hypervisor_connected"]), d["status"])')" == "$1 $2" ]]
-}
-
-dhfd_serving() {
-  pid_gone "$dhfd_pid" && bail "dhfd exited at startup: $(cat "$tmp/dhfd.log")"
-  ctl status >/dev/null 2>&1
-}
-
-start_dhfd() {
-  "$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" \
-    --verbose --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 </dev/null &
-  dhfd_pid=$!
-  wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
-    bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
-  wait_until 20 "dhfd to connect to $URI" status_is true running >/dev/null ||
-    bail "dhfd is not connected and running within 20 s: $(ctl status 2>&1)"
-}
-
-cleanup() {
-  local status=$? name
-  set +e
-  trap '' HUP INT TERM
+# Called by cleanup (tests/qemu/qemu-lib.sh) before it stops dhfd.
+stop_watchers() {
   stop_event_monitor
-  stop_dhfd
-  if ((libvirtd_started)); then
-    for name in $(libvirt_domains); do
-      vsh destroy "$name" >/dev/null 2>&1
-      vsh undefine "$name" >/dev/null 2>&1
-    done
-  fi
-  if [[ -n "$bus_pid" ]]; then
-    kill "$bus_pid" 2>/dev/null
-  fi
-  if ((status != 0 || failed != 0)) && [[ -n "$tmp" && -f "$tmp/dhfd.log" ]]; then
-    echo "# dhfd's log (last 300 lines):"
-    tail -n 300 "$tmp/dhfd.log" | sed 's/^/#   /'
-    echo "# QEMU logs kept: /var/log/libvirt/qemu/${PREFIX}*.log"
-  else
-    rm -f "/var/log/libvirt/qemu/${PREFIX}"*.log
-  fi
-  [[ -n "$tmp" ]] && rm -rf "$tmp"
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-if [[ "$(id -u)" -ne 0 ]]; then
-  bail "must run as root: it drives the system libvirtd (qemu:///system) and QEMU"
-fi
-for bin in virsh dbus-daemon cmp "$PY"; do
-  command -v "$bin" >/dev/null || bail "$bin not found (scripts/install-deps installs it)"
-done
+require_root_and virsh dbus-daemon cmp "$PY"
 "$PY" -c 'from gi.repository import Gio' 2>/dev/null || bail "$PY cannot import gi (python3-gi)"
 
-echo "# starting libvirtd: $LIBVIRTD_UP"
-"$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || bail "libvirtd cannot be started (scripts/libvirtd-up failed)"
-libvirtd_started=1
-vsh version >/dev/null || bail "libvirtd started but $URI does not answer"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhf-devices-test.XXXXXX")
-tmp=$(cd "$tmp" && pwd -P)
-
-if [[ -n "$(libvirt_domains)" ]]; then
-  bail "libvirt already has domains named $PREFIX*"
-fi
-
-dbus-daemon --session --fork --print-address=1 --print-pid=3 \
-  >"$tmp/bus.address" 3>"$tmp/bus.pid" 2>"$tmp/bus.err" ||
-  bail "dbus-daemon did not start: $(cat "$tmp/bus.err")"
-bus_pid=$(tr -dc '0-9' <"$tmp/bus.pid")
-addr=$(head -n 1 "$tmp/bus.address")
-[[ -n "$addr" && -n "$bus_pid" ]] || bail "dbus-daemon printed no address or pid"
+start_libvirtd
+make_tmp dhf-devices-test
+start_bus
 
 # Only this test's policy: the inputs follow the focus, the mouse is
 # pinned to A (that rule comes first: the first match wins).

@@ -15,76 +15,20 @@ shopt -s nullglob
 
 : "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_SOURCE_ROOT:?source tree}"
 
-readonly URI='qemu:///system'
-readonly PY=/usr/bin/python3 # the system one: pyenv's may lack modules
-readonly LIBVIRTD_UP="$DHF_SOURCE_ROOT/scripts/libvirtd-up"
+# shellcheck source=tests/qemu/qemu-lib.sh
+source "$DHF_SOURCE_ROOT/tests/qemu/qemu-lib.sh"
+
 # What scripts/libvirtd-up uses, so that a stop here never races its starts.
 readonly LIBVIRTD_PIDFILE='/run/libvirtd.pid'
 readonly LIBVIRTD_LOCK='/run/lock/dhf-libvirtd-up.lock'
-readonly PREFIX="dhftest-$$-"
 readonly A="${PREFIX}a" # the appliance most scenarios drive
 readonly B="${PREFIX}b" # the one with a disk
 readonly F="${PREFIX}f" # defined behind dhfd's back
 readonly PLAN=13
-readonly NL=$'\n'
 
-tmp=
-addr=
-bus_pid=
-dhfd_pid=
-dhfd_status=
 monitor_pid=
-libvirtd_started=0
-n=0
-failed=0
-
-bail() {
-  echo "Bail out! $*"
-  echo "test-qemu: error: $*" >&2
-  exit 1
-}
 
 # --- helpers ----------------------------------------------------------------
-
-now_ms() {
-  local t=${EPOCHREALTIME//[.,]/}
-  echo $((10#$t / 1000))
-}
-
-# wait_until SECONDS WHAT CMD...: polls CMD every 0.1 s until it succeeds;
-# fails (with a TAP comment) after SECONDS.
-wait_until() {
-  local limit=$1 what=$2 deadline
-  shift 2
-  deadline=$(($(now_ms) + limit * 1000))
-  until "$@"; do
-    if (($(now_ms) >= deadline)); then
-      echo "# timed out after ${limit}s waiting for $what"
-      return 1
-    fi
-    sleep 0.1
-  done
-}
-
-ctl() {
-  DHF_BUS_ADDRESS="$addr" "$DHFCTL" "$@"
-}
-
-vsh() {
-  virsh -q -c "$URI" "$@"
-}
-
-# json EXPR [ARG...]: evaluates the Python expression EXPR over the JSON
-# document d read from stdin (ARGs are a[0], a[1], ...); prints strings as
-# they are and anything else as JSON (true, false, 3, ...).
-json() {
-  "$PY" -c '
-import json, sys
-a = sys.argv[2:]
-d = json.load(sys.stdin)
-v = eval(sys.argv[1])
-print(v if isinstance(v, str) else json.dumps(v))' "$@"
-}
 
 # xml_get FILE PATH: the text of the element, or with PATH ending in /@ATTR
 # the attribute, that the ElementTree path PATH selects in FILE ("dhf:" is
@@ -108,23 +52,6 @@ print(value)
 EOF
 }
 
-# expect_eq WHAT ACTUAL EXPECTED
-expect_eq() {
-  if [[ "$2" != "$3" ]]; then
-    echo "# $1: expected '$3', got '$2'"
-    return 1
-  fi
-}
-
-# ctl_field NAME FIELD: one field of `dhfctl --json show NAME`.
-ctl_field() {
-  ctl --json show "$1" | json 'd[a[0]]' "$2"
-}
-
-state_is() {
-  [[ "$(ctl_field "$1" state 2>/dev/null)" == "$2" ]]
-}
-
 # listed NAME: true or false, from `dhfctl --json list`.
 listed() {
   ctl --json list | json 'any(x["name"] == a[0] for x in d)' "$1"
@@ -136,11 +63,6 @@ is_listed() {
 
 is_not_listed() {
   [[ "$(listed "$1" 2>/dev/null)" == false ]]
-}
-
-# status_is CONNECTED STATUS: dhfctl status says so.
-status_is() {
-  [[ "$(ctl --json status 2>/dev/null | json '"%s %s" % (json.dumps(d["hypervisor_connected"]), d["status"])')" == "$1 $2" ]]
 }
 
 # xdm_conn_ids NAME: the ids of dhfd's channel connections to NAME, one a
@@ -186,19 +108,6 @@ dhfd_connected_to() {
 # channel connection.
 xdm_log_lines() {
   grep -ciE "(xdm|channel|hello).*$1|$1.*(xdm|channel|hello)" "$tmp/dhfd.log" || true
-}
-
-pid_gone() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  # A zombie is gone too, as far as libvirt can tell.
-  [[ "$stat" =~ ^[0-9]+\ \(.*\)\ Z ]]
-}
-
-libvirt_domains() {
-  local all
-  all=$(vsh list --all --name) || return 1
-  grep "^$PREFIX" <<<"$all" || true
 }
 
 monitor_lines() {
@@ -583,55 +492,10 @@ scenario_dhfd_exit() {
   expect_eq "test domains left in libvirt" "$left" ""
 }
 
-# run_scenario DESCRIPTION FUNCTION
-run_scenario() {
-  local rc t0
-  t0=$(now_ms)
-  set +e
-  (
-    # fd 7: the TAP stream, also from inside command substitutions.
-    exec 7>&1
-    set -eE
-    trap 'echo "# failed (status $?) at line $LINENO: ${BASH_COMMAND%%"$NL"*}" >&7' ERR
-    "$2"
-  )
-  rc=$?
-  set -e
-  n=$((n + 1))
-  if ((rc == 0)); then
-    echo "ok $n - $1"
-  else
-    failed=$((failed + 1))
-    echo "not ok $n - $1"
-  fi
-  echo "# ($(($(now_ms) - t0)) ms)"
-  # A scenario that failed while libvirtd was stopped must not take the
-  # following ones down with it.
-  if [[ -e "$tmp/libvirtd-stopped" ]]; then
-    echo "# starting libvirtd again after the failure"
-    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || true
-    rm -f "$tmp/libvirtd-stopped"
-    wait_until 20 "dhfd to reconnect" status_is true running || true
-  fi
-}
-
 # --- setup and cleanup ------------------------------------------------------
 
-# Stops dhfd (SIGTERM, then SIGKILL after 10 s) and sets dhfd_status.
-stop_dhfd() {
-  [[ -n "$dhfd_pid" ]] || return 0
-  kill -TERM "$dhfd_pid" 2>/dev/null || true
-  wait_until 10 "dhfd to exit on SIGTERM" pid_gone "$dhfd_pid" || kill -KILL "$dhfd_pid" 2>/dev/null || true
-  dhfd_status=0
-  wait "$dhfd_pid" 2>/dev/null || dhfd_status=$?
-  dhfd_pid=
-}
-
-cleanup() {
-  local status=$? name
-  set +e
-  # Finish cleaning up even if the signal that got us here comes again.
-  trap '' HUP INT TERM
+# Called by cleanup (tests/qemu/qemu-lib.sh) before it stops dhfd.
+stop_watchers() {
   if [[ -n "$tmp" && -s "$tmp/poll.pid" ]]; then
     kill "$(cat "$tmp/poll.pid")" 2>/dev/null
   fi
@@ -639,51 +503,14 @@ cleanup() {
     kill "$monitor_pid" 2>/dev/null
     wait "$monitor_pid" 2>/dev/null
   fi
-  stop_dhfd
-  if ((libvirtd_started)); then
-    # Never leave libvirtd stopped behind us (a no-op when it runs).
-    "$LIBVIRTD_UP" 2>&1 | sed 's/^/# cleanup: /'
-    for name in $(libvirt_domains); do
-      echo "# cleanup: removing leftover domain $name"
-      vsh destroy "$name" >/dev/null 2>&1
-      vsh undefine "$name" >/dev/null 2>&1
-    done
-  fi
-  if [[ -n "$bus_pid" ]]; then
-    kill "$bus_pid" 2>/dev/null
-  fi
-  if ((status != 0 || failed != 0)) && [[ -n "$tmp" && -f "$tmp/dhfd.log" ]]; then
-    echo "# dhfd's log:"
-    sed 's/^/#   /' "$tmp/dhfd.log"
-    echo "# QEMU logs kept: /var/log/libvirt/qemu/${PREFIX}*.log"
-  else
-    rm -f "/var/log/libvirt/qemu/${PREFIX}"*.log
-  fi
-  [[ -n "$tmp" ]] && rm -rf "$tmp"
-  exit "$status"
 }
-trap cleanup EXIT
-# meson's timeout sends SIGTERM: clean up then too.
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-if [[ "$(id -u)" -ne 0 ]]; then
-  bail "must run as root: it drives the system libvirtd (qemu:///system) and QEMU"
-fi
-for bin in virsh dbus-daemon dbus-monitor qemu-img qemu-io flock ss "$PY"; do
-  command -v "$bin" >/dev/null || bail "$bin not found (scripts/install-deps installs it)"
-done
-
-echo "# starting libvirtd: $LIBVIRTD_UP"
-"$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || bail "libvirtd cannot be started (scripts/libvirtd-up failed)"
-libvirtd_started=1
-vsh version >/dev/null || bail "libvirtd started but $URI does not answer"
+require_root_and virsh dbus-daemon dbus-monitor qemu-img qemu-io flock ss "$PY"
+start_libvirtd
 
 # libvirt's QEMU (user libvirt-qemu) must reach the disks under $tmp/images:
 # every directory above it has to be traversable by others.
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhf-qemu-test.XXXXXX")
-tmp=$(cd "$tmp" && pwd -P)
+make_tmp dhf-qemu-test
 chmod 0711 "$tmp"
 dir=$(dirname "$tmp")
 while [[ "$dir" != / ]]; do
@@ -692,16 +519,7 @@ while [[ "$dir" != / ]]; do
   dir=$(dirname "$dir")
 done
 
-if [[ -n "$(libvirt_domains)" ]]; then
-  bail "libvirt already has domains named $PREFIX*"
-fi
-
-dbus-daemon --session --fork --print-address=1 --print-pid=3 \
-  >"$tmp/bus.address" 3>"$tmp/bus.pid" 2>"$tmp/bus.err" ||
-  bail "dbus-daemon did not start: $(cat "$tmp/bus.err")"
-bus_pid=$(tr -dc '0-9' <"$tmp/bus.pid")
-addr=$(head -n 1 "$tmp/bus.address")
-[[ -n "$addr" && -n "$bus_pid" ]] || bail "dbus-daemon printed no address or pid"
+start_bus
 
 dbus-monitor --address "$addr" \
   "type='signal',interface='org.dhf.Framework1.Manager',member='StateChanged'" \
@@ -715,22 +533,6 @@ wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/de
 # The vendor policy from the source tree; the last good copy stays in $tmp.
 printf '[Hypervisor]\nDomainType=qemu\n[Appliances]\nStorageDirectory=%s/images\nShutdownTimeout=3\n[Policy]\nDirectories=%s/policy.d;%s\nLastGood=%s/policy.last-good\n[Devices]\nStateFile=%s/devices.json\n' \
   "$tmp" "$tmp" "$DHF_SOURCE_ROOT/policies/policy.d" "$tmp" "$tmp" >"$tmp/dhfd.conf"
-dhfd_serving() {
-  pid_gone "$dhfd_pid" && bail "dhfd exited at startup: $(cat "$tmp/dhfd.log")"
-  ctl status >/dev/null 2>&1
-}
-
-# Starts dhfd (its log appended to $tmp/dhfd.log) and waits until it
-# serves and is connected to libvirtd. Its dom0 XDM socket is in $tmp.
-start_dhfd() {
-  "$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
-    --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 </dev/null &
-  dhfd_pid=$!
-  wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
-    bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
-  wait_until 20 "dhfd to connect to $URI" status_is true running >/dev/null ||
-    bail "dhfd did not connect to $URI within 20 s: $(cat "$tmp/dhfd.log")"
-}
 start_dhfd
 
 auto_type=$(sed -n 's/.*new appliances are type \([a-z]*\)).*/\1/p' "$tmp/dhfd.log" | head -n 1)

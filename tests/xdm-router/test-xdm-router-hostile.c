@@ -67,7 +67,6 @@ queued_for (Fixture *f, Peer *p)
 {
   g_autoptr (GVariant) conns = dhf_xdm_router_list_connections (f->router);
   g_autoptr (GVariant) entry = NULL;
-  g_autofree gchar *id = g_strdup_printf ("%" G_GUINT64_FORMAT, p->id);
   guint64 queued = 0;
 
   for (gsize i = 0; i < g_variant_n_children (conns) && entry == NULL; i++)

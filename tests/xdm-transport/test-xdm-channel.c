@@ -24,30 +24,6 @@
 #define WAIT_TIMEOUT_S 20
 #define UUID           "6a1f4f3e-1b2c-4d5e-8f90-0123456789ab"
 
-/* Warnings are checked, not fatal; so are messages (the ones the
- * journal would show). */
-static GPtrArray *warnings;
-static GPtrArray *messages;
-
-static GLogWriterOutput
-record_warnings (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
-{
-  GPtrArray *into;
-
-  if (level & G_LOG_LEVEL_WARNING)
-    into = warnings;
-  else if (level & G_LOG_LEVEL_MESSAGE)
-    into = messages;
-  else
-    return g_log_writer_default (level, fields, n_fields, data);
-  for (gsize i = 0; i < n_fields; i++)
-    {
-      if (g_str_equal (fields[i].key, "MESSAGE"))
-        g_ptr_array_add (into, g_strdup (fields[i].value));
-    }
-  return G_LOG_WRITER_HANDLED;
-}
-
 /* A connection as the fake router holds it. */
 typedef struct
 {
@@ -190,8 +166,7 @@ fixture_set_up (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
   fx->connections = g_ptr_array_new_with_free_func (connection_free);
   fx->channel = dhf_xdm_channel_new (&sink, fx);
-  g_ptr_array_set_size (warnings, 0);
-  g_ptr_array_set_size (messages, 0);
+  dhf_test_log_clear ();
 }
 
 static void
@@ -206,7 +181,8 @@ fixture_tear_down (Fixture *fx, gconstpointer data)
   dhf_test_remove_tree (fx->tmpdir);
   /* Only the test that expects one may log a warning. */
   if (!g_test_failed ())
-    g_assert_cmpuint (warnings->len, <=, g_strcmp0 (data, "warns") == 0 ? 1 : 0);
+    g_assert_cmpuint (dhf_test_log_count (G_LOG_LEVEL_WARNING, "*"), <=,
+                      g_strcmp0 (data, "warns") == 0 ? 1 : 0);
   g_free (fx->tmpdir);
 }
 
@@ -574,9 +550,9 @@ test_refused_by_router (Fixture *fx, gconstpointer data)
   fx->refuse = g_error_new_literal (DHF_ERROR, DHF_ERROR_INVALID_ARGS, "no");
   dhf_xdm_channel_set_backoff (fx->channel, &(DhfXdmChannelBackoff){ 3, 100, 1000, 1000 });
   dhf_xdm_channel_update (fx->channel, "alpha", UUID, path);
-  g_assert_cmpuint (warnings->len, ==, 1);
-  g_assert_true (g_pattern_match_simple ("XDM: alpha's channel */alpha.sock: no",
-                                         g_ptr_array_index (warnings, 0)));
+  g_assert_cmpuint (dhf_test_log_count (G_LOG_LEVEL_WARNING, "*"), ==, 1);
+  g_assert_cmpuint (
+      dhf_test_log_count (G_LOG_LEVEL_WARNING, "XDM: alpha's channel */alpha.sock: no"), ==, 1);
   g_assert_cmpuint (dhf_xdm_channel_get_retry_delay (fx->channel, "alpha"), ==, 3);
   g_assert_cmpuint (fx->connections->len, ==, 0);
   g_clear_error (&fx->refuse);
@@ -589,9 +565,9 @@ test_refused_by_router (Fixture *fx, gconstpointer data)
 int
 main (int argc, char **argv)
 {
-  warnings = g_ptr_array_new_with_free_func (g_free);
-  messages = g_ptr_array_new_with_free_func (g_free);
-  g_log_set_writer_func (record_warnings, NULL, NULL);
+  /* Warnings are checked, not fatal; so are messages (the ones the
+   * journal would show). */
+  dhf_test_log_init ();
   g_test_init (&argc, &argv, NULL);
 
 #define ADD(path, func) g_test_add (path, Fixture, NULL, fixture_set_up, func, fixture_tear_down)

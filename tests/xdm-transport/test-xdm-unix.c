@@ -224,6 +224,7 @@ test_many_connections (Fixture *fx, gconstpointer data)
   gint fds[50];
 
   g_assert_no_error (error);
+  g_assert_nonnull (listener);
   for (guint i = 0; i < G_N_ELEMENTS (fds); i++)
     {
       fds[i] = connect_to (fx->path);
@@ -324,6 +325,7 @@ test_another_listener (Fixture *fx, gconstpointer data)
   gint fd;
 
   g_assert_no_error (error);
+  g_assert_nonnull (first);
   second = listen_on (fx, 0660, NULL, FALSE, &error);
   g_assert_null (second);
   g_assert_error (error, DHF_ERROR, DHF_ERROR_EXISTS);

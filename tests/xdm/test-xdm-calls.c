@@ -82,18 +82,6 @@ run_ok (XdmSim *sim, const gchar *cmd, const gchar *args)
   xdm_assert_ok (reply);
 }
 
-static json_object *
-ok_json (const gchar *reply)
-{
-  json_object *json;
-
-  xdm_assert_ok (reply);
-  g_assert_true (g_str_has_prefix (reply, "ok "));
-  json = json_tokener_parse (reply + 3);
-  g_assert_nonnull (json);
-  return json;
-}
-
 static const gchar *
 member (json_object *obj, const gchar *key)
 {
@@ -108,7 +96,7 @@ member (json_object *obj, const gchar *key)
 static gchar *
 served_by (const gchar *reply)
 {
-  json_object *json = ok_json (reply);
+  json_object *json = xdm_reply_json (reply);
   gchar *domain = g_strdup (member (json, "domain"));
 
   json_object_put (json);
@@ -128,7 +116,7 @@ test_allow (Fixture *fx, gconstpointer data)
   xdm_harness_wait_service (fx->h, "org.dhf.test.Echo1", "beta", TRUE);
 
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Echo1 beta 0 {\"x\": [1, \"two\"]}");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "domain"), ==, "beta");
   /* The source is what dhfd knows of the transport. */
   g_assert_cmpstr (member (json, "source"), ==, "alpha");
@@ -142,7 +130,7 @@ test_allow (Fixture *fx, gconstpointer data)
   /* With an argument, and without naming the target: beta is the one
    * provider. */
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Echo1+docs - 0");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "domain"), ==, "beta");
   g_assert_cmpstr (member (json, "arg"), ==, "docs");
   json_object_put (json);
@@ -257,58 +245,11 @@ test_registration_rules (Fixture *fx, gconstpointer data)
 
 /* --- ask ------------------------------------------------------------- */
 
-typedef enum
-{
-  ANSWER_YES,
-  ANSWER_NO,
-  ANSWER_NEVER,
-} Answer;
-
-typedef struct
-{
-  Answer answer;
-  guint asked;
-  gchar *last_question;
-  GPtrArray *unanswered; /* GDBusMethodInvocation: answered at teardown */
-} Agent;
-
-static const gchar agent_xml[] = "<node>"
-                                 "  <interface name='org.dhf.Framework1.PromptAgent'>"
-                                 "    <method name='Ask'>"
-                                 "      <arg name='question' type='a{sv}' direction='in'/>"
-                                 "      <arg name='allow' type='b' direction='out'/>"
-                                 "    </method>"
-                                 "  </interface>"
-                                 "</node>";
-
-static void
-on_agent_call (GDBusConnection *conn, const gchar *sender, const gchar *path, const gchar *iface,
-               const gchar *method, GVariant *params, GDBusMethodInvocation *invocation,
-               gpointer data)
-{
-  Agent *agent = data;
-
-  agent->asked++;
-  g_free (agent->last_question);
-  agent->last_question = g_variant_print (params, FALSE);
-  switch (agent->answer)
-    {
-      case ANSWER_YES:
-      case ANSWER_NO:
-        g_dbus_method_invocation_return_value (invocation,
-                                               g_variant_new ("(b)", agent->answer == ANSWER_YES));
-        break;
-      case ANSWER_NEVER:
-        g_ptr_array_add (agent->unanswered, invocation);
-        break;
-    }
-}
-
 static const gchar *
-question_string (Agent *agent, const gchar *key)
+question_string (XdmPromptAgent *agent, const gchar *key)
 {
   static gchar value[256];
-  g_autoptr (GVariant) question = g_variant_parse (NULL, agent->last_question, NULL, NULL, NULL);
+  g_autoptr (GVariant) question = g_variant_parse (NULL, agent->question, NULL, NULL, NULL);
   g_autoptr (GVariant) dict = NULL;
   const gchar *s = NULL;
 
@@ -323,14 +264,9 @@ question_string (Agent *agent, const gchar *key)
 static void
 test_ask (Fixture *fx, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GDBusNodeInfo) info = g_dbus_node_info_new_for_xml (agent_xml, &error);
-  const GDBusInterfaceVTable vtable = { on_agent_call, NULL, NULL };
-  Agent agent = { ANSWER_YES, 0, NULL, g_ptr_array_new () };
+  g_autoptr (XdmPromptAgent) agent = NULL;
   g_autofree gchar *reply = NULL;
   g_autofree gchar *domain = NULL;
-  g_autoptr (GVariant) registered = NULL;
-  guint id;
 
   run_ok (fx->beta, "register", "org.dhf.test.Ask1 echo");
 
@@ -339,50 +275,39 @@ test_ask (Fixture *fx, gconstpointer data)
   xdm_assert_error (reply, "not-authorized");
   g_clear_pointer (&reply, g_free);
 
-  g_assert_no_error (error);
-  id = g_dbus_connection_register_object (fx->h->conn, "/org/dhf/test/PromptAgent",
-                                          info->interfaces[0], &vtable, &agent, NULL, &error);
-  g_assert_no_error (error);
-  g_assert_cmpuint (id, >, 0);
-  registered = g_dbus_connection_call_sync (fx->h->conn, DHF_BUS_NAME, DHF_OBJECT_PATH,
-                                            "org.dhf.Framework1.Xdm", "RegisterPromptAgent",
-                                            g_variant_new ("(o)", "/org/dhf/test/PromptAgent"),
-                                            NULL, G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
-  g_assert_no_error (error);
+  agent = xdm_prompt_agent_new (fx->h, XDM_PROMPT_YES);
 
   /* Yes. */
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Ask1 beta 0");
   domain = served_by (reply);
   g_assert_cmpstr (domain, ==, "beta");
-  g_assert_cmpuint (agent.asked, ==, 1);
-  g_assert_cmpstr (question_string (&agent, "service"), ==, "org.dhf.test.Ask1");
-  g_assert_cmpstr (question_string (&agent, "source"), ==, "alpha");
-  g_assert_cmpstr (question_string (&agent, "target"), ==, "beta");
-  g_assert_cmpstr (question_string (&agent, "kind"), ==, "call");
-  g_assert_true (g_str_has_suffix (question_string (&agent, "rule"), "/50-test.policy:10"));
-  g_assert_null (question_string (&agent, "argument"));
+  g_assert_cmpuint (agent->asked, ==, 1);
+  g_assert_cmpstr (question_string (agent, "service"), ==, "org.dhf.test.Ask1");
+  g_assert_cmpstr (question_string (agent, "source"), ==, "alpha");
+  g_assert_cmpstr (question_string (agent, "target"), ==, "beta");
+  g_assert_cmpstr (question_string (agent, "kind"), ==, "call");
+  g_assert_true (g_str_has_suffix (question_string (agent, "rule"), "/50-test.policy:10"));
+  g_assert_null (question_string (agent, "argument"));
   g_clear_pointer (&reply, g_free);
 
   /* No. */
-  agent.answer = ANSWER_NO;
+  agent->answer = XDM_PROMPT_NO;
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Ask1 beta 0");
   xdm_assert_error (reply, "not-authorized");
-  g_assert_cmpuint (agent.asked, ==, 2);
+  g_assert_cmpuint (agent->asked, ==, 2);
   g_clear_pointer (&reply, g_free);
 
   /* No answer at all: denied when AskTimeout (1 s here) has passed. */
-  agent.answer = ANSWER_NEVER;
+  agent->answer = XDM_PROMPT_HOLD;
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Ask1 beta 0");
   xdm_assert_error (reply, "not-authorized");
-  g_assert_cmpuint (agent.asked, ==, 3);
+  g_assert_cmpuint (agent->asked, ==, 3);
   g_clear_pointer (&reply, g_free);
 
   /* Answered yes too late: the call is not made after all. */
-  g_assert_cmpuint (agent.unanswered->len, ==, 1);
-  g_dbus_method_invocation_return_value (g_ptr_array_index (agent.unanswered, 0),
-                                         g_variant_new ("(b)", TRUE));
-  g_ptr_array_set_size (agent.unanswered, 0);
-  agent.answer = ANSWER_YES;
+  g_assert_cmpuint (agent->held->len, ==, 1);
+  xdm_prompt_agent_answer_held (agent, TRUE);
+  agent->answer = XDM_PROMPT_YES;
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Ask1 beta 0");
   g_clear_pointer (&domain, g_free);
   domain = served_by (reply);
@@ -392,12 +317,10 @@ test_ask (Fixture *fx, gconstpointer data)
     g_autofree gchar *first = xdm_sim_expect (fx->beta, "invoked org.dhf.test.Ask1 ");
     g_autofree gchar *second = xdm_sim_expect (fx->beta, "invoked org.dhf.test.Ask1 ");
 
+    g_assert_nonnull (first);
+    g_assert_nonnull (second);
     g_assert_null (xdm_sim_peek (fx->beta, "invoked org.dhf.test.Ask1 "));
   }
-
-  g_dbus_connection_unregister_object (fx->h->conn, id);
-  g_ptr_array_unref (agent.unanswered);
-  g_free (agent.last_question);
 }
 
 /* --- redirect, policy edits ------------------------------------------- */
@@ -412,7 +335,7 @@ test_redirect (Fixture *fx, gconstpointer data)
   run_ok (fx->gamma, "register", "org.dhf.test.Print1 echo");
   /* alpha asks for beta; the rule's target=gamma sends it to gamma. */
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.test.Print1 beta 0 {\"doc\": 1}");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "domain"), ==, "gamma");
   g_assert_cmpstr (member (json, "source"), ==, "alpha");
   json_object_put (json);
@@ -564,7 +487,7 @@ test_dom0_client (Fixture *fx, gconstpointer data)
   json_object *uid;
 
   reply = xdm_sim_run (dom0, "call", "org.dhf.framework.Whoami dom0 0");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "domain"), ==, "dom0");
   g_assert_cmpstr (member (json, "transport"), ==, "unix");
   g_assert_true (json_object_object_get_ex (json, "uid", &uid));
@@ -574,7 +497,7 @@ test_dom0_client (Fixture *fx, gconstpointer data)
 
   run_ok (fx->beta, "register", "org.dhf.test.Echo1 echo");
   reply = xdm_sim_run (dom0, "call", "org.dhf.test.Echo1 beta 0");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "source"), ==, "dom0");
   json_object_put (json);
 
@@ -612,7 +535,7 @@ test_whoami (Fixture *fx, gconstpointer data)
 {
   g_autofree gchar *reply = xdm_sim_run (fx->alpha, "call", "org.dhf.framework.Whoami dom0 0");
   g_autofree gchar *uuid = appliance_uuid (fx, "alpha");
-  json_object *json = ok_json (reply);
+  json_object *json = xdm_reply_json (reply);
   json_object *tags = NULL;
 
   g_assert_cmpstr (member (json, "domain"), ==, "alpha");
@@ -678,7 +601,7 @@ test_list_appliances (Fixture *fx, gconstpointer data)
   run_ok (fx->beta, "register", "org.dhf.test.Other1 echo");
   run_ok (fx->gamma, "register", "org.dhf.test.Echo1 echo");
   reply = xdm_sim_run (fx->alpha, "call", "org.dhf.framework.ListAppliances dom0 0");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   /* Itself ... */
   self = find_appliance (json, "alpha");
   g_assert_nonnull (self);
@@ -768,7 +691,7 @@ test_appliance_state_events (Fixture *fx, gconstpointer data)
   /* Running, it has a connection: dhfd found its channel in the live XML. */
   xdm_sim_wait_ready (delta);
   reply = xdm_sim_run (delta, "call", "org.dhf.framework.Whoami dom0 0");
-  json = ok_json (reply);
+  json = xdm_reply_json (reply);
   g_assert_cmpstr (member (json, "domain"), ==, "delta");
   json_object_put (json);
 

@@ -452,6 +452,104 @@ xdm_harness_wait_connections (XdmHarness *h, const gchar *domain, guint n)
   xdm_harness_wait_count (h, "ListConnections", "domain", domain, n);
 }
 
+/* --- the prompt agent ------------------------------------------------- */
+
+#define PROMPT_AGENT_PATH "/org/dhf/test/PromptAgent"
+
+static const gchar prompt_agent_xml[] = "<node>"
+                                        "  <interface name='org.dhf.Framework1.PromptAgent'>"
+                                        "    <method name='Ask'>"
+                                        "      <arg name='question' type='a{sv}' direction='in'/>"
+                                        "      <arg name='allow' type='b' direction='out'/>"
+                                        "    </method>"
+                                        "  </interface>"
+                                        "</node>";
+
+static void
+on_prompt_agent_call (GDBusConnection *conn, const gchar *sender, const gchar *path,
+                      const gchar *iface, const gchar *method, GVariant *params,
+                      GDBusMethodInvocation *invocation, gpointer data)
+{
+  XdmPromptAgent *agent = data;
+
+  agent->asked++;
+  g_free (agent->question);
+  agent->question = g_variant_print (params, FALSE);
+  if (agent->answer == XDM_PROMPT_HOLD)
+    g_ptr_array_add (agent->held, invocation);
+  else
+    g_dbus_method_invocation_return_value (invocation,
+                                           g_variant_new ("(b)", agent->answer == XDM_PROMPT_YES));
+}
+
+XdmPromptAgent *
+xdm_prompt_agent_new (XdmHarness *h, XdmPromptAnswer answer)
+{
+  static const GDBusInterfaceVTable vtable = { on_prompt_agent_call, NULL, NULL };
+  XdmPromptAgent *agent = g_new0 (XdmPromptAgent, 1);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GDBusNodeInfo) info = g_dbus_node_info_new_for_xml (prompt_agent_xml, &error);
+  g_autoptr (GVariant) reply = NULL;
+
+  g_assert_no_error (error);
+  agent->answer = answer;
+  agent->held = g_ptr_array_new ();
+  agent->conn = g_object_ref (h->conn);
+  agent->id = g_dbus_connection_register_object (agent->conn, PROMPT_AGENT_PATH,
+                                                 info->interfaces[0], &vtable, agent, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (agent->id, >, 0);
+  reply = g_dbus_connection_call_sync (
+      agent->conn, DHF_BUS_NAME, DHF_OBJECT_PATH, "org.dhf.Framework1.Xdm", "RegisterPromptAgent",
+      g_variant_new ("(o)", PROMPT_AGENT_PATH), NULL, G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
+  g_assert_no_error (error);
+  return agent;
+}
+
+void
+xdm_prompt_agent_answer_held (XdmPromptAgent *agent, gboolean allow)
+{
+  for (guint i = 0; i < agent->held->len; i++)
+    g_dbus_method_invocation_return_value (g_ptr_array_index (agent->held, i),
+                                           g_variant_new ("(b)", allow));
+  g_ptr_array_set_size (agent->held, 0);
+}
+
+typedef struct
+{
+  XdmPromptAgent *agent;
+  guint n;
+} AskedWait;
+
+static gboolean
+asked_n (gpointer data)
+{
+  AskedWait *w = data;
+
+  return w->agent->asked >= w->n;
+}
+
+void
+xdm_prompt_agent_wait_asked (XdmPromptAgent *agent, guint n)
+{
+  AskedWait w = { agent, n };
+
+  xdm_wait_until (asked_n, &w);
+}
+
+void
+xdm_prompt_agent_free (XdmPromptAgent *agent)
+{
+  if (agent == NULL)
+    return;
+  g_dbus_connection_unregister_object (agent->conn, agent->id);
+  xdm_prompt_agent_answer_held (agent, FALSE);
+  g_ptr_array_unref (agent->held);
+  g_object_unref (agent->conn);
+  g_free (agent->question);
+  g_free (agent);
+}
+
 /* --- simulated appliances --------------------------------------------- */
 
 static void read_next (XdmSim *sim);
@@ -636,6 +734,9 @@ xdm_sim_expect (XdmSim *sim, const gchar *prefix)
   g_assert_not_reached ();
 }
 
+static gchar *begin_va (XdmSim *sim, const gchar *cmd, const gchar *format, va_list args)
+    G_GNUC_PRINTF (3, 0);
+
 static gchar *
 begin_va (XdmSim *sim, const gchar *cmd, const gchar *format, va_list args)
 {
@@ -706,4 +807,16 @@ xdm_sim_run (XdmSim *sim, const gchar *cmd, const gchar *format, ...)
   tag = begin_va (sim, cmd, format, args);
   va_end (args);
   return xdm_sim_wait (sim, tag);
+}
+
+json_object *
+xdm_reply_json (const gchar *reply)
+{
+  json_object *json;
+
+  xdm_assert_ok (reply);
+  g_assert_true (g_str_has_prefix (reply, "ok "));
+  json = json_tokener_parse (reply + 3);
+  g_assert_nonnull (json);
+  return json;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <json.h>
 
 G_BEGIN_DECLS
 
@@ -93,6 +94,37 @@ guint64 xdm_harness_lookup_u64 (GVariant *list, const gchar *key, const gchar *v
 /* Runs the main context until check(data) holds. */
 void xdm_wait_until (gboolean (*check) (gpointer data), gpointer data);
 
+/* A prompt agent (org.dhf.Framework1.PromptAgent) on the harness's bus
+ * connection, registered with dhfd (Xdm.RegisterPromptAgent): the user
+ * whom "ask" rules ask. A question gets the answer set when it comes, yes
+ * or no, or is held for the test to answer. */
+typedef enum
+{
+  XDM_PROMPT_YES,
+  XDM_PROMPT_NO,
+  XDM_PROMPT_HOLD,
+} XdmPromptAnswer;
+
+typedef struct
+{
+  XdmPromptAnswer answer; /* the test changes it as it goes */
+  guint asked;
+  gchar *question; /* the last one's parameters, g_variant_print()ed */
+  GPtrArray *held; /* GDBusMethodInvocation, unanswered */
+  GDBusConnection *conn;
+  guint id;
+} XdmPromptAgent;
+
+XdmPromptAgent *xdm_prompt_agent_new (XdmHarness *h, XdmPromptAnswer answer);
+/* Answers every held question (allow or not) and forgets them. */
+void xdm_prompt_agent_answer_held (XdmPromptAgent *agent, gboolean allow);
+/* Waits until the agent has been asked n questions in all. */
+void xdm_prompt_agent_wait_asked (XdmPromptAgent *agent, guint n);
+/* Unregisters the agent; questions still held are answered no. */
+void xdm_prompt_agent_free (XdmPromptAgent *agent);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (XdmPromptAgent, xdm_prompt_agent_free)
+
 /* A simulated appliance: domain's channel socket (listen:), or dom0 on
  * dhfd's socket (name "dom0"). Returns once it said "ready" when wait. */
 XdmSim *xdm_sim_start (XdmHarness *h, const gchar *name);
@@ -116,6 +148,9 @@ gchar *xdm_sim_run (XdmSim *sim, const gchar *cmd, const gchar *format, ...) G_G
  * xdm_sim_wait(). */
 gchar *xdm_sim_begin (XdmSim *sim, const gchar *cmd, const gchar *format, ...) G_GNUC_PRINTF (3, 4);
 gchar *xdm_sim_wait (XdmSim *sim, const gchar *tag);
+
+/* The JSON of an "ok JSON" reply (from xdm_sim_run); json_object_put() it. */
+json_object *xdm_reply_json (const gchar *reply);
 
 /* Asserts that reply (from xdm_sim_run) is "error CODE ...". */
 #define xdm_assert_error(reply, code)                                                              \
