@@ -255,4 +255,170 @@ gboolean dhf_device_id_is_valid (const gchar *id);
 gboolean dhf_domain_name_is_valid (const gchar *name);
 gboolean dhf_device_selector_is_valid (const gchar *selector);
 
+/* --- the engine itself ------------------------------------------------ */
+
+/* Shared by dhf-device-engine.c and the files that hold the rest of it:
+ * dhf-device-queue.c, -reconcile.c, -switch.c and -assign.c. */
+
+typedef enum
+{
+  DHF_REQUEST_SYNC,
+  DHF_REQUEST_RECONCILE,
+  DHF_REQUEST_SWITCH,
+  DHF_REQUEST_FALLBACK,
+  DHF_REQUEST_ASSIGN,
+  DHF_REQUEST_RELEASE,
+} DhfEngineRequestKind;
+
+/* One request. A reference is held by whichever holds it: the queue, the
+ * engine while it runs (current), or the parked list while the user is
+ * asked about it. */
+typedef struct
+{
+  gint ref_count;
+  DhfEngineRequestKind kind;
+  DhfDeviceEngine *self; /* borrowed: a task, or a running transaction, keeps it alive */
+  GTask *task;           /* NULL for the engine's own */
+  gchar *target;         /* SWITCH: as asked; ASSIGN: the domain */
+  gchar *requester;      /* SWITCH */
+  guint *keys;           /* SWITCH: held keys to release in the old focus */
+  guint n_keys;
+  gchar *device_id; /* ASSIGN, RELEASE */
+  gchar *selector;  /* ASSIGN: the selector of the device it moves, for the pin */
+
+  /* SWITCH: the policy allowed decided_target when it was called, under
+   * the policy of decided_generation; or the user was asked (approved). */
+  gchar *decided_target;
+  guint decided_generation;
+  gboolean approved;
+
+  /* While it runs. */
+  gchar *resolved;     /* SWITCH, FALLBACK: the domain to focus */
+  gboolean dom0_tried; /* FALLBACK: its target failed, dom0 is tried */
+  DhfTxn *txn;
+  gboolean in_flight; /* txn is on the worker (the engine holds a reference) */
+
+  /* While it waits, queued or parked: the caller's cancellable is watched
+   * (a cancelled request leaves at once). */
+  gulong cancel_handler;
+  /* While the user is asked (parked). */
+  GCancellable *ask_cancellable;
+  gboolean asking;
+} DhfEngineRequest;
+
+struct _DhfDeviceEngine
+{
+  GObject parent_instance;
+
+  const DhfDeviceOps *ops;
+  gpointer ops_data;
+  gchar *state_file;
+  gchar *fallback;
+  guint focused_weight;
+  guint normal_weight;
+  gchar **order;
+  gboolean cycle_dom0;
+  guint history_length;
+
+  DhfEngineDecideFunc decide;
+  gpointer decide_data;
+  DhfEngineAskFunc ask;
+  gpointer ask_data;
+  guint policy_generation; /* of the decider's answers: set_decider, policy_changed */
+
+  GMainContext *context;
+  DhfTxnRunner *runner;   /* NULL once shut down */
+  DhfStateWriter *writer; /* NULL without a state file, and once shut down */
+
+  GHashTable *devices;       /* id -> DhfEngDevice */
+  GHashTable *domains;       /* name -> DhfEngDomain */
+  GHashTable *admin_pins;    /* device id -> DhfAdminPin */
+  gchar *focus;              /* "dom0" or a domain */
+  const gchar *planning;     /* while a plan is computed: the focus it is for */
+  GPtrArray *history;        /* gchar *, most recent first, never the focus */
+  gchar *saved_focus;        /* from the state file, for the first sync */
+  GHashTable *weights;       /* active domain -> the CPU weight the engine set */
+  GHashTable *weight_failed; /* domain -> the weight that could not be set */
+  GHashTable *to_read;       /* domains to list_attached before the next reconciliation */
+  GHashTable *config_only;   /* domains changed while stopped (CONFIG scope) since they started */
+
+  GHashTable *plan;  /* id -> DhfPlanEntry: where the devices should be now */
+  GHashTable *shown; /* id -> the status last announced by "device-changed" */
+
+  gboolean synced;      /* the first synced() came: devices may move */
+  gboolean ever_synced; /* a sync has read the domains */
+  gboolean shut_down;
+  GQueue queue;              /* DhfEngineRequest, waiting */
+  DhfEngineRequest *current; /* running */
+  GPtrArray *parked;         /* DhfEngineRequest: switches whose user is being asked */
+  gboolean reconcile_queued;
+  gboolean sync_queued;
+  gboolean fallback_queued;
+  GSource *kick;
+};
+
+/* dhf-device-engine.c: the records, and the signals. */
+void dhf_engine_record_set_owner (DhfEngDevice *record, const gchar *owner);
+void dhf_engine_record_clear_failure (DhfEngDevice *record);
+gboolean dhf_engine_is_dom0 (const gchar *name);
+const DhfEngDomain *dhf_engine_find_domain (DhfDeviceEngine *self, const gchar *name);
+gboolean dhf_engine_domain_active (DhfDeviceEngine *self, const gchar *name);
+gint dhf_engine_compare_strings (gconstpointer a, gconstpointer b);
+GPtrArray *dhf_engine_sorted_keys (GHashTable *table);
+void dhf_engine_emit_focus_changed (DhfDeviceEngine *self, const gchar *focused,
+                                    const gchar *previous);
+void dhf_engine_emit_device_changed (DhfDeviceEngine *self, const gchar *id);
+void dhf_engine_emit_idle (DhfDeviceEngine *self);
+
+/* dhf-device-queue.c: failures, focus and history, the queue, applying results. */
+void dhf_engine_forget_failures_of_domain (DhfDeviceEngine *self, const gchar *name);
+void dhf_engine_forget_all_failures (DhfDeviceEngine *self);
+void dhf_engine_history_remove (DhfDeviceEngine *self, const gchar *name);
+void dhf_engine_history_trim (DhfDeviceEngine *self);
+void dhf_engine_set_focus (DhfDeviceEngine *self, const gchar *focus, const gchar *previous);
+void dhf_engine_save_state (DhfDeviceEngine *self);
+gboolean dhf_engine_may_focus (DhfDeviceEngine *self, const gchar *name);
+const gchar *dhf_engine_fallback_target (DhfDeviceEngine *self, const gchar *leaving);
+DhfEngineRequest *dhf_engine_request_new (DhfDeviceEngine *self, DhfEngineRequestKind kind,
+                                          GTask *task);
+DhfEngineRequest *dhf_engine_request_ref (DhfEngineRequest *req);
+void dhf_engine_request_unref (DhfEngineRequest *req);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DhfEngineRequest, dhf_engine_request_unref)
+GError *dhf_engine_shutting_down_error (void);
+GError *dhf_engine_cancelled_error (const DhfEngineRequest *req);
+void dhf_engine_cancel_watch (DhfEngineRequest *req);
+void dhf_engine_cancel_unwatch (DhfEngineRequest *req);
+void dhf_engine_complete (DhfEngineRequest *req, GError *error /* taken */, const gchar *focused);
+void dhf_engine_enqueue (DhfDeviceEngine *self, DhfEngineRequest *req);
+void dhf_engine_queue_reconcile (DhfDeviceEngine *self);
+void dhf_engine_check_focus (DhfDeviceEngine *self);
+void dhf_engine_run_on (DhfDeviceEngine *self);
+void dhf_engine_finish (DhfEngineRequest *req, GError *error /* taken */, const gchar *focused);
+void dhf_engine_txn_run (DhfEngineRequest *req, DhfTxnDoneFunc done);
+void dhf_engine_apply_unit (DhfDeviceEngine *self, const DhfTxnUnit *unit);
+void dhf_engine_note_failure (DhfDeviceEngine *self, const DhfTxnUnit *unit);
+void dhf_engine_apply_attached (DhfDeviceEngine *self, GHashTable *attached, gboolean whole);
+
+/* dhf-device-reconcile.c: the plan and status, sync and reconcile. */
+GHashTable *dhf_engine_compute_plan (DhfDeviceEngine *self, const gchar *focus);
+DhfDeviceStatus *dhf_engine_make_status (DhfDeviceEngine *self, const DhfEngDevice *record);
+void dhf_engine_refresh (DhfDeviceEngine *self);
+void dhf_engine_start_sync (DhfEngineRequest *req);
+void dhf_engine_add_moves (DhfDeviceEngine *self, GHashTable *plan, gboolean follow_only,
+                           gboolean skip_failed, const gchar *label, DhfTxn *txn);
+void dhf_engine_start_reconcile (DhfEngineRequest *req);
+
+/* dhf-device-switch.c: targets, asking, switching, falling back. */
+void dhf_engine_ask_stop (DhfEngineRequest *req);
+void dhf_engine_on_task_cancelled (GCancellable *cancellable, gpointer data);
+gboolean dhf_engine_switch_check_now (DhfDeviceEngine *self, DhfEngineRequest *req);
+void dhf_engine_start_switch (DhfEngineRequest *req);
+void dhf_engine_start_fallback (DhfEngineRequest *req);
+
+/* dhf-device-assign.c: assign and release. */
+void dhf_engine_pin_set (DhfDeviceEngine *self, const gchar *id, DhfAdminPin *pin);
+gboolean dhf_engine_adopt_pin_selectors (DhfDeviceEngine *self);
+void dhf_engine_start_assign (DhfEngineRequest *req);
+void dhf_engine_start_release (DhfEngineRequest *req);
+
 G_END_DECLS

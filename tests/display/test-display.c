@@ -503,8 +503,10 @@ test_state_unwritable (Fixture *fx, gconstpointer data)
 static GdkPixbuf *
 screenshot (Fixture *fx, const gchar *name, GVariant *options, GError **error)
 {
-  g_autoptr (GVariant) reply
-      = call (fx, DISPLAY_IFACE, "Screenshot", g_variant_new ("(s@a{sv})", name, options), error);
+  /* options is a full reference (from options()): the message takes its own. */
+  g_autoptr (GVariant) owned_options = options;
+  g_autoptr (GVariant) reply = call (fx, DISPLAY_IFACE, "Screenshot",
+                                     g_variant_new ("(s@a{sv})", name, owned_options), error);
   g_autoptr (GVariant) png = NULL;
   g_autoptr (GdkPixbufLoader) loader = NULL;
   gsize length;
@@ -680,9 +682,11 @@ device_has_problem (gpointer data)
 static void
 assign (Fixture *fx, const gchar *id, const gchar *domain, GVariant *opts, GError **error)
 {
+  g_autoptr (GVariant) owned_opts = opts; /* a full reference, as for screenshot() */
   g_autoptr (GVariant) reply = NULL;
 
-  reply = call (fx, DEVICES_IFACE, "Assign", g_variant_new ("(ss@a{sv})", id, domain, opts), error);
+  reply = call (fx, DEVICES_IFACE, "Assign", g_variant_new ("(ss@a{sv})", id, domain, owned_opts),
+                error);
   /* Either a reply or an error. */
   g_assert_true ((reply != NULL) == (*error == NULL));
 }
