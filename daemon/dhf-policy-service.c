@@ -208,7 +208,12 @@ resolve_domain (DhfPolicyService *self, const gchar *what, const gchar *name,
 {
   if (g_str_equal (name, "dom0") || g_str_equal (name, "@dom0"))
     {
+      /* Of dom0 the lookup may only say whether it is focused (@focused). */
+      DhfPolicyDomain known = { 0 };
+
       *domain = dom0;
+      domain->focused = self->lookup != NULL && self->lookup ("dom0", &known, self->lookup_data)
+                        && known.focused;
       return TRUE;
     }
   if (*name == '\0' || *name == '@')

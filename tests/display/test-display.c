@@ -43,14 +43,16 @@ static const XdmDomainSpec domains[] = {
 };
 
 /* dom0 may show every environment and itself; appliances may ask through
- * XDM, personal freely, work only with the user's consent. */
+ * XDM, personal freely, work only with the user's consent. The lid rule is
+ * there for the @focused questions of Policy.Test. */
 static const gchar policy[] = "switch @dom0 @role:environment allow\n"
                               "switch @dom0 @dom0 allow\n"
                               "hotkey:Ctrl+Alt+Tab @dom0 @next allow\n"
                               "hotkey:Ctrl+Alt+Shift+Tab @dom0 @previous allow\n"
                               "org.dhf.framework.Switch @role:environment @dom0 allow\n"
                               "switch personal @role:environment allow\n"
-                              "switch work @role:environment ask\n";
+                              "switch work @role:environment ask\n"
+                              "acpi:button/lid @dom0 @focused allow\n";
 
 typedef struct
 {
@@ -318,6 +320,32 @@ appliance_call (Fixture *fx, const gchar *name, const gchar *method, GVariant *p
 
 /* --- focus and switching ------------------------------------------------ */
 
+/* Policy.Test's action for a question. */
+static gchar *
+policy_test (Fixture *fx, const gchar *subject, const gchar *source, const gchar *target)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = call (fx, "org.dhf.Framework1.Policy", "Test",
+                                     g_variant_new ("(sss)", subject, source, target), &error);
+  gchar *action = NULL;
+
+  g_assert_no_error (error);
+  g_variant_get_child (reply, 0, "s", &action);
+  return action;
+}
+
+/* @focused rules follow the focus, dom0's included, in Policy.Test as in
+ * the decisions dhfd acts on. */
+static void
+assert_lid_goes_to (Fixture *fx, const gchar *focused_name, const gchar *other)
+{
+  g_autofree gchar *to_focused = policy_test (fx, "acpi:button/lid", "dom0", focused_name);
+  g_autofree gchar *to_other = policy_test (fx, "acpi:button/lid", "dom0", other);
+
+  g_assert_cmpstr (to_focused, ==, "allow");
+  g_assert_cmpstr (to_other, ==, "deny");
+}
+
 static void
 test_focus (Fixture *fx, gconstpointer data)
 {
@@ -331,8 +359,10 @@ test_focus (Fixture *fx, gconstpointer data)
   g_assert_cmpstr (history, ==, "");
   /* Running environments by name; files is a service, stopped is off. */
   wait_cycle (fx, "personal,work");
+  assert_lid_goes_to (fx, "dom0", "personal");
 
   assert_switch (fx, "Switch", "personal", "personal");
+  assert_lid_goes_to (fx, "personal", "dom0");
   expect_focus_changed (fx, 1, "personal", "dom0");
   g_clear_pointer (&now, g_free);
   now = focused (fx);
