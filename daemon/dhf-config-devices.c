@@ -6,6 +6,7 @@
 #include <dhf/dhf.h>
 
 #include "dhf-config-private.h"
+#include "dhf-policy.h"
 
 /* [Devices], [Display] and [Hotkeys] of dhfd.conf: the device-assignment
  * engine, the focus and the hotkeys. Every value is checked here, so that
@@ -18,25 +19,6 @@
  * cgroup v1's cpu.shares is 2..262144 (the kernel raises 1 to 2), and
  * Xen's credit scheduler takes weights 1..65535. */
 #define MAX_WEIGHT 10000
-
-/* Appliance names as manifests spell them (docs/manifest.md), which is
- * also the NAME of the policy language: [a-z][a-z0-9-]{0,47}, no "--",
- * no trailing '-'. */
-static gboolean
-appliance_name_is_valid (const gchar *name)
-{
-  gsize length = strlen (name);
-
-  if (length == 0 || length > 48 || !g_ascii_islower (name[0]) || name[length - 1] == '-'
-      || strstr (name, "--") != NULL)
-    return FALSE;
-  for (gsize i = 0; i < length; i++)
-    {
-      if (!g_ascii_islower (name[i]) && !g_ascii_isdigit (name[i]) && name[i] != '-')
-        return FALSE;
-    }
-  return TRUE;
-}
 
 /* Checks one element of a list; FALSE with the error when it is wrong. */
 typedef gboolean (*ItemCheck) (const gchar *group, const gchar *key, const gchar *item,
@@ -110,7 +92,7 @@ check_order_name (const gchar *group, const gchar *key, const gchar *item, gchar
                    group, key);
       return FALSE;
     }
-  if (!appliance_name_is_valid (item))
+  if (!dhf_policy_name_is_valid (item))
     {
       g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
                    "[%s] %s: expected appliance names separated by ';', not '%s'", group, key,
@@ -199,7 +181,7 @@ read_display (GKeyFile *kf, DhfConfig *self, GError **error)
     return FALSE;
   fallback = self->focus_fallback;
   if (!g_str_equal (fallback, "dom0") && !g_str_equal (fallback, "@previous")
-      && !appliance_name_is_valid (fallback))
+      && !dhf_policy_name_is_valid (fallback))
     {
       g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
                    "[Display] Fallback: expected dom0, @previous or an appliance name, not '%s'",

@@ -204,25 +204,6 @@ dhf_hotkey_parse (const gchar *combo, guint *modifiers, guint *keycode, GError *
   return TRUE;
 }
 
-/* NAME as dhf.policy(5) spells a domain: [a-z][a-z0-9-]{0,47}, no "--",
- * no trailing '-'. */
-static gboolean
-is_domain_name (const gchar *name)
-{
-  gsize len = strlen (name);
-
-  if (len == 0 || len > 48 || !g_ascii_islower (name[0]) || name[len - 1] == '-')
-    return FALSE;
-  for (gsize i = 0; i < len; i++)
-    {
-      if (!g_ascii_islower (name[i]) && !g_ascii_isdigit (name[i]) && name[i] != '-')
-        return FALSE;
-      if (name[i] == '-' && name[i + 1] == '-')
-        return FALSE;
-    }
-  return TRUE;
-}
-
 static gboolean
 is_target (const gchar *target)
 {
@@ -235,7 +216,7 @@ is_target (const gchar *target)
       return n[0] >= '1' && n[0] <= '9' && n[1] == '\0';
     }
   /* "dom0" passes as a name */
-  return is_domain_name (target);
+  return dhf_policy_name_is_valid (target);
 }
 
 DhfHotkeyMatcher *

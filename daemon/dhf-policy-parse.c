@@ -215,8 +215,8 @@ error_at (Builder *b, const gchar *file, guint line, guint column, const gchar *
   dhf_policy_diag_add (&b->sink, DHF_POLICY_SEVERITY_ERROR, file, line, column, "%s", message);
 }
 
-static gboolean
-is_domain_name (const gchar *s)
+gboolean
+dhf_policy_name_is_valid (const gchar *s)
 {
   gsize len = strlen (s);
 
@@ -312,7 +312,7 @@ parse_token_syntax (const gchar *text, DhfPolicyToken *token, gchar **message)
           *message = g_strdup ("'dom0' is not a domain name (did you mean '@dom0'?)");
           return FALSE;
         }
-      if (!is_domain_name (text))
+      if (!dhf_policy_name_is_valid (text))
         {
           *message = g_strdup_printf (
               "invalid domain name '%s' (expected at most 48 lowercase letters, digits and '-', "
@@ -450,7 +450,7 @@ parse_option_value (DhfPolicyOption option, const gchar *value, gchar **message)
         return NULL;
       case DHF_POLICY_OPTION_TARGET:
         if (g_str_equal (value, "@dom0")
-            || (is_domain_name (value) && !g_str_equal (value, "dom0")))
+            || (dhf_policy_name_is_valid (value) && !g_str_equal (value, "dom0")))
           return g_strdup (value);
         *message = g_strdup_printf (
             "invalid value '%s' for target (expected a domain name or @dom0)", value);

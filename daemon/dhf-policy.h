@@ -177,6 +177,10 @@ gchar *dhf_policy_rule_to_string (const DhfPolicyRule *rule);
 
 const gchar *dhf_policy_action_to_string (DhfPolicyAction action);
 const gchar *dhf_policy_kind_to_string (DhfPolicyKind kind);
+/* A domain NAME as rules write it (and manifests name appliances):
+ * [a-z][a-z0-9-]{0,47}, no "--", no trailing '-'. */
+gboolean dhf_policy_name_is_valid (const gchar *name);
+
 /* Splits "device:usb:046d:c52b" into kind and subject ("usb:046d:c52b"),
  * "org.example.Sync1+arg" into XDM, "org.example.Sync1" and "arg". */
 gboolean dhf_policy_parse_subject (const gchar *text, DhfPolicyKind *kind, gchar **subject,
