@@ -61,7 +61,9 @@ struct _DhfXdmLink
   gchar *uuid;
   uid_t uid;
   pid_t pid;
-  gint64 connected_at; /* real time, µs */
+  gint64 connected_at;       /* real time, µs */
+  gint64 session_started_at; /* real time, µs, of the current WELCOME; 0 before */
+  gchar *client;             /* the current session's HELLO "client", made loggable */
   DhfXdmClosedFunc closed;
   gpointer closed_data;
 

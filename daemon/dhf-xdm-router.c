@@ -1964,6 +1964,9 @@ handle_hello (DhfXdmRouter *self, DhfXdmLink *link, const DhfXdmMessage *msg)
       dhf_xdm_conn_discard_queued (&link->conn);
     }
   link->welcomed = TRUE;
+  link->session_started_at = g_get_real_time ();
+  g_free (link->client);
+  link->client = msg->client != NULL ? loggable (msg->client) : NULL;
   link->conn.only_type = 0;
   link->conn.max_length = 0;
   timed_cancel (self, &link->hello);
@@ -2282,6 +2285,7 @@ teardown (DhfXdmRouter *self, DhfXdmLink *link)
   domain_release (self, link->domain);
   g_debug ("xdm: connection %" G_GUINT64_FORMAT " closed", id);
   g_free (link->uuid);
+  g_free (link->client);
   g_free (link);
 
   if (closed != NULL)
@@ -2570,6 +2574,11 @@ dhf_xdm_router_list_connections (DhfXdmRouter *self)
         }
       g_variant_builder_add (&entry, "{sv}", "connected-at",
                              g_variant_new_int64 (link->connected_at));
+      if (link->welcomed)
+        g_variant_builder_add (&entry, "{sv}", "session-started-at",
+                               g_variant_new_int64 (link->session_started_at));
+      if (link->welcomed && link->client != NULL)
+        g_variant_builder_add (&entry, "{sv}", "client", g_variant_new_string (link->client));
       g_variant_builder_add (&entry, "{sv}", "calls-in-flight",
                              g_variant_new_uint32 (link->calls_in_flight));
       g_variant_builder_add (&entry, "{sv}", "queued-bytes",

@@ -201,7 +201,9 @@ void dhf_xdm_router_publish (DhfXdmRouter *self, const gchar *topic, json_object
 /* For D-Bus (org.dhf.Framework1.Xdm) and dhfctl xdm, each "aa{sv}":
  *   connections:   id t, domain s, transport s, uid u (unix only),
  *                  pid u (unix only), connected-at x (µs, real time),
- *                  calls-in-flight u, queued-bytes t, calls t (routed
+ *                  session-started-at x (µs, real time, of the current
+ *                  WELCOME; absent before HELLO), client s (the HELLO's,
+ *                  when it named one), calls-in-flight u, queued-bytes t, calls t (routed
  *                  from it), denied t, dropped-events t, services as,
  *                  topics as
  *   services:      service s, domain s, connection t, calls t

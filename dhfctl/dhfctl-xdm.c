@@ -145,25 +145,33 @@ lookup_list (GVariant *entry, const gchar *key)
   return g_strjoinv (",", (gchar **) strv);
 }
 
-/* One a{sv} entry as a JSON object: keys in snake_case, "connected-at"
- * (µs since the epoch) as an ISO 8601 time. */
-static json_object *
-entry_to_json (GVariant *entry)
+/* Replaces the µs since the epoch under KEY in entry by an ISO 8601 time
+ * under JSON_KEY in object, in place: the keys keep dhfd's order. */
+static void
+time_to_json (json_object *object, GVariant *entry, const gchar *key, const gchar *json_key)
 {
-  json_object *object = dhfctl_vardict_to_json (entry);
   gint64 usec;
 
-  if (g_variant_lookup (entry, "connected-at", "x", &usec) && usec >= 0)
+  if (g_variant_lookup (entry, key, "x", &usec) && usec >= 0)
     {
       g_autoptr (GDateTime) seconds = g_date_time_new_from_unix_utc (usec / G_USEC_PER_SEC);
       g_autoptr (GDateTime) time
           = seconds != NULL ? g_date_time_add (seconds, usec % G_USEC_PER_SEC) : NULL;
       g_autofree gchar *text = time != NULL ? g_date_time_format_iso8601 (time) : NULL;
 
-      /* Replaces the number in place: the keys keep dhfd's order. */
-      json_object_object_add (object, "connected_at",
-                              text != NULL ? dhfctl_json_string (text) : NULL);
+      json_object_object_add (object, json_key, text != NULL ? dhfctl_json_string (text) : NULL);
     }
+}
+
+/* One a{sv} entry as a JSON object: keys in snake_case, the times as
+ * ISO 8601. */
+static json_object *
+entry_to_json (GVariant *entry)
+{
+  json_object *object = dhfctl_vardict_to_json (entry);
+
+  time_to_json (object, entry, "connected-at", "connected_at");
+  time_to_json (object, entry, "session-started-at", "session_started_at");
   return object;
 }
 

@@ -489,7 +489,7 @@ expect "xdm list: a dom0 client on the local socket, with our uid" \
   'grep -Eq "^[0-9]+ +dom0 +unix +$(id -u) +[0-9]+ +[0-9]+ +- +org\.dhf\.test\.Alert$" "$tmp/xdm-list"'
 ctl --json xdm list
 expect "--json xdm list" \
-  '[ $rc -eq 0 ] && json_ok "any(c[\"domain\"] == \"ctl-alpha\" and c[\"transport\"] == \"channel\" and c[\"topics\"] == [\"org.dhf.test.Alert\"] for c in d) and any(c[\"domain\"] == \"dom0\" and c[\"uid\"] == $(id -u) and \"connected_at\" in c and \"calls_in_flight\" in c for c in d)"'
+  '[ $rc -eq 0 ] && json_ok "any(c[\"domain\"] == \"ctl-alpha\" and c[\"transport\"] == \"channel\" and c[\"topics\"] == [\"org.dhf.test.Alert\"] for c in d) and any(c[\"domain\"] == \"dom0\" and c[\"uid\"] == $(id -u) and \"connected_at\" in c and \"session_started_at\" in c and c.get(\"client\", \"\").startswith(\"libdhf-1 \") and \"calls_in_flight\" in c for c in d)"'
 ctl --json xdm subscriptions
 expect "--json xdm subscriptions" \
   '[ $rc -eq 0 ] && json_ok "sorted(s[\"domain\"] for s in d if s[\"topic\"] == \"org.dhf.test.Alert\") == [\"ctl-alpha\", \"dom0\"]"'
