@@ -20,6 +20,7 @@ static const struct
   { "Hypervisor", "URI" },
   { "Hypervisor", "DomainType" },
   { "Appliances", "StorageDirectory" },
+  { "Appliances", "ConsoleLogDirectory" },
   { "Appliances", "ShutdownTimeout" },
   { "Authorization", "Mode" },
   { "Policy", "Directories" },
@@ -96,6 +97,7 @@ dhf_config_free (DhfConfig *self)
   g_free (self->hypervisor_uri);
   g_free (self->domain_type);
   g_free (self->storage_dir);
+  g_free (self->console_log_dir);
   g_strfreev (self->policy_dirs);
   g_free (self->policy_last_good);
   g_free (self->xdm_socket);
@@ -449,6 +451,38 @@ read_xdm (GKeyFile *kf, DhfConfig *self, GError **error)
   return TRUE;
 }
 
+/* [Appliances] ConsoleLogDirectory: its path ends up in domain XML as
+ * an attribute, where a newline would not survive. */
+static gboolean
+read_console_log_dir (GKeyFile *kf, DhfConfig *self, GError **error)
+{
+  g_autofree gchar *dir = NULL;
+
+  if (!dhf_config_read_string (kf, "Appliances", "ConsoleLogDirectory", &dir, error))
+    return FALSE;
+  if (dir == NULL)
+    return TRUE;
+  if (!g_path_is_absolute (dir))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[Appliances] ConsoleLogDirectory: expected an absolute path, not '%s'", dir);
+      return FALSE;
+    }
+  for (const gchar *p = dir; *p != '\0'; p++)
+    {
+      if (g_ascii_iscntrl (*p))
+        {
+          g_set_error_literal (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                               "[Appliances] ConsoleLogDirectory: the path must not contain "
+                               "control characters");
+          return FALSE;
+        }
+    }
+  g_free (self->console_log_dir);
+  self->console_log_dir = g_canonicalize_filename (dir, NULL);
+  return TRUE;
+}
+
 static gboolean
 apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 {
@@ -486,6 +520,8 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
     g_free (self->storage_dir);
     self->storage_dir = canonical;
   }
+  if (!read_console_log_dir (kf, self, error))
+    return FALSE;
   if (!dhf_config_read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
     return FALSE;
   if (timeout != NULL)

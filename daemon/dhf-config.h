@@ -21,6 +21,8 @@ typedef struct
   gchar *hypervisor_uri;
   gchar *domain_type; /* "auto", "kvm", "qemu", "xen" or "test" */
   gchar *storage_dir;
+  gchar *console_log_dir; /* ConsoleLogDirectory: appliances' serial console
+                           * output, DIR/NAME.log; NULL (default): not kept */
   guint shutdown_timeout_s;
   DhfAuthMode auth_mode;
   gchar **policy_dirs;     /* admin directory first, vendor directory last */

@@ -116,6 +116,46 @@ append_channel (GString *xml, DomainFamily family, const gchar *name, const gcha
                         "    </channel>\n");
 }
 
+/* The guest's first serial port, readable with `virsh console` and, with
+ * a log directory, kept for support even when nobody is attached. */
+static void
+append_serial (GString *xml, const gchar *name, const gchar *log_dir)
+{
+  g_string_append (xml, "    <serial type='pty'>\n");
+  if (log_dir != NULL)
+    {
+      g_autofree gchar *file_name = g_strconcat (name, ".log", NULL);
+      g_autofree gchar *path = g_build_filename (log_dir, file_name, NULL);
+
+      append_escaped (xml, "      <log file='%s' append='on'/>\n", path);
+    }
+  g_string_append (xml, "    </serial>\n"
+                        "    <console type='pty'/>\n");
+}
+
+/* Direct kernel boot replaces booting from the disk. */
+static void
+append_os (GString *xml, const DhfManifest *manifest)
+{
+  const gchar *kernel = dhf_manifest_get_boot_kernel (manifest);
+  const gchar *initrd = dhf_manifest_get_boot_initrd (manifest);
+  const gchar *cmdline = dhf_manifest_get_boot_cmdline (manifest);
+
+  g_string_append (xml, "  <os>\n"
+                        "    <type arch='x86_64'>hvm</type>\n");
+  if (kernel == NULL)
+    g_string_append (xml, "    <boot dev='hd'/>\n");
+  else
+    {
+      append_escaped (xml, "    <kernel>%s</kernel>\n", kernel);
+      if (initrd != NULL)
+        append_escaped (xml, "    <initrd>%s</initrd>\n", initrd);
+      if (cmdline != NULL)
+        append_escaped (xml, "    <cmdline>%s</cmdline>\n", cmdline);
+    }
+  g_string_append (xml, "  </os>\n");
+}
+
 static void
 append_graphics (GString *xml, DomainFamily family, DhfDisplayType display)
 {
@@ -180,11 +220,8 @@ dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *op
   g_string_append_printf (xml, "  <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n",
                           (dhf_manifest_get_memory (manifest) + 1023) / 1024);
   g_string_append_printf (xml, "  <vcpu>%u</vcpu>\n", dhf_manifest_get_vcpus (manifest));
-  g_string_append (xml, "  <os>\n"
-                        "    <type arch='x86_64'>hvm</type>\n"
-                        "    <boot dev='hd'/>\n"
-                        "  </os>\n"
-                        "  <features>\n"
+  append_os (xml, manifest);
+  g_string_append (xml, "  <features>\n"
                         "    <acpi/>\n"
                         "    <apic/>\n"
                         "  </features>\n"
@@ -197,6 +234,8 @@ dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *op
   if (family == FAMILY_QEMU)
     g_string_append (xml, "    <controller type='usb' model='qemu-xhci'/>\n");
   append_channel (xml, family, dhf_manifest_get_name (manifest), options->xen_socket_dir);
+  if (family != FAMILY_TEST)
+    append_serial (xml, dhf_manifest_get_name (manifest), options->console_log_dir);
   append_graphics (xml, family, dhf_manifest_get_display (manifest));
   g_string_append (xml, "  </devices>\n"
                         "</domain>\n");

@@ -23,6 +23,9 @@ typedef struct
   /* Xen: where the XDM channel's socket goes (DIR/NAME.sock); libxl needs
    * a path where QEMU picks one itself. NULL: DHF_XDM_XEN_SOCKET_DIR. */
   const gchar *xen_socket_dir;
+  /* QEMU, Xen: keep the serial console's output in DIR/NAME.log (virtlogd
+   * writes it; the directory must exist). NULL: the output is not kept. */
+  const gchar *console_log_dir;
 } DhfDomainXmlOptions;
 
 #define DHF_XDM_XEN_SOCKET_DIR DHF_LOCALSTATEDIR "/xdm"

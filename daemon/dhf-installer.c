@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
@@ -125,14 +126,48 @@ release_name (DhfInstaller *self, GTask *task)
   g_hash_table_remove (self->busy, dhf_manifest_get_name (install->manifest));
 }
 
-/* Worker thread: copy the vendor image into the appliance's private disk.
- * An upgrade keeps the disk it has: it holds the user's data. */
+/* A kernel or initrd of "boot": the domain names it in place (it is the
+ * vendor's, never copied or deleted), so it must be there now. */
+static gboolean
+check_boot_file (const gchar *json_path, const gchar *file, GError **error)
+{
+  GStatBuf st;
+
+  if (file == NULL)
+    return TRUE;
+  if (g_stat (file, &st) < 0)
+    {
+      int saved_errno = errno;
+
+      if (saved_errno == ENOENT || saved_errno == ENOTDIR)
+        g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST,
+                     "invalid manifest:\n%s: no such file '%s'", json_path, file);
+      else
+        g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST,
+                     "invalid manifest:\n%s: cannot read '%s': %s", json_path, file,
+                     g_strerror (saved_errno));
+      return FALSE;
+    }
+  if (!S_ISREG (st.st_mode))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_MANIFEST,
+                   "invalid manifest:\n%s: not a regular file '%s'", json_path, file);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Worker thread: check the files the domain refers to, create the
+ * directories it needs, and copy the vendor image into the appliance's
+ * private disk. An upgrade keeps the disk it has: it holds the user's
+ * data. */
 static void
 prepare_disk_thread (GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
 {
   DhfInstaller *self = source;
   Install *install = task_data;
   const gchar *image = dhf_manifest_get_disk_image (install->manifest);
+  const gchar *log_dir = self->config->console_log_dir;
   g_autofree gchar *file_name = NULL;
   g_autofree gchar *target = NULL;
   g_autofree gchar *partial = NULL;
@@ -140,6 +175,24 @@ prepare_disk_thread (GTask *task, gpointer source, gpointer task_data, GCancella
   g_autoptr (GFile) dst = NULL;
   g_autoptr (GError) error = NULL;
 
+  if (!check_boot_file ("$.boot.kernel", dhf_manifest_get_boot_kernel (install->manifest), &error)
+      || !check_boot_file ("$.boot.initrd", dhf_manifest_get_boot_initrd (install->manifest),
+                           &error))
+    {
+      g_task_return_error (task, g_steal_pointer (&error));
+      return;
+    }
+  /* virtlogd (root) writes the console logs, but does not create their
+   * directory; they hold what the guest prints: not for every user. */
+  if (log_dir != NULL && !g_str_equal (install->domain_type, "test")
+      && g_mkdir_with_parents (log_dir, 0750) < 0)
+    {
+      int saved_errno = errno;
+
+      g_task_return_new_error (task, DHF_ERROR, DHF_ERROR_FAILED, "cannot create %s: %s", log_dir,
+                               g_strerror (saved_errno));
+      return;
+    }
   /* Xen's device model creates the XDM channel socket there; nobody but
    * root (dhfd, libxl) needs to reach it. */
   if (g_str_equal (install->domain_type, "xen")
@@ -277,6 +330,7 @@ on_disk_prepared (GObject *source, GAsyncResult *result, gpointer user_data)
   options.uuid = install->uuid;
   options.disk_path = install->disk_path;
   options.installed = installed;
+  options.console_log_dir = self->config->console_log_dir;
   xml = dhf_domain_xml_build (install->manifest, &options);
   dhf_hypervisor_define_async (self->hypervisor, xml,
                                dhf_manifest_get_autostart (install->manifest), NULL,

@@ -28,6 +28,9 @@
 #define DEVICES_MAX            32
 #define SERIAL_MAX_CHARS       128
 #define QUOTE_MAX_CHARS        40
+/* x86 Linux keeps 2048 bytes with the terminating NUL; QEMU boots a longer
+ * command line into a guest that never prints a line. */
+#define CMDLINE_MAX_BYTES 2047
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_tokener, json_tokener_free)
@@ -44,6 +47,9 @@ struct _DhfManifest
   gboolean autostart;
   gchar *disk_image; /* absolute, canonical; NULL without a disk */
   DhfDiskFormat disk_format;
+  gchar *boot_kernel;  /* absolute, canonical; NULL without direct kernel boot */
+  gchar *boot_initrd;  /* absolute, canonical, or NULL */
+  gchar *boot_cmdline; /* or NULL */
   DhfNetworkMode network_mode;
   GPtrArray *forwards; /* DhfManifestForward */
   DhfDisplayType display;
@@ -146,6 +152,9 @@ manifest_clear (gpointer data)
   g_free (self->version);
   g_free (self->description);
   g_free (self->disk_image);
+  g_free (self->boot_kernel);
+  g_free (self->boot_initrd);
+  g_free (self->boot_cmdline);
   g_ptr_array_unref (self->forwards);
   g_strfreev (self->tags);
   g_ptr_array_unref (self->services);
@@ -975,43 +984,52 @@ disk_format_from_extension (const gchar *path)
   return DHF_DISK_FORMAT_QCOW2;
 }
 
-static void
-parse_disk_image (Validator *v, const gchar *path, json_object *value, gpointer target)
+/* A file the manifest names (disk image, kernel, initrd): resolved against
+ * the installer's directory and made canonical. NULL: problem reported. */
+static gchar *
+expect_path (Validator *v, const gchar *path, json_object *value)
 {
-  DhfManifest *self = target;
-  const gchar *image = expect_string (v, path, value, "a file name");
+  const gchar *file = expect_string (v, path, value, "a file name");
   g_autofree gchar *resolved = NULL;
 
-  if (image == NULL)
-    return;
-  if (*image == '\0')
+  if (file == NULL)
+    return NULL;
+  if (*file == '\0')
     {
       report (v, path, "must not be empty");
-      return;
+      return NULL;
     }
-  if (!text_is_clean (image, FALSE))
+  if (!text_is_clean (file, FALSE))
     {
       report (v, path, "must not contain newlines or control characters");
-      return;
+      return NULL;
     }
-  if (!g_path_is_absolute (image) && v->base_dir == NULL)
+  if (!g_path_is_absolute (file) && v->base_dir == NULL)
     {
       report (v, path, "relative path needs a base directory");
-      return;
+      return NULL;
     }
-  resolved = g_canonicalize_filename (image, v->base_dir);
+  resolved = g_canonicalize_filename (file, v->base_dir);
   if (strlen (resolved) > IMAGE_PATH_MAX_BYTES)
     {
       report (v, path, "resolved path is longer than %d bytes", IMAGE_PATH_MAX_BYTES);
-      return;
+      return NULL;
     }
   /* The base directory comes from the caller; check what we will store. */
   if (!text_is_clean (resolved, FALSE) || !g_utf8_validate (resolved, -1, NULL))
     {
       report (v, path, "resolved path contains control characters or is not UTF-8");
-      return;
+      return NULL;
     }
-  self->disk_image = g_steal_pointer (&resolved);
+  return g_steal_pointer (&resolved);
+}
+
+static void
+parse_disk_image (Validator *v, const gchar *path, json_object *value, gpointer target)
+{
+  DhfManifest *self = target;
+
+  self->disk_image = expect_path (v, path, value);
 }
 
 static void
@@ -1047,6 +1065,57 @@ parse_disk (Validator *v, const gchar *path, json_object *value, gpointer target
 
   if (self->disk_image != NULL && !v->disk_format_given)
     self->disk_format = disk_format_from_extension (self->disk_image);
+}
+
+static void
+parse_boot_kernel (Validator *v, const gchar *path, json_object *value, gpointer target)
+{
+  DhfManifest *self = target;
+
+  self->boot_kernel = expect_path (v, path, value);
+}
+
+static void
+parse_boot_initrd (Validator *v, const gchar *path, json_object *value, gpointer target)
+{
+  DhfManifest *self = target;
+
+  self->boot_initrd = expect_path (v, path, value);
+}
+
+static void
+parse_boot_cmdline (Validator *v, const gchar *path, json_object *value, gpointer target)
+{
+  DhfManifest *self = target;
+  const gchar *cmdline = expect_string (v, path, value, "a string");
+
+  if (cmdline == NULL)
+    return;
+  if (strlen (cmdline) > CMDLINE_MAX_BYTES)
+    {
+      report (v, path, "must be at most %d bytes", CMDLINE_MAX_BYTES);
+      return;
+    }
+  if (!text_is_clean (cmdline, FALSE))
+    {
+      report (v, path, "must not contain newlines or control characters");
+      return;
+    }
+  self->boot_cmdline = g_strdup (cmdline);
+}
+
+static const KeySpec boot_keys[] = {
+  { "kernel", TRUE, parse_boot_kernel },
+  { "initrd", FALSE, parse_boot_initrd },
+  { "cmdline", FALSE, parse_boot_cmdline },
+};
+
+static void
+parse_boot (Validator *v, const gchar *path, json_object *value, gpointer target)
+{
+  if (expect_object (v, path, value) == NULL)
+    return;
+  parse_object (v, path, value, boot_keys, G_N_ELEMENTS (boot_keys), target);
 }
 
 static void
@@ -1461,6 +1530,7 @@ static const KeySpec manifest_keys[] = {
   { "vcpus", TRUE, parse_vcpus },
   { "autostart", FALSE, parse_autostart },
   { "disk", FALSE, parse_disk },
+  { "boot", FALSE, parse_boot },
   { "network", FALSE, parse_network },
   { "display", FALSE, parse_display },
   { "tags", FALSE, parse_tags },
@@ -1687,14 +1757,15 @@ read_json (Validator *v, const gchar *text, gsize length)
  * dhf_manifest_parse:
  * @text: the manifest, JSON (docs/manifest.md)
  * @length: the length of @text in bytes, or -1 if it is NUL-terminated
- * @base_dir: (nullable): the directory relative disk paths are resolved
- *   against; with %NULL, relative paths are a problem
+ * @base_dir: (nullable): the directory relative file paths (disk, kernel,
+ *   initrd) are resolved against; with %NULL, relative paths are a problem
  * @error: return location for a #GError
  *
  * Parses and validates a manifest whole. On failure the error is
  * %DHF_ERROR_INVALID_MANIFEST with the message "invalid manifest (N
  * problems):" followed by one line per problem, "$.json.path: message";
- * at most 50 lines, then "... and N more". The disk image need not exist.
+ * at most 50 lines, then "... and N more". The disk image, kernel and
+ * initrd need not exist.
  *
  * Returns: (transfer full) (nullable): the manifest, or %NULL
  */
@@ -1806,6 +1877,32 @@ dhf_manifest_get_disk_format (const DhfManifest *self)
   return self->disk_format;
 }
 
+/* Returns: (nullable): the kernel to boot directly, as an absolute,
+ *   canonical path; %NULL when the manifest has no "boot" (the guest boots
+ *   from its disk) */
+const gchar *
+dhf_manifest_get_boot_kernel (const DhfManifest *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+  return self->boot_kernel;
+}
+
+/* Returns: (nullable): the initrd that goes with the kernel, or %NULL */
+const gchar *
+dhf_manifest_get_boot_initrd (const DhfManifest *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+  return self->boot_initrd;
+}
+
+/* Returns: (nullable): the kernel command line, or %NULL */
+const gchar *
+dhf_manifest_get_boot_cmdline (const DhfManifest *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+  return self->boot_cmdline;
+}
+
 DhfNetworkMode
 dhf_manifest_get_network_mode (const DhfManifest *self)
 {
@@ -1903,7 +2000,8 @@ device_to_json (const DhfManifestDevice *device)
  * @self: a #DhfManifest
  *
  * The canonical form dhfd stores in the domain's metadata: compact, keys in
- * a fixed order, defaults filled in, the disk image as its absolute path.
+ * a fixed order, defaults filled in, the disk image, kernel and initrd as
+ * absolute paths.
  * dhf_manifest_parse() with no base directory reads it back unchanged.
  *
  * Returns: (transfer full): the JSON text
@@ -1935,6 +2033,17 @@ dhf_manifest_to_json (const DhfManifest *self)
       add_string (disk, "image", self->disk_image);
       add_string (disk, "format", dhf_disk_format_to_string (self->disk_format));
       json_object_object_add (root, "disk", disk);
+    }
+  if (self->boot_kernel != NULL)
+    {
+      json_object *boot = json_object_new_object ();
+
+      add_string (boot, "kernel", self->boot_kernel);
+      if (self->boot_initrd != NULL)
+        add_string (boot, "initrd", self->boot_initrd);
+      if (self->boot_cmdline != NULL)
+        add_string (boot, "cmdline", self->boot_cmdline);
+      json_object_object_add (root, "boot", boot);
     }
 
   network = json_object_new_object ();

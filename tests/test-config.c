@@ -20,6 +20,8 @@ test_config_defaults (void)
   g_assert_cmpuint (config->shutdown_timeout_s, ==, 30);
   g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_AUTO);
   g_assert_true (g_path_is_absolute (config->storage_dir));
+  /* Console output is kept only where the admin asks for it. */
+  g_assert_null (config->console_log_dir);
   /* Admin directory first, vendor defaults last. */
   g_assert_cmpuint (g_strv_length (config->policy_dirs), ==, 2);
   g_assert_cmpstr (config->policy_dirs[0], ==, DHF_SYSCONFDIR "/policy.d");
@@ -119,6 +121,7 @@ test_config_full (void)
   const gchar *data = "# comment\n"
                       "[Hypervisor]\nURI=test:///default\nDomainType=qemu\n"
                       "[Appliances]\nStorageDirectory=/srv/dhf\nShutdownTimeout=5\n"
+                      "ConsoleLogDirectory=/var/log/dhf/console\n"
                       "[Authorization]\nMode=peer-uid\n";
 
   g_assert_true (dhf_config_load_data (config, data, "t.conf", &error));
@@ -127,6 +130,7 @@ test_config_full (void)
   g_assert_cmpstr (config->domain_type, ==, "qemu");
   g_assert_cmpstr (config->storage_dir, ==, "/srv/dhf");
   g_assert_cmpuint (config->shutdown_timeout_s, ==, 5);
+  g_assert_cmpstr (config->console_log_dir, ==, "/var/log/dhf/console");
   g_assert_cmpint (config->auth_mode, ==, DHF_AUTH_MODE_PEER_UID);
 }
 
@@ -278,6 +282,20 @@ test_config_storage_canonical (void)
   g_assert_cmpstr (config->storage_dir, ==, "/srv/dhf/images");
 }
 
+/* One spelling of the directory, as it goes into every domain's XML. */
+static void
+test_config_console_log_canonical (void)
+{
+  g_autoptr (DhfConfig) config = dhf_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (dhf_config_load_data (
+      config, "[Appliances]\nConsoleLogDirectory= /var//log/./dhf/x/../console/ \n", "t.conf",
+      &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->console_log_dir, ==, "/var/log/dhf/console");
+}
+
 static void
 test_config_errors (void)
 {
@@ -294,6 +312,13 @@ test_config_errors (void)
     { "[Hypervisor]\nURI=\n", "t.conf: [Hypervisor] URI: empty value" },
     { "[Appliances]\nStorageDirectory=images\n",
       "t.conf: [Appliances] StorageDirectory: expected an absolute path, not 'images'" },
+    { "[Appliances]\nConsoleLogDirectory=console\n",
+      "t.conf: [Appliances] ConsoleLogDirectory: expected an absolute path, not 'console'" },
+    { "[Appliances]\nConsoleLogDirectory=\n",
+      "t.conf: [Appliances] ConsoleLogDirectory: empty value" },
+    { "[Appliances]\nConsoleLogDirectory=/var/log/a\\nb\n",
+      "t.conf: [Appliances] ConsoleLogDirectory: the path must not contain control characters" },
+    { "[Appliances]\nConsoleLogDir=/var/log\n", "t.conf: [Appliances] ConsoleLogDir: unknown key" },
     { "[Appliances]\nShutdownTimeout=0\n",
       "t.conf: [Appliances] ShutdownTimeout: expected seconds from 1 to 86400, not '0'" },
     { "[Appliances]\nShutdownTimeout=ten\n",
@@ -595,6 +620,15 @@ test_config_shipped (void)
     g_assert_cmpuint (g_strv_length (config->hotkey_keyboards), ==, 0);
     g_assert_null (config->hotkey_slot_modifiers);
   }
+  /* ... and [Appliances] ConsoleLogDirectory, unset by default. */
+  {
+    g_autofree gchar *text = NULL;
+
+    g_assert_true (g_file_get_contents (path, &text, NULL, &error));
+    if (strstr (text, "\n#ConsoleLogDirectory=") == NULL)
+      g_test_fail_printf ("data/dhfd.conf does not document ConsoleLogDirectory");
+    g_assert_null (config->console_log_dir);
+  }
 }
 
 int
@@ -611,6 +645,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/xdm-full", test_config_xdm_full);
   g_test_add_func ("/config/xdm-sizes", test_config_xdm_sizes);
   g_test_add_func ("/config/storage-canonical", test_config_storage_canonical);
+  g_test_add_func ("/config/console-log-canonical", test_config_console_log_canonical);
   g_test_add_func ("/config/errors", test_config_errors);
   g_test_add_func ("/config/syntax-error", test_config_syntax_error);
   g_test_add_func ("/config/missing-file", test_config_missing_file);

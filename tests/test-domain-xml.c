@@ -4,6 +4,9 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
 
 #include "dhf-domain-xml.h"
 
@@ -15,6 +18,13 @@ static const gchar hostile_json[]
     = "{\"manifest-version\":1,\"name\":\"hostile\",\"vendor\":\"<'&\\\">\",\"version\":\"1\","
       "\"description\":\"</description><evil/>&amp; ]]>\",\"role\":\"service\","
       "\"memory\":\"64MiB\",\"vcpus\":1,\"display\":\"vnc\"}";
+
+/* Direct kernel boot, with strings XML must escape. */
+static const gchar boot_json[]
+    = "{\"manifest-version\":1,\"name\":\"demo\",\"vendor\":\"ACME\",\"version\":\"1.0\","
+      "\"role\":\"service\",\"memory\":\"128MiB\",\"vcpus\":1,\"boot\":{\"kernel\":"
+      "\"/guests/it's <k>/vmlinuz\",\"initrd\":\"/guests/initrd&.img\",\"cmdline\":"
+      "\"console=ttyS0 quiet x=\\\"<&>\\\"\"}}";
 
 static DhfManifest *
 manifest_from (const gchar *json)
@@ -291,6 +301,158 @@ test_hostile_strings (void)
   g_assert_no_error (error);
   g_assert_cmpstr (dhf_manifest_get_vendor (metadata->manifest), ==, "<'&\">");
   g_assert_cmpstr (metadata->disk_path, ==, "/var/lib/dhf/it's <&> \"odd\".qcow2");
+}
+
+/* Direct kernel boot */
+
+static void
+test_direct_boot (void)
+{
+  static const gchar *const types[] = { "kvm", "qemu", "xen", "test" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autofree gchar *xml = build (boot_json, types[i], NULL);
+      g_autoptr (GHashTable) texts = parse_well_formed (xml);
+
+      assert_contains (xml,
+                       "  <os>\n"
+                       "    <type arch='x86_64'>hvm</type>\n"
+                       "    <kernel>/guests/it&apos;s &lt;k&gt;/vmlinuz</kernel>\n"
+                       "    <initrd>/guests/initrd&amp;.img</initrd>\n"
+                       "    <cmdline>console=ttyS0 quiet x=&quot;&lt;&amp;&gt;&quot;</cmdline>\n"
+                       "  </os>\n");
+      assert_lacks (xml, "<boot dev=");
+      assert_lacks (xml, "<disk");
+      g_assert_cmpstr (g_hash_table_lookup (texts, "kernel"), ==, "/guests/it's <k>/vmlinuz");
+      g_assert_cmpstr (g_hash_table_lookup (texts, "initrd"), ==, "/guests/initrd&.img");
+      g_assert_cmpstr (g_hash_table_lookup (texts, "cmdline"), ==, "console=ttyS0 quiet x=\"<&>\"");
+    }
+}
+
+/* Only what the manifest gives: no empty <initrd/> or <cmdline/>. */
+static void
+test_direct_boot_kernel_only (void)
+{
+  g_autofree gchar *json = manifest_json_with ("\"boot\":{\"kernel\":\"/k/vmlinuz\"}");
+  g_autofree gchar *xml = build (json, "kvm", "/d.qcow2");
+
+  assert_contains (xml, "    <type arch='x86_64'>hvm</type>\n"
+                        "    <kernel>/k/vmlinuz</kernel>\n"
+                        "  </os>\n");
+  assert_lacks (xml, "<initrd>");
+  assert_lacks (xml, "<cmdline>");
+  assert_lacks (xml, "<boot dev=");
+  /* The disk stays: the guest's data, not its boot device. */
+  assert_contains (xml, "<source file='/d.qcow2'/>");
+}
+
+/* Serial console */
+
+static gchar *
+build_with_log_dir (const gchar *json, const gchar *domain_type, const gchar *log_dir)
+{
+  g_autoptr (DhfManifest) manifest = manifest_from (json);
+  DhfDomainXmlOptions options = {
+    .domain_type = domain_type,
+    .console_log_dir = log_dir,
+  };
+  gchar *xml = dhf_domain_xml_build (manifest, &options);
+
+  g_hash_table_unref (parse_well_formed (xml));
+  return xml;
+}
+
+static void
+test_serial_console (void)
+{
+  static const gchar *const types[] = { "kvm", "qemu", "xen" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autofree gchar *plain = build (base_json, types[i], NULL);
+      g_autofree gchar *logged = build_with_log_dir (base_json, types[i], "/var/log/dhf/console");
+      g_autofree gchar *booted = build_with_log_dir (boot_json, types[i], "/var/log/dhf/console");
+
+      assert_contains (plain, "    <serial type='pty'>\n"
+                              "    </serial>\n"
+                              "    <console type='pty'/>\n");
+      assert_lacks (plain, "<log ");
+      assert_contains (logged, "    <serial type='pty'>\n"
+                               "      <log file='/var/log/dhf/console/demo.log' append='on'/>\n"
+                               "    </serial>\n"
+                               "    <console type='pty'/>\n");
+      assert_contains (booted, "<log file='/var/log/dhf/console/demo.log' append='on'/>");
+    }
+}
+
+/* libvirt's test driver has no console to give: none is asked for. */
+static void
+test_serial_console_not_on_test (void)
+{
+  g_autofree gchar *plain = build (base_json, "test", NULL);
+  g_autofree gchar *logged = build_with_log_dir (boot_json, "test", "/var/log/dhf/console");
+
+  assert_lacks (plain, "<serial");
+  assert_lacks (plain, "<console");
+  assert_lacks (logged, "<serial");
+  assert_lacks (logged, "<console");
+  assert_lacks (logged, "<log ");
+}
+
+static void
+test_serial_console_hostile_dir (void)
+{
+  g_autofree gchar *xml = build_with_log_dir (base_json, "kvm", "/var/log/it's <&>");
+
+  assert_contains (xml, "<log file='/var/log/it&apos;s &lt;&amp;&gt;/demo.log' append='on'/>");
+}
+
+/* What dhf builds is valid by libvirt's own schema, for every family and
+ * with every optional part present. */
+static void
+test_libvirt_schema (void)
+{
+  static const gchar *const types[] = { "kvm", "qemu", "xen", "test" };
+  g_autofree gchar *validator = g_find_program_in_path ("virt-xml-validate");
+  g_autofree gchar *json
+      = manifest_json_with ("\"boot\":{\"kernel\":\"/k/vmlinuz\",\"initrd\":\"/k/initrd.img\","
+                            "\"cmdline\":\"console=ttyS0 quiet\"},\"display\":\"spice\"");
+
+  if (validator == NULL)
+    {
+      g_test_skip ("virt-xml-validate is not installed");
+      return;
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autoptr (DhfManifest) manifest = manifest_from (json);
+      DhfDomainXmlOptions options = {
+        .domain_type = types[i],
+        .uuid = "6a1f4f3e-1b2c-4d5e-8f90-0123456789ab",
+        .disk_path = "/var/lib/dhf/demo.qcow2",
+        .installed = "2024-05-01T12:00:00Z",
+        .console_log_dir = "/var/log/dhf/console",
+      };
+      g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
+      g_autofree gchar *path = NULL;
+      g_autofree gchar *output = NULL;
+      g_autoptr (GError) error = NULL;
+      gint status = 0;
+      int fd = g_file_open_tmp ("dhf-domain-XXXXXX.xml", &path, &error);
+
+      g_assert_no_error (error);
+      close (fd);
+      g_assert_true (g_file_set_contents (path, xml, -1, &error));
+      g_assert_true (g_spawn_sync (NULL, (gchar *[]){ validator, path, (gchar *) "domain", NULL },
+                                   NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &output, NULL,
+                                   &status, &error));
+      g_assert_no_error (error);
+      g_unlink (path);
+      if (!g_spawn_check_wait_status (status, NULL))
+        g_test_fail_printf ("libvirt's schema refuses the %s domain:\n%s\n%s", types[i], output,
+                            xml);
+    }
 }
 
 /* Metadata */
@@ -819,6 +981,41 @@ test_libvirt_test_driver (void)
   virConnectClose (connection);
 }
 
+/* The test driver keeps a direct boot as given. */
+static void
+test_libvirt_test_driver_boot (void)
+{
+  g_autoptr (DhfManifest) manifest = manifest_from (boot_json);
+  DhfDomainXmlOptions options = { .domain_type = "test" };
+  g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
+  g_autoptr (GHashTable) texts = NULL;
+  virConnectPtr connection;
+  virDomainPtr domain;
+  char *stored;
+
+  virSetErrorFunc (NULL, ignore_libvirt_error);
+  connection = virConnectOpen ("test:///default");
+  if (connection == NULL)
+    {
+      g_test_skip ("libvirt's test driver is not available");
+      return;
+    }
+  domain = virDomainDefineXML (connection, xml);
+  if (domain == NULL)
+    g_error ("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage (), xml);
+  stored = virDomainGetXMLDesc (domain, 0);
+  g_assert_nonnull (stored);
+  texts = parse_well_formed (stored);
+  free (stored);
+  g_assert_cmpstr (g_hash_table_lookup (texts, "kernel"), ==, "/guests/it's <k>/vmlinuz");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "initrd"), ==, "/guests/initrd&.img");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "cmdline"), ==, "console=ttyS0 quiet x=\"<&>\"");
+
+  g_assert_cmpint (virDomainUndefine (domain), ==, 0);
+  virDomainFree (domain);
+  virConnectClose (connection);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -833,6 +1030,12 @@ main (int argc, char **argv)
   g_test_add_func ("/domain-xml/build/displays", test_displays);
   g_test_add_func ("/domain-xml/build/uuid-and-installed", test_uuid_and_installed);
   g_test_add_func ("/domain-xml/build/hostile-strings", test_hostile_strings);
+  g_test_add_func ("/domain-xml/build/direct-boot", test_direct_boot);
+  g_test_add_func ("/domain-xml/build/direct-boot-kernel-only", test_direct_boot_kernel_only);
+  g_test_add_func ("/domain-xml/build/serial-console", test_serial_console);
+  g_test_add_func ("/domain-xml/build/serial-console-not-on-test", test_serial_console_not_on_test);
+  g_test_add_func ("/domain-xml/build/serial-console-hostile-dir", test_serial_console_hostile_dir);
+  g_test_add_func ("/domain-xml/build/libvirt-schema", test_libvirt_schema);
   g_test_add_func ("/domain-xml/metadata/round-trip", test_metadata_round_trip);
   g_test_add_func ("/domain-xml/metadata/optional-fields", test_metadata_optional_fields);
   g_test_add_func ("/domain-xml/metadata/unprefixed", test_metadata_unprefixed);
@@ -867,6 +1070,7 @@ main (int argc, char **argv)
       g_test_add_data_func (path, &bad_vsock_cases[i], test_live_bad_vsock);
     }
   g_test_add_func ("/domain-xml/libvirt/test-driver", test_libvirt_test_driver);
+  g_test_add_func ("/domain-xml/libvirt/test-driver-boot", test_libvirt_test_driver_boot);
 
   return g_test_run ();
 }

@@ -93,6 +93,9 @@ test_minimal (void)
   g_assert_cmpuint (dhf_manifest_get_vcpus (manifest), ==, 1);
   g_assert_false (dhf_manifest_get_autostart (manifest));
   g_assert_null (dhf_manifest_get_disk_image (manifest));
+  g_assert_null (dhf_manifest_get_boot_kernel (manifest));
+  g_assert_null (dhf_manifest_get_boot_initrd (manifest));
+  g_assert_null (dhf_manifest_get_boot_cmdline (manifest));
   g_assert_cmpint (dhf_manifest_get_network_mode (manifest), ==, DHF_NETWORK_MODE_NONE);
   g_assert_cmpuint (dhf_manifest_get_forwards (manifest)->len, ==, 0);
   g_assert_cmpint (dhf_manifest_get_display (manifest), ==, DHF_DISPLAY_NONE);
@@ -281,6 +284,149 @@ test_relative_disk_needs_base (void)
   assert_problem (error, "$.disk.image: relative path needs a base directory");
 }
 
+/* Direct kernel boot */
+
+static void
+test_boot_file (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text = read_test_file ("manifests", "direct-boot.json", NULL);
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, "/srv/dhf/manifests", &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (dhf_manifest_get_boot_kernel (manifest), ==, "/srv/dhf/boot/vmlinuz");
+  g_assert_cmpstr (dhf_manifest_get_boot_initrd (manifest), ==, "/boot/initrd.img-6.1");
+  g_assert_cmpstr (dhf_manifest_get_boot_cmdline (manifest), ==,
+                   "console=ttyS0 quiet dhf.args=a,b <&> \"q\" é");
+  g_assert_cmpstr (dhf_manifest_get_disk_image (manifest), ==, "/srv/dhf/manifests/data.raw");
+  g_assert_cmpint (dhf_manifest_get_disk_format (manifest), ==, DHF_DISK_FORMAT_RAW);
+}
+
+static void
+test_boot_paths (void)
+{
+  static const struct
+  {
+    const gchar *boot;
+    const gchar *base_dir;
+    const gchar *kernel;
+    const gchar *initrd;
+    const gchar *cmdline;
+  } cases[] = {
+    { "{\"kernel\":\"/abs/vmlinuz\"}", NULL, "/abs/vmlinuz", NULL, NULL },
+    { "{\"kernel\":\"cloud/vmlinuz\",\"initrd\":\"cloud/initrd.img\"}", "/srv/m",
+      "/srv/m/cloud/vmlinuz", "/srv/m/cloud/initrd.img", NULL },
+    { "{\"cmdline\":\"console=ttyS0 quiet panic=-1\",\"kernel\":\"../k/./v/../vmlinuz\"}", "/srv/m",
+      "/srv/k/vmlinuz", NULL, "console=ttyS0 quiet panic=-1" },
+    { "{\"kernel\":\"/abs//k\",\"initrd\":\"/abs/i/\",\"cmdline\":\"\"}", "/ignored", "/abs/k",
+      "/abs/i", "" },
+    /* Printable Unicode is fine; the limit counts bytes. */
+    { "{\"kernel\":\"/k\",\"cmdline\":\"root=/dev/vda1 note=\\u00e9t\\u00e9\"}", NULL, "/k", NULL,
+      "root=/dev/vda1 note=été" },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autofree gchar *text = manifest_with ("boot", cases[i].boot);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, cases[i].base_dir, &error);
+
+      g_assert_no_error (error);
+      g_assert_cmpstr (dhf_manifest_get_boot_kernel (manifest), ==, cases[i].kernel);
+      g_assert_cmpstr (dhf_manifest_get_boot_initrd (manifest), ==, cases[i].initrd);
+      g_assert_cmpstr (dhf_manifest_get_boot_cmdline (manifest), ==, cases[i].cmdline);
+      /* A direct boot does not imply or replace a disk. */
+      g_assert_null (dhf_manifest_get_disk_image (manifest));
+    }
+}
+
+static void
+test_boot_relative_needs_base (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree gchar *text
+      = manifest_with ("boot", "{\"kernel\":\"cloud/vmlinuz\",\"initrd\":\"cloud/initrd.img\"}");
+  g_autoptr (DhfManifest) manifest = dhf_manifest_parse (text, -1, NULL, &error);
+
+  g_assert_null (manifest);
+  g_assert_cmpstr (error->message, ==,
+                   "invalid manifest (2 problems):\n"
+                   "$.boot.kernel: relative path needs a base directory\n"
+                   "$.boot.initrd: relative path needs a base directory");
+}
+
+/* The longest command line allowed: 2047 bytes (a 2048-byte one was seen
+ * to hang the guest at boot), multi-byte characters counting for their
+ * bytes. */
+static void
+test_boot_cmdline_limit (void)
+{
+  static const struct
+  {
+    const gchar *unit;
+    guint count;
+    gboolean ok;
+  } cases[] = {
+    { "x", 2047, TRUE },
+    { "x", 2048, FALSE },
+    { "\u00e9", 1023, TRUE },
+    { "\u00e9", 1024, FALSE },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GString) boot = g_string_new ("{\"kernel\":\"/k\",\"cmdline\":\"");
+      g_autofree gchar *text = NULL;
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = NULL;
+
+      for (guint j = 0; j < cases[i].count; j++)
+        g_string_append (boot, cases[i].unit);
+      g_string_append (boot, "\"}");
+      text = manifest_with ("boot", boot->str);
+      manifest = dhf_manifest_parse (text, -1, NULL, &error);
+      if (cases[i].ok)
+        {
+          g_assert_no_error (error);
+          g_assert_cmpuint (strlen (dhf_manifest_get_boot_cmdline (manifest)), ==,
+                            strlen (cases[i].unit) * cases[i].count);
+        }
+      else
+        {
+          g_assert_null (manifest);
+          assert_problem (error, "$.boot.cmdline: must be at most 2047 bytes");
+        }
+    }
+}
+
+/* Problems in "boot" come out with the others, in key-table order. */
+static void
+test_boot_problems_collected (void)
+{
+  static const gchar *const expected[] = {
+    "invalid manifest (5 problems):",
+    "$.vcpus: expected an integer from 1 to 64",
+    "$.boot.color: unknown key",
+    "$.boot.kernel: must not be empty",
+    "$.boot.initrd: expected a file name",
+    "$.boot.cmdline: must not contain newlines or control characters",
+    NULL,
+  };
+  g_autoptr (json_object) root = json_tokener_parse (minimal_json);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DhfManifest) manifest = NULL;
+  g_auto (GStrv) lines = NULL;
+
+  json_object_object_add (root, "vcpus", json_object_new_int (0));
+  json_object_object_add (root, "boot",
+                          json_tokener_parse ("{\"kernel\":\"\",\"initrd\":[],"
+                                              "\"cmdline\":\"quiet\\tx\",\"color\":1}"));
+  manifest = dhf_manifest_parse (json_object_to_json_string (root), -1, "/base", &error);
+  g_assert_null (manifest);
+  lines = g_strsplit (error->message, "\n", -1);
+  g_assert_cmpstrv (lines, expected);
+}
+
 /* Bad manifests: one key changed, one exact problem line expected */
 
 typedef struct
@@ -356,6 +502,28 @@ make_long_service (void)
 {
   g_autofree gchar *tail = g_strnfill (254, 'x');
   return g_strdup_printf ("[{\"name\":\"a.%s\"}]", tail);
+}
+
+static gchar *
+make_long_kernel (void)
+{
+  g_autofree gchar *name = g_strnfill (4096, 'k');
+  return g_strdup_printf ("{\"kernel\":\"/%s\"}", name);
+}
+
+static gchar *
+make_long_initrd (void)
+{
+  g_autofree gchar *name = g_strnfill (4091, 'i');
+  /* Short as written, too long once resolved against "/base". */
+  return g_strdup_printf ("{\"kernel\":\"/k\",\"initrd\":\"%s\"}", name);
+}
+
+static gchar *
+make_long_cmdline (void)
+{
+  g_autofree gchar *cmdline = g_strnfill (4000, 'c');
+  return g_strdup_printf ("{\"kernel\":\"/k\",\"cmdline\":\"%s\"}", cmdline);
 }
 
 static gchar *
@@ -478,6 +646,47 @@ static const BadKeyCase bad_key_cases[] = {
     "$.disk.format: unknown format \"vmdk\" (expected \"qcow2\" or \"raw\")" },
   { "disk-unknown-key", "disk", "{\"image\":\"/x\",\"size\":\"1GiB\"}",
     "$.disk.size: unknown key" },
+  /* boot */
+  { "boot-string", "boot", "\"/vmlinuz\"", "$.boot: expected an object" },
+  { "boot-null", "boot", "null", "$.boot: expected an object" },
+  { "boot-array", "boot", "[\"/vmlinuz\"]", "$.boot: expected an object" },
+  { "boot-no-kernel", "boot", "{\"initrd\":\"/i\"}", "$.boot: missing required key \"kernel\"" },
+  { "boot-empty", "boot", "{}", "$.boot: missing required key \"kernel\"" },
+  { "boot-unknown-key", "boot", "{\"kernel\":\"/k\",\"append\":\"quiet\"}",
+    "$.boot.append: unknown key" },
+  { "boot-kernel-number", "boot", "{\"kernel\":1}", "$.boot.kernel: expected a file name" },
+  { "boot-kernel-null", "boot", "{\"kernel\":null}", "$.boot.kernel: expected a file name" },
+  { "boot-kernel-empty", "boot", "{\"kernel\":\"\"}", "$.boot.kernel: must not be empty" },
+  { "boot-kernel-newline", "boot", "{\"kernel\":\"/a\\nb\"}",
+    "$.boot.kernel: must not contain newlines or control characters" },
+  { "boot-kernel-nul", "boot", "{\"kernel\":\"/a\\u0000b\"}",
+    "$.boot.kernel: must not contain NUL characters" },
+  { "boot-kernel-too-long", "boot", NULL, "$.boot.kernel: resolved path is longer than 4096 bytes",
+    make_long_kernel },
+  { "boot-initrd-object", "boot", "{\"kernel\":\"/k\",\"initrd\":{}}",
+    "$.boot.initrd: expected a file name" },
+  { "boot-initrd-empty", "boot", "{\"kernel\":\"/k\",\"initrd\":\"\"}",
+    "$.boot.initrd: must not be empty" },
+  { "boot-initrd-escape", "boot", "{\"kernel\":\"/k\",\"initrd\":\"/i\\u001b\"}",
+    "$.boot.initrd: must not contain newlines or control characters" },
+  { "boot-initrd-too-long", "boot", NULL, "$.boot.initrd: resolved path is longer than 4096 bytes",
+    make_long_initrd },
+  { "boot-cmdline-number", "boot", "{\"kernel\":\"/k\",\"cmdline\":5}",
+    "$.boot.cmdline: expected a string" },
+  { "boot-cmdline-array", "boot", "{\"kernel\":\"/k\",\"cmdline\":[\"quiet\"]}",
+    "$.boot.cmdline: expected a string" },
+  { "boot-cmdline-newline", "boot", "{\"kernel\":\"/k\",\"cmdline\":\"quiet\\ninit=/x\"}",
+    "$.boot.cmdline: must not contain newlines or control characters" },
+  { "boot-cmdline-tab", "boot", "{\"kernel\":\"/k\",\"cmdline\":\"a\\tb\"}",
+    "$.boot.cmdline: must not contain newlines or control characters" },
+  { "boot-cmdline-del", "boot", "{\"kernel\":\"/k\",\"cmdline\":\"a\\u007fb\"}",
+    "$.boot.cmdline: must not contain newlines or control characters" },
+  { "boot-cmdline-noncharacter", "boot", "{\"kernel\":\"/k\",\"cmdline\":\"a\\uffffb\"}",
+    "$.boot.cmdline: must not contain newlines or control characters" },
+  { "boot-cmdline-nul", "boot", "{\"kernel\":\"/k\",\"cmdline\":\"a\\u0000b\"}",
+    "$.boot.cmdline: must not contain NUL characters" },
+  { "boot-cmdline-too-long", "boot", NULL, "$.boot.cmdline: must be at most 2047 bytes",
+    make_long_cmdline },
   /* network */
   { "network-string", "network", "\"nat\"", "$.network: expected an object" },
   { "network-no-mode", "network", "{}", "$.network: missing required key \"mode\"" },
@@ -994,6 +1203,12 @@ assert_round_trip (const DhfManifest *manifest)
   g_assert_cmpstr (dhf_manifest_get_disk_image (again), ==, dhf_manifest_get_disk_image (manifest));
   g_assert_cmpint (dhf_manifest_get_disk_format (again), ==,
                    dhf_manifest_get_disk_format (manifest));
+  g_assert_cmpstr (dhf_manifest_get_boot_kernel (again), ==,
+                   dhf_manifest_get_boot_kernel (manifest));
+  g_assert_cmpstr (dhf_manifest_get_boot_initrd (again), ==,
+                   dhf_manifest_get_boot_initrd (manifest));
+  g_assert_cmpstr (dhf_manifest_get_boot_cmdline (again), ==,
+                   dhf_manifest_get_boot_cmdline (manifest));
   g_assert_cmpuint (dhf_manifest_get_devices (again)->len, ==,
                     dhf_manifest_get_devices (manifest)->len);
 }
@@ -1001,7 +1216,7 @@ assert_round_trip (const DhfManifest *manifest)
 static void
 test_round_trip (void)
 {
-  static const gchar *const files[] = { "minimal.json", "full.json" };
+  static const gchar *const files[] = { "minimal.json", "full.json", "direct-boot.json" };
 
   for (gsize i = 0; i < G_N_ELEMENTS (files); i++)
     {
@@ -1026,6 +1241,44 @@ test_canonical_form (void)
                    "\"autostart\":false,\"disk\":{\"image\":\"/m/img/a.raw\",\"format\":\"raw\"},"
                    "\"network\":{\"mode\":\"none\"},\"display\":\"none\",\"tags\":[],"
                    "\"services\":[],\"devices\":[]}");
+}
+
+/* "boot" follows "disk", its keys in a fixed order whatever the input's. */
+static void
+test_canonical_boot (void)
+{
+  static const struct
+  {
+    const gchar *in;
+    const gchar *out;
+  } cases[] = {
+    { "{\"cmdline\":\"console=ttyS0 \\\"q\\\" "
+      "/\",\"initrd\":\"i.img\",\"kernel\":\"./k/../vmlinuz\"}",
+      "\"boot\":{\"kernel\":\"/m/vmlinuz\",\"initrd\":\"/m/i.img\","
+      "\"cmdline\":\"console=ttyS0 \\\"q\\\" /\"},\"network\":" },
+    { "{\"kernel\":\"/v\"}", "\"boot\":{\"kernel\":\"/v\"},\"network\":" },
+    { "{\"cmdline\":\"\",\"kernel\":\"/v\"}", "\"boot\":{\"kernel\":\"/v\",\"cmdline\":\"\"}," },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (json_object) root = json_tokener_parse (minimal_json);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (DhfManifest) manifest = NULL;
+      g_autofree gchar *json = NULL;
+
+      /* Written before "disk", as an ISV might. */
+      json_object_object_add (root, "boot", json_tokener_parse (cases[i].in));
+      json_object_object_add (root, "disk", json_object_new_string ("/d.qcow2"));
+      manifest = dhf_manifest_parse (json_object_to_json_string (root), -1, "/m", &error);
+      g_assert_no_error (error);
+      json = dhf_manifest_to_json (manifest);
+      g_assert_nonnull (strstr (json, "\"disk\":{\"image\":\"/d.qcow2\",\"format\":\"qcow2\"},"));
+      if (strstr (json, cases[i].out) == NULL)
+        g_test_fail_printf ("expected\n  %s\nin\n%s", cases[i].out, json);
+      g_assert_true (strstr (json, "\"disk\"") < strstr (json, "\"boot\""));
+      assert_round_trip (manifest);
+    }
 }
 
 static void
@@ -1084,6 +1337,11 @@ main (int argc, char **argv)
   g_test_add_func ("/manifest/good/versions", test_version_valid);
   g_test_add_func ("/manifest/disk/paths", test_disk_paths);
   g_test_add_func ("/manifest/disk/relative-needs-base", test_relative_disk_needs_base);
+  g_test_add_func ("/manifest/boot/file", test_boot_file);
+  g_test_add_func ("/manifest/boot/paths", test_boot_paths);
+  g_test_add_func ("/manifest/boot/relative-needs-base", test_boot_relative_needs_base);
+  g_test_add_func ("/manifest/boot/cmdline-limit", test_boot_cmdline_limit);
+  g_test_add_func ("/manifest/boot/problems-collected", test_boot_problems_collected);
 
   for (gsize i = 0; i < G_N_ELEMENTS (bad_key_cases); i++)
     {
@@ -1107,6 +1365,7 @@ main (int argc, char **argv)
   g_test_add_func ("/manifest/json/round-trip", test_round_trip);
   g_test_add_func ("/manifest/json/canonical-form", test_canonical_form);
   g_test_add_func ("/manifest/json/canonical-memory", test_canonical_memory);
+  g_test_add_func ("/manifest/json/canonical-boot", test_canonical_boot);
   g_test_add_func ("/manifest/json/canonical-escapes", test_canonical_escapes);
 
   return g_test_run ();

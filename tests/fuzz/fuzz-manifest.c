@@ -45,6 +45,7 @@ check_round_trips (const DhfManifest *manifest)
       DhfDomainXmlOptions options = {
         .domain_type = domain_types[i],
         .disk_path = dhf_manifest_get_disk_image (manifest),
+        .console_log_dir = "/var/log/dhf/console",
       };
       g_autofree gchar *xml = dhf_domain_xml_build (manifest, &options);
 
