@@ -1,0 +1,418 @@
+#!/bin/bash
+# Expectations are shell snippets evaluated later, hence single quotes.
+# shellcheck disable=SC2016
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The example guest appliance program (examples/guest/) through a real
+# dhfd, as simulated domains: dhfd on a private dbus-daemon over libvirt's
+# test driver, two running domains made from the example's manifests
+# (dhf-testnode --channel-dir: each domain's XDM channel is a socket that a
+# dhf-example-guest listens on with --address listen:PATH, and dhfd
+# connects to it as to the host side of a virtio-serial channel).
+#
+# Every op of org.dhf.example.Guest1 is driven from dom0 with dhfctl xdm
+# call: a call from guest-b to guest-a through dhfd, allowed and then
+# denied by a changed policy file; events from dom0 and dhfd's own
+# ApplianceState; the writer across a SIGKILL and restart of dhfd; the
+# bench; bad params. Input devices and the power button need a guest
+# kernel: their parsers are covered by test-guest-parsers.
+#
+# TAP output. Variables (tests/examples/meson.build): DHFD, DHFCTL,
+# DHF_TESTNODE, DHF_SOURCE_ROOT, DHF_BUILD_ROOT, GUEST_AGENT, DHF_SANITIZE.
+set -euo pipefail
+
+: "${DHFD:?path to dhfd}" "${DHFCTL:?path to dhfctl}" "${DHF_TESTNODE:?path to dhf-testnode}"
+: "${DHF_SOURCE_ROOT:?source tree}" "${DHF_BUILD_ROOT:?build tree}"
+: "${GUEST_AGENT:?path to dhf-example-guest}"
+
+example="$DHF_SOURCE_ROOT/examples/guest"
+service=org.dhf.example.Guest1
+# shellcheck source=tests/dhfctl/dhfctl-env.sh
+. "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
+
+# run CMD...: status in $rc, output in $tmp/out and $tmp/err; in place of
+# dhfctl-env.sh's run (ctl too). A call that never got an answer would
+# wait for ever: the test bounds that (a guard, not a synchronisation).
+run() {
+  rc=0
+  timeout 60 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+}
+
+# op NAME JSON: one call of the service on guest NAME, from dom0; the
+# result (or the error, with --json) in $tmp/out.
+op() {
+  ctl --json xdm call "$service" --target "$1" "$2"
+}
+
+# py EXPR: EXPR (Python, over d, the JSON in $tmp/out; it may span lines)
+# holds. Its failure goes to $tmp/err, which expect shows.
+py() {
+  /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' \
+    "$tmp/out" "$1" 2>>"$tmp/err"
+}
+
+# invalid_args: the last op failed with invalid-args.
+invalid_args() {
+  [ "$rc" -ne 0 ] && py 'd["error"]["name"] == "org.dhf.Framework1.Error.InvalidArgs"'
+}
+
+# --- built as an ISV builds it ------------------------------------------------
+
+sanitize=()
+if [[ -n "${DHF_SANITIZE:-}" && "$DHF_SANITIZE" != none ]]; then
+  sanitize=("-fsanitize=$DHF_SANITIZE")
+fi
+# shellcheck disable=SC2046 # pkg-config output is a list of flags
+if PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" ${CC:-cc} -std=c11 -Wall -Werror \
+  "${sanitize[@]}" -o "$tmp/isv-guest" "$example"/*.c \
+  $(PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" pkg-config --cflags --libs dhf-1 json-c) \
+  2>"$tmp/cc.err"; then
+  ok "examples/guest/*.c builds with pkg-config dhf-1 json-c alone"
+else
+  not_ok "examples/guest/*.c builds with pkg-config dhf-1 json-c alone"
+  diag "$tmp/cc.err"
+fi
+
+# --- the bus, the node, the policy, dhfd ------------------------------------
+
+mkdir "$tmp/channels" "$tmp/policy.d" "$tmp/vendor.d" "$tmp/storage"
+cp "$DHF_SOURCE_ROOT"/policies/policy.d/*.policy "$tmp/vendor.d/"
+cp "$example/guest.policy" "$tmp/policy.d/50-guest.policy"
+
+cat >"$tmp/dhfd.conf" <<EOF
+[Appliances]
+StorageDirectory=$tmp/storage
+
+[Authorization]
+Mode=peer-uid
+
+[Policy]
+Directories=$tmp/policy.d;$tmp/vendor.d
+LastGood=$tmp/policy.last-good
+
+[Devices]
+StateFile=$tmp/devices.json
+
+[XDM]
+VsockPort=0
+EOF
+
+make_node --running --channel-dir "$tmp/channels" "$example/guest-a.json" "$example/guest-b.json"
+start_bus
+start_dhfd "$tmp/dhfd.conf"
+
+# --- the two guests -------------------------------------------------------------
+
+declare -A guest_pid
+start_guest() {
+  local name=$1
+  shift
+  "$GUEST_AGENT" --address "listen:$tmp/channels/$name.sock" "$@" \
+    >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  guest_pid[$name]=$!
+  bg_pids+=("$!")
+}
+guest_ready() {
+  kill -0 "${guest_pid[$1]}" 2>/dev/null || return 2
+  grep -q "^dhf-example-guest: offering $service as $1\$" "$tmp/$1.err"
+}
+
+# guest-a also watches for a power button: the host has no /dev/input, so
+# this only shows that its absence is no failure.
+start_guest guest-a --power-button --verbose
+start_guest guest-b
+for name in guest-a guest-b; do
+  if wait_until "$name's session" "guest_ready $name"; then
+    ok "$name got its session from dhfd and offers $service"
+  else
+    not_ok "$name got its session from dhfd and offers $service"
+    bail "no $name" "$tmp/$name.err"
+  fi
+done
+expect "--power-button without /dev/input: said so, and goes on" \
+  'grep -q "^dhf-example-guest: power button: .*watching for devices added later" "$tmp/guest-a.err"'
+
+ctl xdm services
+expect "dhfctl xdm services lists $service provided by both guests" \
+  '[ $rc -eq 0 ] && grep -Eq "^org\.dhf\.example\.Guest1 +guest-a " "$tmp/out" &&
+   grep -Eq "^org\.dhf\.example\.Guest1 +guest-b " "$tmp/out"'
+
+# --- info, echo, put, items, input -------------------------------------------
+
+op guest-a '{"op": "info"}'
+expect "info: the domain, the kernel, the uptime and one session" \
+  '[ $rc -eq 0 ] && py "d[\"domain\"] == \"guest-a\" and d[\"kernel\"] == \"$(uname -r)\" and d[\"sessions\"] == 1
+      and isinstance(d[\"uptime_ms\"], int) and 0 < d[\"first_session_uptime_ms\"] <= d[\"uptime_ms\"]"'
+
+op guest-b '{"op": "echo", "data": {"a": [1, "x", null, {"b": true}], "s": "\u00e9\u2603"}}'
+expect "echo returns any JSON as it came" \
+  '[ $rc -eq 0 ] && py "d == {\"data\": {\"a\": [1, \"x\", None, {\"b\": True}], \"s\": \"\u00e9\u2603\"}}"'
+
+op guest-a '{"op": "put", "item": "one"}'
+expect "put stores an item" '[ $rc -eq 0 ] && py "d == {\"stored\": 1}"'
+op guest-a '{"op": "put", "item": "two"}'
+op guest-a '{"op": "put", "item": "one"}'
+expect "put of an item already there does not add it twice" '[ $rc -eq 0 ] && py "d == {\"stored\": 2}"'
+op guest-a '{"op": "items"}'
+expect "items: a set in insertion order" '[ $rc -eq 0 ] && py "d == {\"items\": [\"one\", \"two\"]}"'
+op guest-a '{"op": "items", "offset": 1, "limit": 5}'
+expect "items: a slice with offset and limit" '[ $rc -eq 0 ] && py "d == {\"items\": [\"two\"]}"'
+
+# What the guest reads from /proc/bus/input/devices: the names, as the
+# file says them (the host's here; none when it has no input support).
+names_in_proc() {
+  /usr/bin/python3 - <<'EOF'
+import json, os
+names = []
+if os.path.exists("/proc/bus/input/devices"):
+    for line in open("/proc/bus/input/devices", encoding="utf-8"):
+        if line.startswith('N: Name="'):
+            names.append(line.rstrip("\n")[len('N: Name="'):-1])
+print(json.dumps(names))
+EOF
+}
+op guest-a '{"op": "input"}'
+expect "input lists the devices of /proc/bus/input/devices" \
+  '[ $rc -eq 0 ] && py "[x[\"name\"] for x in d[\"devices\"]] == $(names_in_proc)
+      and all(isinstance(x[\"handlers\"], list) and isinstance(x[\"keyboard\"], bool) for x in d[\"devices\"])"'
+
+# --- calls from guest-b through dhfd -------------------------------------------
+
+op guest-b '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "echo", "data": [1, 2]}}'
+expect "call: guest-b calls guest-a through dhfd (the policy allows it)" \
+  '[ $rc -eq 0 ] && py "d == {\"result\": {\"data\": [1, 2]}}"'
+op guest-b '{"op": "call", "service": "org.dhf.framework.Whoami", "target": "dom0"}'
+expect "call: dhfd tells guest-b who it is (org.dhf.framework.Whoami)" \
+  '[ $rc -eq 0 ] && py "d[\"result\"][\"domain\"] == \"guest-b\" and d[\"result\"][\"transport\"] == \"channel\""'
+op guest-a '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-b", "params": {"op": "info"}}'
+expect "call: guest-a may not call guest-b (no rule): the failure is the op's data" \
+  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-authorized\" and d[\"error\"][\"message\"] != \"\""'
+op guest-b '{"op": "call", "service": "org.dhf.example.Nobody1", "params": {"op": "info"}, "timeout_ms": 5000}'
+expect "call: a service nobody offers is not-found" \
+  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-found\""'
+
+# --- events: from dom0, and dhfd's ApplianceState --------------------------------
+
+op guest-b '{"op": "subscribe", "topic": "org.dhf.example.Hello"}'
+expect "subscribe" '[ $rc -eq 0 ] && py "d == {}"'
+op guest-b '{"op": "subscribe", "topic": "org.dhf.example.Hello"}'
+expect "subscribe twice: exists" \
+  '[ $rc -ne 0 ] && py "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
+
+ctl xdm publish org.dhf.example.Hello '{"n": 1}'
+expect "dhfctl xdm publish from dom0" '[ $rc -eq 0 ]'
+hello_seen() {
+  op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
+  [ $rc -eq 0 ] && py 'd == {"events": [{"topic": "org.dhf.example.Hello", "source": "dom0", "data": {"n": 1}}]}'
+}
+if wait_until "the event in guest-b" hello_seen; then
+  ok "events: guest-b received dom0's event, with its source and data"
+else
+  not_ok "events: guest-b received dom0's event, with its source and data"
+  diag "$tmp/out" "$tmp/err"
+fi
+op guest-a '{"op": "events"}'
+expect "events: guest-a, not subscribed, received nothing" '[ $rc -eq 0 ] && py "d == {\"events\": []}"'
+
+op guest-b '{"op": "subscribe", "topic": "org.dhf.framework.ApplianceState"}'
+expect "subscribe to dhfd's org.dhf.framework.ApplianceState" '[ $rc -eq 0 ]'
+ctl pause guest-a
+expect "dhfctl pause guest-a" '[ $rc -eq 0 ]'
+ctl resume guest-a
+expect "dhfctl resume guest-a" '[ $rc -eq 0 ]'
+states_seen() {
+  op guest-b '{"op": "events", "topic": "org.dhf.framework.ApplianceState"}'
+  [ $rc -eq 0 ] && py '[e["data"]["state"] for e in d["events"]
+      if e["source"] == "dom0" and e["data"]["appliance"] == "guest-a"] == ["paused", "running"]'
+}
+if wait_until "ApplianceState in guest-b" states_seen; then
+  ok "events: guest-b saw guest-a paused, then running, from dom0"
+else
+  not_ok "events: guest-b saw guest-a paused, then running, from dom0"
+  diag "$tmp/out" "$tmp/err"
+fi
+op guest-b '{"op": "events", "limit": 1}'
+expect "events: a slice" '[ $rc -eq 0 ] && py "len(d[\"events\"]) == 1 and d[\"events\"][0][\"topic\"] == \"org.dhf.example.Hello\""'
+
+# --- bench --------------------------------------------------------------------
+
+op guest-b '{"op": "bench", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "echo", "data": 1}, "count": 200, "warmup": 10}'
+expect "bench: 200 calls from guest-b to guest-a, no errors, ordered percentiles" \
+  '[ $rc -eq 0 ] && py "d[\"count\"] == 200 and d[\"errors\"] == 0
+      and 0 < d[\"min_us\"] <= d[\"p50_us\"] <= d[\"p99_us\"] <= d[\"max_us\"]"'
+op guest-a '{"op": "bench", "service": "org.dhf.example.Guest1", "target": "guest-b", "params": {"op": "info"}, "count": 5, "warmup": 0}'
+expect "bench: denied calls are counted as errors, with no times" \
+  '[ $rc -eq 0 ] && py "d[\"count\"] == 5 and d[\"errors\"] == 5 and d[\"min_us\"] is None
+      and d[\"max_us\"] is None and d[\"last_error\"].startswith(\"not-authorized: \")"'
+
+# --- the writer across a restart of dhfd ----------------------------------------
+
+count=10000
+op guest-b "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"guest-a\", \"count\": $count, \"prefix\": \"w\"}"
+expect "writer: started" '[ $rc -eq 0 ] && py "d == {\"started\": True}"'
+writer_progressed() {
+  op guest-b '{"op": "writer-status", "limit": 1}'
+  [ $rc -eq 0 ] && py 'd["done"] >= 1'
+}
+wait_until "the writer's first item" writer_progressed || true
+# guest-a stops answering, so the writer is certainly in the middle when
+# dhfd goes.
+kill -STOP "${guest_pid[guest-a]}"
+op guest-b '{"op": "writer-status", "limit": 1}'
+expect "writer-status: running, part of the items acked" \
+  '[ $rc -eq 0 ] && py "d[\"running\"] is True and 1 <= d[\"done\"] < $count and d[\"count\"] == $count"'
+op guest-b "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"guest-a\", \"count\": 1, \"prefix\": \"x\"}"
+expect "writer while one runs: exists" \
+  '[ $rc -ne 0 ] && py "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
+
+kill -KILL "$dhfd_pid"
+wait "$dhfd_pid" 2>/dev/null || true
+dhfd_pid=
+wait_name_gone
+start_dhfd "$tmp/dhfd.conf"
+kill -CONT "${guest_pid[guest-a]}"
+ok "dhfd killed (SIGKILL) and started again while guest-a was stopped"
+
+writer_finished() {
+  op guest-b '{"op": "writer-status"}'
+  [ $rc -eq 0 ] && py 'd["running"] is False'
+}
+if wait_until "the writer to finish" writer_finished; then
+  cp "$tmp/out" "$tmp/writer-status.json"
+  expect "writer-status: done == count, every item acked in order, retries after the outage" \
+    'py "d[\"done\"] == $count and d[\"count\"] == $count and d[\"retries\"] >= 1
+        and d[\"acked\"] == [\"w-%d\" % i for i in range(1, $count + 1)] and d[\"last_error\"] != \"\""'
+else
+  not_ok "writer-status: done == count, every item acked in order, retries after the outage"
+  diag "$tmp/out" "$tmp/guest-b.err"
+fi
+op guest-a '{"op": "items"}'
+expect "every acked item is in guest-a's items, once" \
+  '[ $rc -eq 0 ] && py "[i for i in d[\"items\"] if i.startswith(\"w-\")]
+      == json.load(open(\"$tmp/writer-status.json\"))[\"acked\"]"'
+for name in guest-a guest-b; do
+  op "$name" '{"op": "info"}'
+  expect "$name counts two sessions (before and after dhfd's restart)" \
+    '[ $rc -eq 0 ] && py "d[\"sessions\"] == 2 and d[\"domain\"] == \"$name\""'
+done
+op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
+expect "events received before the restart are kept" '[ $rc -eq 0 ] && py "len(d[\"events\"]) == 1"'
+ctl xdm publish org.dhf.example.Hello '{"n": 2}'
+resubscribed() {
+  op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
+  [ $rc -eq 0 ] && py '[e["data"]["n"] for e in d["events"]] == [1, 2]'
+}
+if wait_until "the event after the restart" resubscribed; then
+  ok "the subscription came back with the session"
+else
+  not_ok "the subscription came back with the session"
+fi
+
+# --- bad params: invalid-args ------------------------------------------------------
+
+bad_params=(
+  '{}'
+  '{"op": 5}'
+  '{"op": "frobnicate"}'
+  '{"op": "echo"}'
+  '{"op": "put"}'
+  '{"op": "put", "item": 5}'
+  '{"op": "put", "item": ""}'
+  '{"op": "items", "offset": -1}'
+  '{"op": "items", "limit": 0}'
+  '{"op": "call"}'
+  '{"op": "call", "service": "not a name"}'
+  '{"op": "call", "service": "org.dhf.example.Guest1", "target": "no/such"}'
+  '{"op": "call", "service": "org.dhf.example.Guest1", "timeout_ms": 0}'
+  '{"op": "bench", "service": "org.dhf.example.Guest1", "target": "guest-a"}'
+  '{"op": "bench", "service": "org.dhf.example.Guest1", "count": 0}'
+  '{"op": "bench", "service": "org.dhf.example.Guest1", "count": 100001}'
+  '{"op": "bench", "service": "org.dhf.example.Guest1", "count": 1.5}'
+  '{"op": "bench", "service": "org.dhf.example.Guest1", "count": 10, "warmup": -1}'
+  '{"op": "writer", "service": "org.dhf.example.Guest1", "count": 10, "prefix": "p"}'
+  '{"op": "writer", "service": "org.dhf.example.Guest1", "target": "guest-a", "count": "10", "prefix": "p"}'
+  '{"op": "writer", "service": "org.dhf.example.Guest1", "target": "guest-a", "count": 10}'
+  '{"op": "subscribe"}'
+  '{"op": "subscribe", "topic": "org"}'
+  '{"op": "events", "topic": 7}'
+)
+for params in "${bad_params[@]}"; do
+  op guest-a "$params"
+  expect "invalid-args: $params" 'invalid_args'
+done
+ctl --json xdm call "$service+arg" --target guest-a '{"op": "info"}'
+expect "invalid-args: a +ARG" 'invalid_args'
+ctl --json xdm call "$service" --target guest-a '[1]'
+expect "invalid-args: params that are not an object" 'invalid_args'
+
+# --- the policy file changed to deny, nothing restarted ----------------------------
+
+sed 's/^\(org\.dhf\.example\.Guest1  *guest-b  *guest-a  *\)allow$/\1deny/' "$example/guest.policy" \
+  >"$tmp/policy.d/.50-guest.new"
+grep -q "^org.dhf.example.Guest1 .*guest-b .*guest-a .*deny$" "$tmp/policy.d/.50-guest.new" ||
+  bail "could not write the deny policy"
+mv "$tmp/policy.d/.50-guest.new" "$tmp/policy.d/50-guest.policy"
+denied() {
+  ctl policy test "$service" guest-b guest-a
+  [ $rc -eq 0 ] && grep -q "^deny" "$tmp/out"
+}
+if wait_until "dhfd to reload the policy" denied; then
+  ok "dhfd reloaded the changed policy file by itself"
+else
+  not_ok "dhfd reloaded the changed policy file by itself"
+fi
+op guest-b '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "info"}}'
+expect "call: guest-b to guest-a is now not-authorized" \
+  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-authorized\""'
+
+# --- stopping in the middle of things ---------------------------------------------
+
+# A bench whose caller gives up stops; so do a bench and a writer that
+# are still at it when the program ends.
+ctl --timeout 1 xdm call "$service" --target guest-b \
+  '{"op": "bench", "service": "org.dhf.framework.Whoami", "target": "dom0", "count": 100000}'
+expect "bench: the caller's timeout ends the call" '[ $rc -ne 0 ]'
+bench_stopped() {
+  grep -q "bench of org.dhf.framework.Whoami stopped after [0-9]* calls: the caller gave up" \
+    "$tmp/guest-b.err"
+}
+if wait_until "the bench to stop" bench_stopped; then
+  ok "bench: the guest stops the bench when its caller gives up"
+else
+  not_ok "bench: the guest stops the bench when its caller gives up"
+fi
+env DHF_BUS_ADDRESS="$addr" "$DHFCTL" xdm call "$service" --target guest-b \
+  '{"op": "bench", "service": "org.dhf.framework.Whoami", "target": "dom0", "count": 100000}' \
+  >/dev/null 2>&1 &
+bg_pids+=("$!")
+op guest-a "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"nobody\", \"count\": 5, \"prefix\": \"n\"}"
+expect "writer to a domain that does not exist: started (it retries)" '[ $rc -eq 0 ]'
+busy() {
+  grep -q "writer: n-1 failed" "$tmp/guest-a.err" &&
+    [ "$(grep -c "bench of org.dhf.framework.Whoami on dom0: 100000 calls" "$tmp/guest-b.err")" -eq 2 ]
+}
+if wait_until "the writer and the bench" busy; then
+  ok "guest-a's writer retries, guest-b benches"
+else
+  not_ok "guest-a's writer retries, guest-b benches"
+fi
+
+# --- the end -------------------------------------------------------------------------
+
+expect "the guests and dhfd kept running throughout" \
+  'kill -0 "${guest_pid[guest-a]}" && kill -0 "${guest_pid[guest-b]}" && kill -0 "$dhfd_pid"'
+for name in guest-a guest-b; do
+  kill -TERM "${guest_pid[$name]}"
+  rc=0
+  wait "${guest_pid[$name]}" || rc=$?
+  cp "$tmp/$name.out" "$tmp/out"
+  cp "$tmp/$name.err" "$tmp/err"
+  expect "$name exits 1 on SIGTERM (0 would mean power off), even in the middle of things" \
+    '[ $rc -eq 1 ] && grep -q "^dhf-example-guest: exiting with status 1$" "$tmp/err"'
+  # A sanitizer's leak report exits 1 too: its text tells it apart.
+  expect "$name: no GLib warnings or criticals, no sanitizer reports" \
+    '! grep -Eq "(CRITICAL|WARNING) \*\*|Sanitizer|runtime error:" "$tmp/err"'
+done
+bg_pids=()
+
+finish
