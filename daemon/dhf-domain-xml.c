@@ -232,7 +232,15 @@ dhf_domain_xml_build (const DhfManifest *manifest, const DhfDomainXmlOptions *op
   if (options->disk_path != NULL)
     append_disk (xml, family, options->disk_path, dhf_manifest_get_disk_format (manifest));
   if (family == FAMILY_QEMU)
-    g_string_append (xml, "    <controller type='usb' model='qemu-xhci'/>\n");
+    {
+      g_string_append (xml, "    <controller type='usb' model='qemu-xhci'/>\n");
+      /* Entropy from the host: without it a small guest's first
+       * getrandom() waits for its pool to fill, about a second under
+       * TCG, before any program using GLib can start. */
+      g_string_append (xml, "    <rng model='virtio'>\n"
+                            "      <backend model='random'>/dev/urandom</backend>\n"
+                            "    </rng>\n");
+    }
   append_channel (xml, family, dhf_manifest_get_name (manifest), options->xen_socket_dir);
   if (family != FAMILY_TEST)
     append_serial (xml, dhf_manifest_get_name (manifest), options->console_log_dir);

@@ -183,6 +183,8 @@ test_qemu_devices (void)
 
       assert_contains (xml, "<target dev='vda' bus='virtio'/>");
       assert_contains (xml, "<controller type='usb' model='qemu-xhci'/>");
+      assert_contains (
+          xml, "<rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>");
       assert_contains (xml, "<controller type='virtio-serial'/>");
       assert_contains (xml, "<channel type='unix'>\n      <source mode='bind'/>\n"
                             "      <target type='virtio' name='org.dhf.xdm.0'/>\n    </channel>");
@@ -214,6 +216,7 @@ test_test_devices (void)
   assert_contains (xml, "<controller type='virtio-serial'/>");
   assert_contains (xml, "<target type='virtio' name='org.dhf.xdm.0'/>");
   assert_lacks (xml, "qemu-xhci");
+  assert_lacks (xml, "<rng");
 }
 
 static void
