@@ -159,9 +159,26 @@ require_root_and() {
   done
 }
 
-# Starts libvirtd unless it runs, and bails when it does not answer or
-# already has domains with our names.
+# The suites and benchmarks that drive the system libvirtd run one at a
+# time: every dhfd connects to the XDM channel of every running domain and
+# QEMU serves one client per channel, so a second dhfd would take the
+# first one's guests. bench/dhf-bench-guests takes the same lock. Held on
+# fd 8 until the script exits; dhfd is started without it.
+readonly HYPERVISOR_LOCK=/run/lock/dhf-real-hypervisor.lock
+
+lock_hypervisor() {
+  mkdir -p "${HYPERVISOR_LOCK%/*}"
+  exec 8>"$HYPERVISOR_LOCK"
+  if ! flock -n 8; then
+    echo "# another suite or benchmark drives $URI: waiting for it ($HYPERVISOR_LOCK)"
+    flock -w 900 8 || bail "$HYPERVISOR_LOCK still held after 900 s"
+  fi
+}
+
+# Takes the lock above, starts libvirtd unless it runs, and bails when it
+# does not answer or already has domains with our names.
 start_libvirtd() {
+  lock_hypervisor
   echo "# starting libvirtd: $LIBVIRTD_UP"
   "$LIBVIRTD_UP" 2>&1 | sed 's/^/# /' || bail "libvirtd cannot be started (scripts/libvirtd-up failed)"
   libvirtd_started=1
@@ -197,7 +214,7 @@ dhfd_serving() {
 # is in $tmp.
 start_dhfd() {
   "$DHFD" --address "$addr" --hypervisor "$URI" --config "$tmp/dhfd.conf" --verbose \
-    --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 </dev/null &
+    --xdm-socket "$tmp/xdm.sock" >>"$tmp/dhfd.log" 2>&1 </dev/null 8>&- &
   dhfd_pid=$!
   wait_until 20 "dhfd to own org.dhf.Framework1" dhfd_serving >/dev/null ||
     bail "dhfd did not serve org.dhf.Framework1 within 20 s: $(cat "$tmp/dhfd.log")"
