@@ -221,22 +221,15 @@ print_stats (const gchar *what, const gdouble *values, guint n)
 
 /* --- setup ------------------------------------------------------------ */
 
+/* The hypervisor lock first (so that no suite or other benchmark runs a
+ * dhfd on the same libvirtd meanwhile), then libvirtd. */
 static void
 start_libvirtd (void)
 {
-  g_autofree gchar *script
-      = g_build_filename (DHF_BENCH_SOURCE_ROOT, "scripts", "libvirtd-up", NULL);
-  const gchar *argv[] = { script, NULL };
   g_autoptr (GError) error = NULL;
-  g_autofree gchar *output = NULL;
-  g_autofree gchar *errors = NULL;
-  gint status = 0;
 
-  if (!g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &output, &errors,
-                     &status, &error))
-    die ("running %s: %s", script, error->message);
-  if (!g_spawn_check_wait_status (status, &error))
-    die ("%s failed (%s):\n%s", script, error->message, errors);
+  if (!dhf_bench_lock_hypervisor (&error) || !dhf_bench_libvirtd_up (&error))
+    die ("%s", error->message);
 }
 
 static gchar *

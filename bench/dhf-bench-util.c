@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <dhf/dhf.h>
 #include <glib/gstdio.h>
@@ -47,6 +53,34 @@ dhf_bench_spawn_dhfd (GSubprocessLauncher *launcher, const gchar *dhfd, const gc
     g_ptr_array_add (argv, (gpointer) extra[i]);
   g_ptr_array_add (argv, NULL);
   return g_subprocess_launcher_spawnv (launcher, (const gchar *const *) argv->pdata, error);
+}
+
+GSubprocess *
+dhf_bench_spawn_dhfd_logged (const gchar *dhfd, const gchar *bus_address, const gchar *uri,
+                             const gchar *config, const gchar *log_path, const gchar *const *extra,
+                             GError **error)
+{
+  g_autoptr (GSubprocessLauncher) launcher
+      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+  gint log_fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+  if (log_fd < 0)
+    {
+      gint saved = errno;
+
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "opening %s: %s", log_path,
+                   g_strerror (saved));
+      return NULL;
+    }
+  g_subprocess_launcher_take_stdout_fd (launcher, log_fd);
+  if (g_getenv ("G_MESSAGES_DEBUG") != NULL)
+    g_ptr_array_add (args, "--verbose");
+  for (guint i = 0; extra != NULL && extra[i] != NULL; i++)
+    g_ptr_array_add (args, (gpointer) extra[i]);
+  g_ptr_array_add (args, NULL);
+  return dhf_bench_spawn_dhfd (launcher, dhfd, bus_address, uri, config,
+                               (const gchar *const *) args->pdata, error);
 }
 
 GDBusConnection *
@@ -114,4 +148,125 @@ dhf_bench_remove_tree (const gchar *path)
         g_unlink (child);
     }
   g_rmdir (path);
+}
+
+gboolean
+dhf_bench_lock_hypervisor (GError **error)
+{
+  gint64 deadline = g_get_monotonic_time () + (gint64) DHF_BENCH_LOCK_WAIT_S * G_USEC_PER_SEC;
+  /* Never closed: the lock lasts as long as the process. O_CLOEXEC keeps
+   * it out of dhfd and QEMU, which may outlive a crashed run. */
+  gint fd = g_mkdir_with_parents ("/run/lock", 0755) == 0
+                ? open (DHF_BENCH_HYPERVISOR_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0644)
+                : -1;
+  gboolean told = FALSE;
+
+  if (fd < 0)
+    {
+      gint saved = errno;
+
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "opening %s: %s", DHF_BENCH_HYPERVISOR_LOCK,
+                   g_strerror (saved));
+      return FALSE;
+    }
+  while (flock (fd, LOCK_EX | LOCK_NB) != 0)
+    {
+      gint saved = errno;
+
+      if (saved != EWOULDBLOCK && saved != EINTR)
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "locking %s: %s",
+                       DHF_BENCH_HYPERVISOR_LOCK, g_strerror (saved));
+          close (fd);
+          return FALSE;
+        }
+      if (g_get_monotonic_time () > deadline)
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_TIMEOUT, "%s still held after %d s",
+                       DHF_BENCH_HYPERVISOR_LOCK, DHF_BENCH_LOCK_WAIT_S);
+          close (fd);
+          return FALSE;
+        }
+      if (!told)
+        {
+          printf ("another suite or benchmark drives the real hypervisor: waiting for it (%s)\n",
+                  DHF_BENCH_HYPERVISOR_LOCK);
+          fflush (stdout);
+          told = TRUE;
+        }
+      g_usleep (500000);
+    }
+  return TRUE;
+}
+
+gboolean
+dhf_bench_libvirtd_up (GError **error)
+{
+  g_autofree gchar *script
+      = g_build_filename (DHF_BENCH_SOURCE_ROOT, "scripts", "libvirtd-up", NULL);
+  const gchar *argv[] = { script, NULL };
+  g_autofree gchar *errors = NULL;
+  g_autoptr (GError) local_error = NULL;
+  gint status = 0;
+
+  if (!g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                     &errors, &status, &local_error)
+      || !g_spawn_check_wait_status (status, &local_error))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "%s: %s%s%s", script, local_error->message,
+                   errors != NULL && *errors != '\0' ? ":\n" : "", errors != NULL ? errors : "");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+dhf_bench_wait_for_dhfd (GDBusConnection *bus, GSubprocess *dhfd, guint timeout_s, GError **error)
+{
+  gint64 deadline = g_get_monotonic_time () + (gint64) timeout_s * G_USEC_PER_SEC;
+
+  for (;;)
+    {
+      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+          bus, DHF_BUS_NAME, DHF_OBJECT_PATH, "org.freedesktop.DBus.Properties", "Get",
+          g_variant_new ("(ss)", "org.dhf.Framework1.Manager", "HypervisorConnected"),
+          G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+
+      if (reply != NULL)
+        {
+          g_autoptr (GVariant) value = NULL;
+
+          g_variant_get (reply, "(v)", &value);
+          if (g_variant_is_of_type (value, G_VARIANT_TYPE_BOOLEAN) && g_variant_get_boolean (value))
+            return TRUE;
+        }
+      if (g_subprocess_get_identifier (dhfd) == NULL)
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "dhfd exited at startup");
+          return FALSE;
+        }
+      if (g_get_monotonic_time () > deadline)
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_TIMEOUT,
+                       "dhfd did not serve and connect to its hypervisor within %u s", timeout_s);
+          return FALSE;
+        }
+      g_usleep (50000);
+    }
+}
+
+gboolean
+dhf_bench_stop_dhfd (GSubprocess *dhfd)
+{
+  g_subprocess_send_signal (dhfd, SIGTERM);
+  /* GLib reaps the child on its worker thread and then forgets its pid. */
+  for (guint i = 0; i < 150 && g_subprocess_get_identifier (dhfd) != NULL; i++)
+    g_usleep (100000);
+  if (g_subprocess_get_identifier (dhfd) != NULL)
+    {
+      g_printerr ("dhfd ignored SIGTERM for 15 s, killing it\n");
+      g_subprocess_force_exit (dhfd);
+    }
+  g_subprocess_wait (dhfd, NULL, NULL);
+  return g_subprocess_get_if_exited (dhfd) && g_subprocess_get_exit_status (dhfd) == 0;
 }
