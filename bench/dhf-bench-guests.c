@@ -10,9 +10,9 @@
  * (scripts/libvirtd-up), builds the guests, starts a private dbus-daemon
  * and dhfd on qemu:///system with its own configuration and policy in a
  * temporary directory, installs the appliances of tests/vm/appliances
- * through dhfd, and later a second dhfd over the test driver. Everything
- * it made is removed on exit, also when it fails or is interrupted. See
- * bench/README.md. */
+ * through dhfd, and later a second dhfd over the test driver. Its domains
+ * and processes are removed on exit, also when it fails or is interrupted;
+ * the temporary directory too, unless it failed. See bench/README.md. */
 #include "config.h"
 
 #include <errno.h>
@@ -91,6 +91,7 @@ typedef struct
   GTestDBus *bus;
   const gchar *agent;     /* dhf-example-guest: in the guests and simulated */
   gboolean real_channels; /* our dhfd drives real guests now */
+  gchar *own_dhfd_pid;    /* its pid; the bench thread's only */
   gboolean keep;
   gint interrupted; /* atomic: a signal's cleanup runs or ran */
 } Bench;
@@ -137,8 +138,9 @@ remove_domains (void)
     virConnectClose (conn);
 }
 
+/* Called with bench.lock held. */
 static void
-stop_sim_guests (void)
+stop_sim_guests_locked (void)
 {
   for (guint i = 0; i < G_N_ELEMENTS (bench.sim_guests); i++)
     {
@@ -168,7 +170,7 @@ cleanup (void)
           dhf_bench_stop_dhfd (dhfd);
           g_object_unref (dhfd);
         }
-      stop_sim_guests ();
+      stop_sim_guests_locked ();
       remove_domains ();
       if (bench.bus != NULL)
         g_test_dbus_down (bench.bus);
@@ -208,6 +210,48 @@ static void G_GNUC_NORETURN
 die_virt (const gchar *what, const gchar *name)
 {
   die ("%s %s: %s", what, name, virGetLastErrorMessage ());
+}
+
+/* Hands a process the bench thread started to cleanup(), which stops it if
+ * the run is interrupted; the bench thread keeps its own reference, so
+ * that cleanup() on the main thread never frees what it uses. */
+static void
+adopt (GSubprocess **slot, GSubprocess *process)
+{
+  gboolean late;
+
+  g_mutex_lock (&bench.lock);
+  late = bench.cleaned;
+  if (!late)
+    *slot = g_object_ref (process);
+  g_mutex_unlock (&bench.lock);
+  if (late)
+    {
+      g_subprocess_force_exit (process);
+      die ("interrupted");
+    }
+}
+
+/* Stops the dhfd of the moment with SIGTERM, holding the lock so that an
+ * interrupt's cleanup() waits for it instead of racing it. */
+static void
+stop_dhfd (const gchar *what, const gchar *log_path)
+{
+  GSubprocess *dhfd;
+  gboolean clean = FALSE;
+
+  g_mutex_lock (&bench.lock);
+  dhfd = g_steal_pointer (&bench.dhfd);
+  if (dhfd != NULL)
+    {
+      clean = dhf_bench_stop_dhfd (dhfd);
+      g_object_unref (dhfd);
+    }
+  g_mutex_unlock (&bench.lock);
+  if (dhfd == NULL)
+    die ("interrupted");
+  if (!clean)
+    die ("%s did not exit cleanly on SIGTERM (its log: %s)", what, log_path);
 }
 
 static gboolean
@@ -312,7 +356,7 @@ other_dhfds (void)
 {
   g_autoptr (GDir) proc = g_dir_open ("/proc", 0, NULL);
   g_autoptr (GString) pids = g_string_new (NULL);
-  const gchar *own = bench.dhfd != NULL ? g_subprocess_get_identifier (bench.dhfd) : NULL;
+  const gchar *own = bench.own_dhfd_pid;
   const gchar *entry;
 
   while (proc != NULL && (entry = g_dir_read_name (proc)) != NULL)
@@ -759,6 +803,7 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
   g_autoptr (GError) error = NULL;
   g_autofree gchar *errors = NULL;
   const gchar *const extra[] = { "--xdm-socket", xdm_socket, NULL };
+  g_autoptr (GSubprocess) dhfd = NULL;
   DhfClient *client;
   CallFigures figures;
   gint status = 0;
@@ -799,14 +844,17 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
           = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
       gint64 deadline = g_get_monotonic_time () + READY_TIMEOUT_S * G_USEC_PER_SEC;
 
+      g_autoptr (GSubprocess) agent = NULL;
+
       g_subprocess_launcher_set_stdout_file_path (launcher, agent_log);
-      bench.sim_guests[i]
+      agent
           = g_subprocess_launcher_spawn (launcher, &error, bench.agent, "--address", address, NULL);
-      if (bench.sim_guests[i] == NULL)
+      if (agent == NULL)
         die ("spawning %s: %s", bench.agent, error->message);
+      adopt (&bench.sim_guests[i], agent);
       while (!g_file_test (socket_path, G_FILE_TEST_EXISTS))
         {
-          if (g_subprocess_get_identifier (bench.sim_guests[i]) == NULL)
+          if (g_subprocess_get_identifier (agent) == NULL)
             die ("%s exited before listening on %s (its log: %s)", bench.agent, socket_path,
                  agent_log);
           if (g_get_monotonic_time () > deadline)
@@ -822,11 +870,12 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
                             "[XDM]\nVsockPort=0\n",
                             sim_dir, policy_dir, sim_dir, sim_dir);
   write_file (config_path, config);
-  bench.dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), uri,
-                                            config_path, log_path, extra, &error);
-  if (bench.dhfd == NULL)
+  dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), uri,
+                                      config_path, log_path, extra, &error);
+  if (dhfd == NULL)
     die ("spawning %s: %s", dhfd_path, error->message);
-  if (!dhf_bench_wait_for_dhfd (bus, bench.dhfd, DHFD_READY_S, &error))
+  adopt (&bench.dhfd, dhfd);
+  if (!dhf_bench_wait_for_dhfd (bus, dhfd, DHFD_READY_S, &error))
     die ("the simulated domains' dhfd: %s (its log: %s)", error->message, log_path);
   for (guint i = 0; i < G_N_ELEMENTS (sim_names); i++)
     wait_for_service (bus, sim_names[i]);
@@ -835,10 +884,10 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
   figures = bench_call (client, sim_names[1], sim_names[0]);
   close_client (client);
 
-  if (!dhf_bench_stop_dhfd (bench.dhfd))
-    die ("the simulated domains' dhfd did not exit cleanly on SIGTERM (its log: %s)", log_path);
-  g_clear_object (&bench.dhfd);
-  stop_sim_guests ();
+  stop_dhfd ("the simulated domains' dhfd", log_path);
+  g_mutex_lock (&bench.lock);
+  stop_sim_guests_locked ();
+  g_mutex_unlock (&bench.lock);
   return figures;
 }
 
@@ -893,6 +942,7 @@ run (void)
   g_autofree gchar *loadavg = load_average ();
   g_autoptr (GString) policy = g_string_new (NULL);
   g_autoptr (GDBusConnection) bus = NULL;
+  g_autoptr (GSubprocess) dhfd = NULL;
   gchar *paths[N_GUESTS] = { NULL };
   gdouble boots[G_N_ELEMENTS (flavours)][N_BOOTS];
   CallFigures real, sim;
@@ -920,6 +970,8 @@ run (void)
   conn = virConnectOpen (URI);
   if (conn == NULL)
     die ("connecting to %s: %s", URI, virGetLastErrorMessage ());
+  if (!dhf_bench_reclaim_stale_domains (conn, &error))
+    die ("%s", error->message);
 
   /* The temporary directory first: die() cleans up what it lists. QEMU
    * runs as its own user and reads the guests' kernels in it. */
@@ -972,14 +1024,16 @@ run (void)
 
   refuse_other_dhfds ();
   bench.real_channels = TRUE;
-  bench.dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
-                                            config_path, log_path, extra, &error);
-  if (bench.dhfd == NULL)
+  dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
+                                      config_path, log_path, extra, &error);
+  if (dhfd == NULL)
     die ("spawning %s: %s", dhfd_path, error->message);
+  adopt (&bench.dhfd, dhfd);
+  bench.own_dhfd_pid = g_strdup (g_subprocess_get_identifier (dhfd));
   bus = dhf_bench_bus_connect (g_test_dbus_get_bus_address (bench.bus), &error);
   if (bus == NULL)
     die ("connecting to the private bus: %s", error->message);
-  if (!dhf_bench_wait_for_dhfd (bus, bench.dhfd, DHFD_READY_S, &error))
+  if (!dhf_bench_wait_for_dhfd (bus, dhfd, DHFD_READY_S, &error))
     die ("%s (its log: %s)", error->message, log_path);
   for (guint i = 0; i < N_GUESTS; i++)
     {
@@ -1013,9 +1067,7 @@ run (void)
   /* Nothing of the real guests runs during the simulated calls. */
   destroy_guest (conn, bus, paths[GUEST_A], bench.names[GUEST_A]);
   destroy_guest (conn, bus, paths[GUEST_B], bench.names[GUEST_B]);
-  if (!dhf_bench_stop_dhfd (bench.dhfd))
-    die ("dhfd did not exit cleanly on SIGTERM (its log: %s)", log_path);
-  g_clear_object (&bench.dhfd);
+  stop_dhfd ("dhfd", log_path);
   bench.real_channels = FALSE;
 
   sim = simulated_call (bus, dhfd_path, policy_dir);

@@ -494,6 +494,8 @@ run (void)
   conn = virConnectOpen (URI);
   if (conn == NULL)
     die_virt ("connecting to " URI);
+  if (!dhf_bench_reclaim_stale_domains (conn, &error))
+    die ("%s", error->message);
 
   /* The temporary directory first: die() cleans up what it lists. */
   bench.tmpdir = g_dir_make_tmp (PROGRAM "-XXXXXX", &error);

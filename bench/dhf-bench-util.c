@@ -12,6 +12,8 @@
 
 #include <dhf/dhf.h>
 #include <glib/gstdio.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include "dhf-bench-util.h"
 #include "dhf-domain-xml.h"
@@ -218,6 +220,67 @@ dhf_bench_libvirtd_up (GError **error)
       return FALSE;
     }
   return TRUE;
+}
+
+/* The PID in NAME when it is PREFIX-PID-..., else 0. */
+static guint64
+run_pid (const gchar *name)
+{
+  static const gchar *const prefixes[] = { "dhfbench-", "dhftest-" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (prefixes); i++)
+    {
+      const gchar *digits = name + strlen (prefixes[i]);
+      gchar *end = NULL;
+      guint64 pid;
+
+      if (!g_str_has_prefix (name, prefixes[i]) || !g_ascii_isdigit (*digits))
+        continue;
+      pid = g_ascii_strtoull (digits, &end, 10);
+      if (*end == '-')
+        return pid;
+    }
+  return 0;
+}
+
+gboolean
+dhf_bench_reclaim_stale_domains (virConnectPtr conn, GError **error)
+{
+  virDomainPtr *domains = NULL;
+  gint n = virConnectListAllDomains (conn, &domains, 0);
+  gboolean ok = TRUE;
+
+  if (n < 0)
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "listing the domains: %s",
+                   virGetLastErrorMessage ());
+      return FALSE;
+    }
+  for (gint i = 0; i < n; i++)
+    {
+      const gchar *name = virDomainGetName (domains[i]);
+      guint64 pid = run_pid (name);
+      g_autofree gchar *proc = g_strdup_printf ("/proc/%" G_GUINT64_FORMAT, pid);
+
+      if (ok && pid != 0 && !g_file_test (proc, G_FILE_TEST_EXISTS))
+        {
+          printf ("removing %s, left behind by an interrupted run (pid %" G_GUINT64_FORMAT
+                  " is gone)\n",
+                  name, pid);
+          if (virDomainIsActive (domains[i]) == 1)
+            virDomainDestroy (domains[i]);
+          if (virDomainUndefine (domains[i]) != 0)
+            {
+              g_set_error (error, DHF_ERROR, DHF_ERROR_FAILED, "undefining the stale domain %s: %s",
+                           name, virGetLastErrorMessage ());
+              ok = FALSE;
+            }
+        }
+      virDomainFree (domains[i]);
+    }
+  free (domains);
+  fflush (stdout);
+  return ok;
 }
 
 gboolean

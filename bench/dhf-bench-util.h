@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <libvirt/libvirt.h>
 
 G_BEGIN_DECLS
 
@@ -51,6 +52,10 @@ gboolean dhf_bench_lock_hypervisor (GError **error);
 /* Runs the source tree's scripts/libvirtd-up: virtlogd and libvirtd run
  * and qemu:///system answers. */
 gboolean dhf_bench_libvirtd_up (GError **error);
+/* Removes the domains that a killed run of a benchmark or a real-hypervisor
+ * suite left behind: dhfbench-PID-* and dhftest-PID-* whose PID is gone.
+ * Call it with the hypervisor lock held, so that no such run is under way. */
+gboolean dhf_bench_reclaim_stale_domains (virConnectPtr conn, GError **error);
 /* Waits up to timeout_s seconds until dhfd serves on bus and is connected
  * to its hypervisor; fails at once when dhfd exits. */
 gboolean dhf_bench_wait_for_dhfd (GDBusConnection *bus, GSubprocess *dhfd, guint timeout_s,

@@ -204,7 +204,7 @@ device_events() {
 # reports every hot-plug and unplug it performs.
 start_event_monitor() {
   : >"$tmp/events.txt"
-  virsh -c "$URI" event --all --loop --timestamp >"$tmp/events.txt" 2>&1 &
+  virsh -c "$URI" event --all --loop --timestamp >"$tmp/events.txt" 2>&1 8>&- &
   events_pid=$!
   # It has registered once it answers; give it a moment to do so.
   sleep 1

@@ -26,8 +26,6 @@ readonly B="${PREFIX}b" # the one with a disk
 readonly F="${PREFIX}f" # defined behind dhfd's back
 readonly PLAN=13
 
-monitor_pid=
-
 # --- helpers ----------------------------------------------------------------
 
 # xml_get FILE PATH: the text of the element, or with PATH ending in /@ATTR
@@ -108,28 +106,6 @@ dhfd_connected_to() {
 # channel connection.
 xdm_log_lines() {
   grep -ciE "(xdm|channel|hello).*$1|$1.*(xdm|channel|hello)" "$tmp/dhfd.log" || true
-}
-
-monitor_lines() {
-  wc -l <"$tmp/monitor.txt"
-}
-
-# state_changes_since LINE: the StateChanged signals that dbus-monitor saw
-# after line LINE of its output, one "NAME STATE REASON" per line.
-state_changes_since() {
-  tail -n "+$(($1 + 1))" "$tmp/monitor.txt" | awk '
-    /member=StateChanged/ { n = 4; rec = ""; next }
-    n > 0 {
-      sub(/^ *(string|object path) /, ""); gsub(/"/, "")
-      if (n < 4) rec = rec (rec == "" ? "" : " ") $0
-      if (--n == 0) print rec
-    }'
-}
-
-# saw_state_change SINCE NAME STATE
-saw_state_change() {
-  state_changes_since "$1" | awk -v name="$2" -v state="$3" '
-    $1 == name && $2 == state { found = 1 } END { exit !found }'
 }
 
 # saw_disconnect SINCE: a PropertiesChanged of the Manager with
@@ -342,7 +318,7 @@ scenario_libvirtd_restart() {
   # Poll dhfctl status in the background while libvirtd restarts (bounded:
   # at most 600 samples).
   (
-    exec >"$tmp/poll.txt" 2>/dev/null 7>&-
+    exec >"$tmp/poll.txt" 2>/dev/null 7>&- 8>&-
     for ((i = 0; i < 600; i++)); do
       [[ -e "$tmp/poll.stop" ]] && break
       ctl --json status | tr -d ' \n' || true
@@ -499,35 +475,19 @@ stop_watchers() {
   if [[ -n "$tmp" && -s "$tmp/poll.pid" ]]; then
     kill "$(cat "$tmp/poll.pid")" 2>/dev/null
   fi
-  if [[ -n "$monitor_pid" ]]; then
-    kill "$monitor_pid" 2>/dev/null
-    wait "$monitor_pid" 2>/dev/null
-  fi
 }
 
 require_root_and virsh dbus-daemon dbus-monitor qemu-img qemu-io flock ss "$PY"
 start_libvirtd
 
-# libvirt's QEMU (user libvirt-qemu) must reach the disks under $tmp/images:
-# every directory above it has to be traversable by others.
-make_tmp dhf-qemu-test
-chmod 0711 "$tmp"
-dir=$(dirname "$tmp")
-while [[ "$dir" != / ]]; do
-  (($(stat -c %a "$dir" | tail -c 2) & 1)) ||
-    bail "$dir is not traversable by others, so QEMU cannot open disks below it: set TMPDIR"
-  dir=$(dirname "$dir")
-done
+# libvirt's QEMU (user libvirt-qemu) opens the disks under $tmp/images.
+make_qemu_tmp dhf-qemu-test "disks"
 
 start_bus
 
-dbus-monitor --address "$addr" \
+start_monitor \
   "type='signal',interface='org.dhf.Framework1.Manager',member='StateChanged'" \
-  "type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',path='/org/dhf/Framework1'" \
-  >"$tmp/monitor.txt" 2>"$tmp/monitor.err" &
-monitor_pid=$!
-wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/dev/null ||
-  bail "dbus-monitor did not start: $(cat "$tmp/monitor.err")"
+  "type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',path='/org/dhf/Framework1'"
 
 # TCG: new appliances get <domain type='qemu'> whatever auto would pick.
 # The vendor policy from the source tree; the last good copy stays in $tmp.

@@ -48,9 +48,7 @@ readonly PLAN=7
 # dhfd's log is long: show only its end when something failed.
 readonly DHFD_LOG_TAIL=200
 
-monitor_pid=
 finished=0
-waited=0
 timings=()
 
 # --- helpers ----------------------------------------------------------------
@@ -138,7 +136,7 @@ $SERVICE $B $S $1"
 # events into FILE (a JSON object a line), its pid in FILE.pid; returns
 # once dhfd lists dom0's subscription.
 start_watch() {
-  ctl xdm watch "$1" >"$2" 2>"$2.err" 7>&- </dev/null &
+  ctl xdm watch "$1" >"$2" 2>"$2.err" 7>&- 8>&- </dev/null &
   echo $! >"$2.pid"
   wait_until 20 "dom0's watch of $1" subscribed "$1" dom0
 }
@@ -184,28 +182,6 @@ has_usb_keyboard() {
 
 lacks_usb_keyboard() {
   [[ "$(usb_keyboard "$1" 2>/dev/null)" == false ]]
-}
-
-monitor_lines() {
-  wc -l <"$tmp/monitor.txt"
-}
-
-# state_changes_since LINE: the StateChanged signals that dbus-monitor saw
-# after line LINE of its output, one "NAME STATE REASON" per line.
-state_changes_since() {
-  tail -n "+$(($1 + 1))" "$tmp/monitor.txt" | awk '
-    /member=StateChanged/ { n = 4; rec = ""; next }
-    n > 0 {
-      sub(/^ *(string|object path) /, ""); gsub(/"/, "")
-      if (n < 4) rec = rec (rec == "" ? "" : " ") $0
-      if (--n == 0) print rec
-    }'
-}
-
-# saw_state_change SINCE NAME STATE REASON
-saw_state_change() {
-  state_changes_since "$1" | awk -v name="$2" -v state="$3" -v reason="$4" '
-    $1 == name && $2 == state && $3 == reason { found = 1 } END { exit !found }'
 }
 
 # console NAME: the file the guest's serial console is logged to.
@@ -259,24 +235,6 @@ writer_finished() {
 name_released() {
   dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus / \
     org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q 'boolean false'
-}
-
-# other_dhfds: the pids of the dhfd processes that drive a real hypervisor
-# now (this script has none of its own yet when it asks).
-other_dhfds() {
-  local p cmdline pids=()
-  for p in /proc/[0-9]*; do
-    [[ "$(cat "$p/comm" 2>/dev/null)" == dhfd ]] || continue
-    cmdline=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-    # On libvirt's test driver it reaches no QEMU channel.
-    [[ " $cmdline" == *" test:"* ]] && continue
-    pids+=("${p#/proc/}")
-  done
-  echo "${pids[*]}"
-}
-
-no_other_dhfd() {
-  [[ -z "$(other_dhfds)" ]]
 }
 
 # --- scenarios --------------------------------------------------------------
@@ -474,9 +432,9 @@ scenario_dhfd_restart() {
     echo "# the writer was done before the kill: raise WRITER_COUNT"
     return 1
   }
+  # start_dhfd writes the new pid to $tmp/dhfd.pid: the main shell takes
+  # this dhfd over after the scenario.
   start_dhfd
-  # The main shell takes the new dhfd over after the scenario.
-  echo "$dhfd_pid" >"$tmp/dhfd.pid"
   wait_sessions 60 "dhfd was killed"
   echo "# every guest has a new session $(($(now_ms) - t0)) ms after the kill"
 
@@ -492,8 +450,11 @@ scenario_dhfd_restart() {
   echo "# writer: $(json '"done %d of %d, %d retries, last error: %s" % (d["done"], d["count"], d["retries"], d.get("last_error"))' <<<"$status")"
   expect_eq "writer done" "$(json 'd["done"]' <<<"$status")" "$WRITER_COUNT"
   expect_eq "writer count" "$(json 'd["count"]' <<<"$status")" "$WRITER_COUNT"
-  # A call was in flight when dhfd died: it failed and was retried.
+  # A call was in flight when dhfd died: it failed for want of dhfd (or of
+  # the store's service, not registered again yet) and was retried.
   expect_eq "writer retried" "$(json 'd["retries"] > 0' <<<"$status")" true
+  expect_eq "why the writer retried" \
+    "$(json 'd["last_error"].split(":")[0] in ("disconnected", "unavailable", "not-found")' <<<"$status")" true
   expect_eq "acked, in order" \
     "$(json 'd["acked"] == ["%s-%d" % (a[0], i) for i in range(1, int(a[1]) + 1)]' "$prefix" "$WRITER_COUNT" <<<"$status")" true
   # Every acked item is in the store, and nothing else of the writer's.
@@ -532,13 +493,12 @@ scenario_power_button() {
   stop_watch "$ev"
 }
 
-# dhfd stops on SIGTERM, and neither of its runs logged a critical or a
-# sanitizer report. The scenario sends the signal itself: the dhfd of the
-# second run is not this shell's child, so its exit status is not ours to
-# read.
+# dhfd stops on SIGTERM with status 0 (start_dhfd's wrapper recorded it),
+# and neither of its runs logged a critical or a sanitizer report.
 scenario_dhfd_exit() {
   kill -TERM "$dhfd_pid"
   wait_until 10 "dhfd to exit on SIGTERM" pid_gone "$dhfd_pid"
+  expect_eq "dhfd's exit status after SIGTERM" "$(dhfd_exit_status)" 0
   if grep -E 'CRITICAL|assertion|Sanitizer|runtime error:' "$tmp/dhfd.log" | sed 's/^/# /' | grep .; then
     echo "# dhfd logged criticals or sanitizer reports"
     return 1
@@ -555,10 +515,6 @@ stop_watchers() {
       stop_watch "${f%.pid}"
     done
   fi
-  if [[ -n "$monitor_pid" ]]; then
-    kill "$monitor_pid" 2>/dev/null
-    wait "$monitor_pid" 2>/dev/null
-  fi
   if ((failed != 0 || !finished)) && [[ -n "$tmp" ]]; then
     for d in "${GUESTS[@]}"; do
       [[ -f "$(console "$d")" ]] || continue
@@ -568,31 +524,20 @@ stop_watchers() {
   fi
 }
 
-require_root_and virsh dbus-daemon dbus-monitor dbus-send "$PY"
+require_root_and virsh dbus-daemon dbus-monitor dbus-send flock "$PY"
 [[ -x "$BUILD_GUEST" ]] || bail "$BUILD_GUEST is missing or not executable"
 [[ -x "$DHF_EXAMPLE_GUEST" ]] || bail "$DHF_EXAMPLE_GUEST is missing or not executable"
 t_start=$(now_ms)
 start_libvirtd
+refuse_other_dhfds
 
-# libvirt's QEMU (user libvirt-qemu) must reach the kernels under $tmp:
-# every directory above it has to be traversable by others.
-make_tmp dhf-guests-test
-chmod 0711 "$tmp"
-dir=$(dirname "$tmp")
-while [[ "$dir" != / ]]; do
-  (($(stat -c %a "$dir" | tail -c 2) & 1)) ||
-    bail "$dir is not traversable by others, so QEMU cannot read the kernels below it: set TMPDIR"
-  dir=$(dirname "$dir")
-done
+# libvirt's QEMU (user libvirt-qemu) reads the kernels under $tmp.
+make_qemu_tmp dhf-guests-test "the kernels"
 mkdir -m 0755 "$tmp/guests"
 
 start_bus
-dbus-monitor --address "$addr" \
-  "type='signal',interface='org.dhf.Framework1.Manager',member='StateChanged'" \
-  >"$tmp/monitor.txt" 2>"$tmp/monitor.err" &
-monitor_pid=$!
-wait_until 10 "dbus-monitor to start monitoring" test -s "$tmp/monitor.txt" >/dev/null ||
-  bail "dbus-monitor did not start: $(cat "$tmp/monitor.err")"
+start_monitor \
+  "type='signal',interface='org.dhf.Framework1.Manager',member='StateChanged'"
 
 # Only this test's policy.
 mkdir "$tmp/policy.d"
@@ -627,32 +572,20 @@ LastGood=$tmp/policy.last-good
 EmulatedInput=keyboard
 StateFile=$tmp/devices.json
 EOF
-# Every dhfd connects to the XDM channel of every running domain, and QEMU
-# serves one client per channel: another dhfd on this libvirtd (a bench,
-# another build's suite) would take our guests' sessions.
-if ! no_other_dhfd; then
-  echo "# another dhfd runs (pid $(other_dhfds)): waiting for it to end"
-  t_wait=$(now_ms)
-  wait_until 240 "the other dhfd to end" no_other_dhfd ||
-    bail "another dhfd (pid $(other_dhfds)) drives the hypervisor and would take the guests' XDM channels"
-  waited=$(($(now_ms) - t_wait))
-  echo "# waited $waited ms for the other dhfd"
-fi
 start_dhfd
 echo "# dhfd connected to $URI"
 
 echo "1..$PLAN"
 timed "build both guest flavours, install desk-a, desk-b and store from their manifests, boot them: XDM sessions, info names the domain and kernel" scenario_boot
+# Every other scenario needs the three guests.
+((failed == 0)) || bail "the guests did not come up (their consoles follow): the other scenarios need them"
 timed "B calls the store's Guest1 through dhfd as the policy allows; the policy file turns to deny: not-authorized, nothing restarted" scenario_calls
 timed "A receives dhfd's ApplianceState events of the store's pause and resume and dom0's published event; B, without a rule, none" scenario_events
 timed "a switch moves the USB keyboard from A to B: B's kernel sees it (Input add), A's loses it (Input remove)" scenario_switch_keyboard
-# The scenario kills dhfd: this shell must not report it as a job killed.
-disown "$dhfd_pid"
 timed "dhfd killed while B's writer puts items in the store: the guests reconnect, the writer finishes, every acked item is stored" scenario_dhfd_restart
-# The scenario started a new dhfd: this shell stops it in the end.
-if [[ -s "$tmp/dhfd.pid" ]]; then
-  dhfd_pid=$(cat "$tmp/dhfd.pid")
-fi
+# The scenario started a new dhfd (when it got that far): this shell stops
+# it in the end.
+dhfd_pid=$(cat "$tmp/dhfd.pid")
 if pid_gone "$dhfd_pid"; then
   echo "# dhfd is not running: starting it for the scenarios that follow"
   start_dhfd
@@ -664,8 +597,8 @@ if pid_gone "$dhfd_pid"; then
 fi
 
 finished=1
-summary="# timings: ${timings[*]}; total $(($(now_ms) - t_start - waited))ms since libvirtd's start"
-((waited == 0)) || summary+=" (not counting ${waited}ms of waiting for another dhfd)"
+summary="# timings: ${timings[*]}; total $(($(now_ms) - t_start - lock_waited_ms))ms"
+((lock_waited_ms == 0)) || summary+=" (not counting ${lock_waited_ms}ms of waiting for the hypervisor lock)"
 echo "$summary"
 if ((failed != 0)); then
   echo "# $failed of $n failed"
