@@ -13,7 +13,11 @@
  * dhfd connects to it as to a real virtio-serial port (README.md).
  *
  * Exit status: 0 after a power button press, 1 on SIGTERM or SIGINT (so
- * that an init does not mistake a stop for a power-off), 2 on bad usage. */
+ * that an init does not mistake a stop for a power-off), 2 on bad usage
+ * (an unknown option, an address that is not one).
+ *
+ * The example's sources include no config.h: they are built as an ISV
+ * builds them, with pkg-config dhf-1 json-c alone (README.md). */
 #include <dhf/dhf.h>
 #include <glib-unix.h>
 #include <locale.h>
@@ -26,8 +30,8 @@
 #include "guest-power-button.h"
 #include "guest-procfs.h"
 
-/* Retrying a connection that failed outright (dom0's unix socket with no
- * dhfd); a guest's channel waits for dhfd by itself. */
+/* Retrying a connection that failed outright (unix: or vsock: with no
+ * dhfd there); a guest's channel waits for dhfd by itself. */
 #define RETRY_MIN_S 1
 #define RETRY_MAX_S 30
 /* How long the power-off barrier may take before the guest goes anyway. */
@@ -117,6 +121,15 @@ connect_done (GObject *source, GAsyncResult *res, gpointer user_data)
     return; /* on_connected_changed() takes it from here */
   if (g_cancellable_is_cancelled (guest->app.shutdown))
     return;
+  /* An address that is not one (--address bogus:x) never gets better:
+   * bad usage, not an outage. */
+  if (g_error_matches (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS))
+    {
+      guest_log ("bad address %s: %s", dhf_client_get_address (guest->app.client), error->message);
+      guest->app.exit_status = 2;
+      g_main_loop_quit (guest->app.loop);
+      return;
+    }
   guest_log ("cannot reach dhfd at %s: %s; trying again in %u s",
              dhf_client_get_address (guest->app.client), error->message, guest->retry_s);
   guest->retry_id = g_timeout_add_seconds (guest->retry_s, retry_connect, guest);

@@ -4,6 +4,8 @@
 #include <dhf/dhf.h>
 #include <json.h>
 
+#include "guest-writer.h"
+
 G_BEGIN_DECLS
 
 #define GUEST_SERVICE      "org.dhf.example.Guest1"
@@ -13,10 +15,9 @@ G_BEGIN_DECLS
 #define GUEST_PROC_DEVICES "/proc/bus/input/devices"
 #define GUEST_DEV_INPUT    "/dev/input"
 
-typedef struct _GuestWriter GuestWriter;
-
 /* Everything the service's operations share. All of it lives on the main
- * thread; the bench's worker thread touches only the client. */
+ * thread; the bench's worker thread touches only the client. The bounds
+ * on what callers can make it keep are in guest-service.c. */
 typedef struct
 {
   DhfClient *client;
@@ -33,13 +34,16 @@ typedef struct
   /* put, items: a set in insertion order */
   GPtrArray *items;     /* gchar* */
   GHashTable *item_set; /* the same strings */
+  gsize item_bytes;     /* what they cost, as counted against the budget */
 
   /* subscribe, events */
   GHashTable *subscriptions; /* topic -> subscription id */
   GQueue *events;            /* GuestEvent, oldest first */
+  gsize event_bytes;         /* what they cost, as counted against the budget */
+  guint64 events_dropped;    /* the oldest, to stay within the bounds */
 
   GuestWriter *writer;
-  guint benches_running;
+  gboolean bench_running; /* one at a time */
 } GuestApp;
 
 /* An operation of GUEST_SERVICE: answers invocation, now or later. */
@@ -50,15 +54,5 @@ void guest_service_handle (DhfClient *client, DhfInvocation *invocation, gpointe
 void guest_app_init (GuestApp *app, DhfClient *client);
 /* After the main loop: stops what runs in the background, then frees. */
 void guest_app_clear (GuestApp *app);
-
-/* Calls from this guest (guest-calls.c). */
-void guest_op_call (GuestApp *app, DhfInvocation *invocation, json_object *params);
-void guest_op_bench (GuestApp *app, DhfInvocation *invocation, json_object *params);
-/* The writer (guest-writer.c). */
-GuestWriter *guest_writer_new (DhfClient *client);
-/* Cancels a run (its call fails at once) and frees the writer. */
-void guest_writer_free (GuestWriter *writer);
-void guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params);
-void guest_op_writer_status (GuestApp *app, DhfInvocation *invocation, json_object *params);
 
 G_END_DECLS

@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Calls made FROM this guest, through dhfd, like any appliance's: "call"
  * makes one and hands back what came of it; "bench" makes many in a row
- * and times them. */
+ * and times them. Both go out with this guest's rights under the policy:
+ * whoever may call this guest's service borrows them (README.md). */
 #include <stdlib.h>
 
-#include "guest-app.h"
+#include "guest-calls.h"
 #include "guest-log.h"
 #include "guest-params.h"
 
-#define MAX_BENCH_COUNT  100000
 #define MAX_BENCH_WARMUP 10000
 #define DEFAULT_WARMUP   20
-#define MAX_TIMEOUT_MS   600000 /* protos/xdm.md */
 
 /* The parameters of a call to make: "service", "target"?, "params"?,
  * "timeout_ms"?. */
@@ -30,8 +29,8 @@ get_call_spec (json_object *params, CallSpec *spec, GError **error)
 
   if (!guest_params_get_service (params, "service", TRUE, &spec->service, error)
       || !guest_params_get_domain (params, "target", FALSE, &spec->target, error)
-      || !guest_params_get_int (params, "timeout_ms", FALSE, 1, MAX_TIMEOUT_MS, &spec->timeout_ms,
-                                error))
+      || !guest_params_get_int (params, "timeout_ms", FALSE, 1, GUEST_MAX_TIMEOUT_MS,
+                                &spec->timeout_ms, error))
     return FALSE;
   if (json_object_object_get_ex (params, "params", &call_params))
     spec->params_json = guest_json_to_text (call_params);
@@ -91,6 +90,11 @@ typedef struct
   DhfInvocation *invocation;
   GCancellable *caller_gone; /* the invocation's */
   GCancellable *shutdown;
+  gulong caller_gone_id;
+  gulong shutdown_id;
+  /* Cancelled by either of the two: every call of the bench takes it, so
+   * that one in flight ends at once too. */
+  GCancellable *cancellable;
   gchar *service;
   gchar *target;
   gchar *params_json;
@@ -109,10 +113,14 @@ typedef struct
 static void
 bench_job_free (BenchJob *job)
 {
+  /* Waits for a handler running in another thread: none runs after this. */
+  g_cancellable_disconnect (job->caller_gone, job->caller_gone_id);
+  g_cancellable_disconnect (job->shutdown, job->shutdown_id);
   g_object_unref (job->client);
   g_object_unref (job->invocation);
   g_object_unref (job->caller_gone);
   g_object_unref (job->shutdown);
+  g_object_unref (job->cancellable);
   g_free (job->service);
   g_free (job->target);
   g_free (job->params_json);
@@ -121,11 +129,10 @@ bench_job_free (BenchJob *job)
   g_free (job);
 }
 
-static gboolean
-bench_stopped (BenchJob *job)
+static void
+stop_bench (GCancellable *why, gpointer user_data)
 {
-  return g_cancellable_is_cancelled (job->shutdown)
-         || g_cancellable_is_cancelled (job->caller_gone);
+  g_cancellable_cancel (user_data);
 }
 
 /* The loop: what it measures is the SDK and dhfd, so nothing but the call
@@ -135,9 +142,9 @@ bench_run (GTask *task, gpointer source, gpointer task_data, GCancellable *unuse
 {
   BenchJob *job = task_data;
 
-  for (guint i = 0; i < job->warmup && !bench_stopped (job); i++)
+  for (guint i = 0; i < job->warmup && !g_cancellable_is_cancelled (job->cancellable); i++)
     g_free (dhf_client_call_sync (job->client, job->service, job->target, job->params_json,
-                                  job->timeout_ms, NULL, NULL));
+                                  job->timeout_ms, job->cancellable, NULL));
   for (guint i = 0; i < job->count; i++)
     {
       GError *error = NULL;
@@ -145,17 +152,24 @@ bench_run (GTask *task, gpointer source, gpointer task_data, GCancellable *unuse
       gint64 start;
       gint64 end;
 
-      if (bench_stopped (job))
+      if (g_cancellable_is_cancelled (job->cancellable))
         {
           job->cancelled = TRUE;
           break;
         }
       start = g_get_monotonic_time ();
       result = dhf_client_call_sync (job->client, job->service, job->target, job->params_json,
-                                     job->timeout_ms, NULL, &error);
+                                     job->timeout_ms, job->cancellable, &error);
       end = g_get_monotonic_time ();
       if (result != NULL)
         job->times_us[job->n_times++] = end - start;
+      else if (g_cancellable_is_cancelled (job->cancellable))
+        {
+          /* Our own cancellation is not the service's error. */
+          job->cancelled = TRUE;
+          g_error_free (error);
+          break;
+        }
       else
         {
           job->errors++;
@@ -202,7 +216,7 @@ bench_done (GObject *source, GAsyncResult *res, gpointer user_data)
   BenchJob *job = g_task_get_task_data (G_TASK (res));
   g_autoptr (json_object) result = json_object_new_object ();
 
-  app->benches_running--;
+  app->bench_running = FALSE;
   if (job->cancelled)
     {
       /* The caller gave up (its answer is dropped) or we are ending. */
@@ -240,11 +254,20 @@ guest_op_bench (GuestApp *app, DhfInvocation *invocation, json_object *params)
   BenchJob *job;
 
   if (!get_call_spec (params, &spec, &error)
-      || !guest_params_get_int (params, "count", TRUE, 1, MAX_BENCH_COUNT, &count, &error)
+      || !guest_params_get_int (params, "count", TRUE, 1, GUEST_MAX_COUNT, &count, &error)
       || !guest_params_get_int (params, "warmup", FALSE, 0, MAX_BENCH_WARMUP, &warmup, &error))
     {
       g_free (spec.params_json);
       dhf_invocation_return_gerror (invocation, error);
+      return;
+    }
+  /* One at a time: each holds a worker thread and a call in flight, and
+   * a bench may call a service that benches (this guest's own, even). */
+  if (app->bench_running)
+    {
+      g_free (spec.params_json);
+      dhf_invocation_return_error (invocation, DHF_ERROR_EXISTS,
+                                   "a bench is running in this guest: one at a time");
       return;
     }
 
@@ -253,6 +276,12 @@ guest_op_bench (GuestApp *app, DhfInvocation *invocation, json_object *params)
   job->invocation = g_object_ref (invocation);
   job->caller_gone = g_object_ref (dhf_invocation_get_cancellable (invocation));
   job->shutdown = g_object_ref (app->shutdown);
+  job->cancellable = g_cancellable_new ();
+  /* Either cancels the bench (at once if it already happened). */
+  job->caller_gone_id
+      = g_cancellable_connect (job->caller_gone, G_CALLBACK (stop_bench), job->cancellable, NULL);
+  job->shutdown_id
+      = g_cancellable_connect (job->shutdown, G_CALLBACK (stop_bench), job->cancellable, NULL);
   job->service = g_strdup (spec.service);
   job->target = g_strdup (spec.target);
   job->params_json = spec.params_json;
@@ -266,7 +295,7 @@ guest_op_bench (GuestApp *app, DhfInvocation *invocation, json_object *params)
    * guest benches itself. */
   task = g_task_new (NULL, NULL, bench_done, app);
   g_task_set_task_data (task, job, (GDestroyNotify) bench_job_free);
-  app->benches_running++;
+  app->bench_running = TRUE;
   guest_log ("bench of %s%s%s: %u calls after %u to warm up", job->service,
              job->target != NULL ? " on " : "", job->target != NULL ? job->target : "", job->count,
              job->warmup);

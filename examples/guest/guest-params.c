@@ -238,13 +238,14 @@ guest_params_get_domain (json_object *params, const gchar *key, gboolean require
                    "a domain name (letters, digits, '.', '_', '-')", value, error);
 }
 
+#define TEXT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
 gchar *
 guest_json_to_text (json_object *value)
 {
   if (value == NULL)
     return g_strdup ("null");
-  return g_strdup (json_object_to_json_string_ext (value, JSON_C_TO_STRING_PLAIN
-                                                              | JSON_C_TO_STRING_NOSLASHESCAPE));
+  return g_strdup (json_object_to_json_string_ext (value, TEXT_FLAGS));
 }
 
 const gchar *
@@ -277,4 +278,76 @@ guest_return_result (DhfInvocation *invocation, json_object *result, const gchar
       return;
     }
   dhf_invocation_return_json (invocation, text);
+}
+
+struct _GuestResultList
+{
+  GString *text; /* "[" and the entries so far, comma-separated */
+  guint length;
+};
+
+GuestResultList *
+guest_result_list_new (void)
+{
+  GuestResultList *list = g_new0 (GuestResultList, 1);
+
+  list->text = g_string_new ("[");
+  return list;
+}
+
+void
+guest_result_list_free (GuestResultList *list)
+{
+  g_string_free (list->text, TRUE);
+  g_free (list);
+}
+
+gboolean
+guest_result_list_add (GuestResultList *list, json_object *entry)
+{
+  g_autoptr (json_object) owned = entry;
+  const gchar *text = json_object_to_json_string_ext (owned, TEXT_FLAGS);
+  gsize length = strlen (text);
+
+  /* The list alone, with its comma and closing bracket, must fit. */
+  if (list->text->len + (list->length > 0) + length + 1 > MAX_RESULT)
+    return FALSE;
+  if (list->length > 0)
+    g_string_append_c (list->text, ',');
+  g_string_append_len (list->text, text, length);
+  list->length++;
+  return TRUE;
+}
+
+static void
+free_text (json_object *object, void *text)
+{
+  g_free (text);
+}
+
+json_object *
+guest_result_list_steal (GuestResultList *list)
+{
+  json_object *array = json_object_new_array ();
+
+  g_string_append_c (list->text, ']');
+  /* The entries are JSON text already: printed as they are, not parsed
+   * and printed again. */
+  json_object_set_serializer (array, json_object_userdata_to_json_string,
+                              g_string_free (g_steal_pointer (&list->text), FALSE), free_text);
+  list->text = g_string_new ("[");
+  list->length = 0;
+  return array;
+}
+
+void
+guest_return_list_too_long (DhfInvocation *invocation, GuestResultList *list, guint total,
+                            const gchar *what_to_page)
+{
+  g_autofree gchar *message
+      = g_strdup_printf ("the result does not fit in one message of 1 MiB (only the first %u of "
+                         "its %u entries would): ask for %s",
+                         list->length, total, what_to_page);
+
+  dhf_invocation_return_error (invocation, DHF_ERROR_LIMIT_EXCEEDED, message);
 }

@@ -8,6 +8,10 @@ G_BEGIN_DECLS
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (json_object, json_object_put)
 
+/* Bounds the ops share. */
+#define GUEST_MAX_COUNT      100000 /* calls of a bench, items of a writer */
+#define GUEST_MAX_TIMEOUT_MS 600000 /* of one call (protos/xdm.md) */
+
 /* Reading the params of a call, checking names, answering. Everything a
  * caller sends is untrusted: each accessor says exactly what was wrong
  * (DHF_ERROR_INVALID_ARGS), so that the caller can fix it. */
@@ -54,5 +58,24 @@ const gchar *guest_error_nick (const GError *error);
  * what_to_page: the caller then asks for a slice. */
 void guest_return_result (DhfInvocation *invocation, json_object *result,
                           const gchar *what_to_page);
+
+/* A list for a result, written out entry by entry as it is built: a list
+ * that cannot fit in one reply is refused as soon as it is over the
+ * limit, before the rest of it costs memory (a guest may have 128 MiB). */
+typedef struct _GuestResultList GuestResultList;
+
+GuestResultList *guest_result_list_new (void);
+void guest_result_list_free (GuestResultList *list);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GuestResultList, guest_result_list_free)
+/* Appends entry (taken). FALSE when it does not fit: then nothing more
+ * goes in, and the answer is guest_return_list_too_long(). */
+gboolean guest_result_list_add (GuestResultList *list, json_object *entry);
+/* The list as a JSON array (it prints as the text built), to put in a
+ * result; the list is empty afterwards. */
+json_object *guest_result_list_steal (GuestResultList *list);
+/* Answers DHF_ERROR_LIMIT_EXCEEDED for a list of total entries of which
+ * only those in list fitted, naming what_to_page. */
+void guest_return_list_too_long (DhfInvocation *invocation, GuestResultList *list, guint total,
+                                 const gchar *what_to_page);
 
 G_END_DECLS

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* SO_RCVBUFFORCE, O_CLOEXEC: Linux's, not ISO C's. */
+/* O_CLOEXEC: POSIX's, not ISO C's (the ISV build says -std=c11). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "guest-procfs.h"
+#include "guest-text.h"
 
 /* Far more than a machine has; a bound on what a bad file can cost. */
 #define MAX_TEXT     (1024 * 1024)
@@ -28,21 +29,19 @@ fail (GError **error, guint line, const gchar *what)
 }
 
 /* N: Name="..." The kernel prints the name between quotes as it is, so
- * everything between the first and the last quote is the name. */
+ * everything between the first and the last quote is the name; what the
+ * device chose to call itself is made printable, not refused. */
 static gboolean
 parse_name (const gchar *value, guint line, gchar **name, GError **error)
 {
   gsize length = strlen (value);
+  g_autofree gchar *raw = NULL;
 
   if (!g_str_has_prefix (value, "Name=\"") || length < strlen ("Name=\"\"")
       || value[length - 1] != '"')
     return fail (error, line, "N: is not Name=\"...\"");
-  *name = g_strndup (value + strlen ("Name=\""), length - strlen ("Name=\"\""));
-  if (!g_utf8_validate (*name, -1, NULL))
-    return fail (error, line, "the name is not UTF-8");
-  for (const gchar *p = *name; *p != '\0'; p++)
-    if (g_ascii_iscntrl (*p))
-      return fail (error, line, "the name has a control character");
+  raw = g_strndup (value + strlen ("Name=\""), length - strlen ("Name=\"\""));
+  *name = guest_text_make_printable (raw);
   return TRUE;
 }
 

@@ -16,7 +16,7 @@ G_BEGIN_DECLS
 
 typedef struct
 {
-  gchar *name;       /* N: Name="..." (may be empty) */
+  gchar *name;       /* N: Name="..." (may be empty), made printable */
   GStrv handlers;    /* H: Handlers=kbd event2 ... */
   gboolean keyboard; /* B: KEY= has KEY_A */
 } GuestInputDevice;

@@ -7,20 +7,30 @@
 #include <sys/utsname.h>
 
 #include "guest-app.h"
+#include "guest-calls.h"
 #include "guest-log.h"
 #include "guest-params.h"
 #include "guest-procfs.h"
 
-/* Bounds on what callers can make this guest keep in memory. */
-#define MAX_ITEMS      1000000
-#define MAX_ITEM_BYTES 1024
-#define MAX_EVENTS     10000 /* the latest are kept */
+/* Bounds on what callers can make this guest keep in memory: a guest may
+ * have 128 MiB, its root file system included. Each item and event
+ * counts its bytes plus about what malloc and GLib spend on keeping it. */
+#define MAX_ITEM_BYTES   1024
+#define MAX_ITEMS_BYTES  (16 * 1024 * 1024) /* then put is refused */
+#define ITEM_OVERHEAD    48
+#define MAX_EVENTS       10000             /* the latest are kept */
+#define MAX_EVENTS_BYTES (8 * 1024 * 1024) /* the latest are kept */
+#define EVENT_OVERHEAD   128
+
+/* Slices of the lists that outgrow one reply. */
+#define PAGE_HINT "a slice with \"offset\" and \"limit\""
 
 typedef struct
 {
   gchar *topic;
   gchar *source;
   gchar *data_json; /* NULL: the event had no data */
+  gsize bytes;      /* as counted against MAX_EVENTS_BYTES */
 } GuestEvent;
 
 static void
@@ -30,12 +40,6 @@ guest_event_free (GuestEvent *event)
   g_free (event->source);
   g_free (event->data_json);
   g_free (event);
-}
-
-static void
-return_gerror (DhfInvocation *invocation, const GError *error)
-{
-  dhf_invocation_return_gerror (invocation, error);
 }
 
 /* ---- info, echo ---------------------------------------------------------- */
@@ -96,24 +100,30 @@ op_put (GuestApp *app, DhfInvocation *invocation, json_object *params)
 
   if (!guest_params_get_string (params, "item", TRUE, MAX_ITEM_BYTES, &item, &error))
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
   /* A set: the writer retries an item whose answer was lost, and the
    * retry must not store it twice. */
   if (!g_hash_table_contains (app->item_set, item))
     {
+      gsize bytes = strlen (item) + 1 + ITEM_OVERHEAD;
       gchar *copy;
 
-      if (app->items->len >= MAX_ITEMS)
+      if (app->item_bytes + bytes > MAX_ITEMS_BYTES)
         {
-          dhf_invocation_return_error (invocation, DHF_ERROR_LIMIT_EXCEEDED,
-                                       "this guest keeps at most 1000000 items");
+          g_autofree gchar *message = g_strdup_printf (
+              "this guest keeps at most %d MiB of items (each counts its bytes and %d more); "
+              "it has %u",
+              MAX_ITEMS_BYTES / (1024 * 1024), ITEM_OVERHEAD, app->items->len);
+
+          dhf_invocation_return_error (invocation, DHF_ERROR_LIMIT_EXCEEDED, message);
           return;
         }
       copy = g_strdup (item);
       g_ptr_array_add (app->items, copy);
       g_hash_table_add (app->item_set, copy);
+      app->item_bytes += bytes;
     }
   json_object_object_add (result, "stored", json_object_new_int64 (app->items->len));
   guest_return_result (invocation, g_steal_pointer (&result), NULL);
@@ -123,21 +133,23 @@ static void
 op_items (GuestApp *app, DhfInvocation *invocation, json_object *params)
 {
   g_autoptr (json_object) result = json_object_new_object ();
+  g_autoptr (GuestResultList) list = guest_result_list_new ();
   g_autoptr (GError) error = NULL;
-  json_object *array;
   guint start, end;
 
   if (!guest_params_get_slice (params, app->items->len, &start, &end, &error))
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
-  array = json_object_new_array_ext ((int) (end - start));
   for (guint i = start; i < end; i++)
-    json_object_array_add (array, json_object_new_string (app->items->pdata[i]));
-  json_object_object_add (result, "items", array);
-  guest_return_result (invocation, g_steal_pointer (&result),
-                       "a slice with \"offset\" and \"limit\"");
+    if (!guest_result_list_add (list, json_object_new_string (app->items->pdata[i])))
+      {
+        guest_return_list_too_long (invocation, list, end - start, PAGE_HINT);
+        return;
+      }
+  json_object_object_add (result, "items", guest_result_list_steal (list));
+  guest_return_result (invocation, g_steal_pointer (&result), PAGE_HINT);
 }
 
 /* ---- subscribe, events ------------------------------------------------------- */
@@ -152,9 +164,21 @@ on_event (DhfClient *client, const gchar *topic, const gchar *source, const gcha
   event->topic = g_strdup (topic);
   event->source = g_strdup (source);
   event->data_json = g_strdup (data_json);
+  event->bytes = strlen (topic) + strlen (source) + (data_json != NULL ? strlen (data_json) : 0)
+                 + EVENT_OVERHEAD;
   g_queue_push_tail (app->events, event);
-  if (g_queue_get_length (app->events) > MAX_EVENTS)
-    guest_event_free (g_queue_pop_head (app->events));
+  app->event_bytes += event->bytes;
+  /* The oldest go first; the newest stays (an event is at most 1 MiB). */
+  while (g_queue_get_length (app->events) > MAX_EVENTS || app->event_bytes > MAX_EVENTS_BYTES)
+    {
+      GuestEvent *oldest = g_queue_pop_head (app->events);
+
+      app->event_bytes -= oldest->bytes;
+      guest_event_free (oldest);
+      if (app->events_dropped++ == 0)
+        guest_log ("events: over %d or %d MiB of them; the oldest are dropped from now on",
+                   MAX_EVENTS, MAX_EVENTS_BYTES / (1024 * 1024));
+    }
   guest_debug ("event %s from %s: %s", topic, source, data_json != NULL ? data_json : "(no data)");
 }
 
@@ -167,7 +191,7 @@ op_subscribe (GuestApp *app, DhfInvocation *invocation, json_object *params)
 
   if (!guest_params_get_topic (params, "topic", TRUE, &topic, &error))
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
   if (g_hash_table_contains (app->subscriptions, topic))
@@ -184,7 +208,7 @@ op_subscribe (GuestApp *app, DhfInvocation *invocation, json_object *params)
   if (id == 0)
     {
       g_prefix_error (&error, "cannot subscribe to %s: ", topic);
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
   g_hash_table_insert (app->subscriptions, g_strdup (topic), GUINT_TO_POINTER (id));
@@ -215,14 +239,14 @@ op_events (GuestApp *app, DhfInvocation *invocation, json_object *params)
 {
   g_autoptr (json_object) result = json_object_new_object ();
   g_autoptr (GPtrArray) matching = g_ptr_array_new ();
+  g_autoptr (GuestResultList) list = guest_result_list_new ();
   g_autoptr (GError) error = NULL;
   const gchar *topic = NULL;
-  json_object *array;
   guint start, end;
 
   if (!guest_params_get_topic (params, "topic", FALSE, &topic, &error))
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
   for (GList *l = app->events->head; l != NULL; l = l->next)
@@ -234,15 +258,33 @@ op_events (GuestApp *app, DhfInvocation *invocation, json_object *params)
     }
   if (!guest_params_get_slice (params, matching->len, &start, &end, &error))
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
-  array = json_object_new_array_ext ((int) (end - start));
   for (guint i = start; i < end; i++)
-    json_object_array_add (array, event_to_json (matching->pdata[i]));
-  json_object_object_add (result, "events", array);
-  guest_return_result (invocation, g_steal_pointer (&result),
-                       "a slice with \"offset\" and \"limit\"");
+    if (!guest_result_list_add (list, event_to_json (matching->pdata[i])))
+      {
+        guest_return_list_too_long (invocation, list, end - start, PAGE_HINT);
+        return;
+      }
+  json_object_object_add (result, "events", guest_result_list_steal (list));
+  if (app->events_dropped > 0)
+    json_object_object_add (result, "dropped", json_object_new_uint64 (app->events_dropped));
+  guest_return_result (invocation, g_steal_pointer (&result), PAGE_HINT);
+}
+
+/* ---- writer ------------------------------------------------------------------ */
+
+static void
+op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
+{
+  guest_writer_op_start (app->writer, invocation, params);
+}
+
+static void
+op_writer_status (GuestApp *app, DhfInvocation *invocation, json_object *params)
+{
+  guest_writer_op_status (app->writer, invocation, params);
 }
 
 /* ---- input ------------------------------------------------------------------- */
@@ -292,8 +334,8 @@ static const struct
   { "items", op_items },
   { "call", guest_op_call },
   { "bench", guest_op_bench },
-  { "writer", guest_op_writer },
-  { "writer-status", guest_op_writer_status },
+  { "writer", op_writer },
+  { "writer-status", op_writer_status },
   { "subscribe", op_subscribe },
   { "events", op_events },
   { "input", op_input },
@@ -322,7 +364,7 @@ guest_service_handle (DhfClient *client, DhfInvocation *invocation, gpointer use
   params = guest_params_parse (dhf_invocation_get_params_json (invocation), &op, &error);
   if (params == NULL)
     {
-      return_gerror (invocation, error);
+      dhf_invocation_return_gerror (invocation, error);
       return;
     }
   guest_debug ("%s from %s", op, dhf_invocation_get_source (invocation));
@@ -365,9 +407,9 @@ guest_app_clear (GuestApp *app)
 {
   g_cancellable_cancel (app->shutdown);
   g_clear_pointer (&app->writer, guest_writer_free);
-  /* A bench's worker thread holds the client until it sees the
-   * cancellation (at its next call) and hands back its result here. */
-  while (app->benches_running > 0)
+  /* A bench's worker thread holds the client until its call in flight
+   * ended with the cancellation and it handed back its result here. */
+  while (app->bench_running)
     g_main_context_iteration (NULL, TRUE);
   /* Events and answers the client queued for this loop before it closed. */
   while (g_main_context_iteration (NULL, FALSE))

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <string.h>
 
+#include "guest-text.h"
 #include "guest-uevent.h"
 
 void
@@ -21,14 +22,16 @@ fail (GError **error, const gchar *what)
   return NULL;
 }
 
-/* Text that goes on to other domains: UTF-8 without control characters. */
+/* The fields that place the event: UTF-8 without control characters, or
+ * the message is not the kernel's. */
 static gboolean
 is_clean_text (const gchar *text)
 {
   if (!g_utf8_validate (text, -1, NULL))
     return FALSE;
-  for (const gchar *p = text; *p != '\0'; p++)
-    if (g_ascii_iscntrl (*p))
+  /* C1 (U+0080..U+009F) as well as C0 and DEL. */
+  for (const gchar *p = text; *p != '\0'; p = g_utf8_next_char (p))
+    if (g_unichar_iscntrl (g_utf8_get_char (p)))
       return FALSE;
   return TRUE;
 }
@@ -124,19 +127,22 @@ guest_uevent_parse (const gchar *buffer, gsize length, GError **error)
     return fail (error, "DEVPATH differs from the header's");
   if (!is_clean_text (event->devpath) || !is_clean_text (event->action)
       || !is_clean_text (event->subsystem)
-      || (event->devname != NULL && !is_clean_text (event->devname))
-      || (name != NULL && !is_clean_text (name)))
+      || (event->devname != NULL && !is_clean_text (event->devname)))
     return fail (error, "text that is not UTF-8 or has control characters");
 
-  /* Input devices say NAME="Power Button", with the quotes. */
+  /* Input devices say NAME="Power Button", with the quotes. The device
+   * chose it: an odd one is made printable, the event still counts. */
   if (name != NULL)
     {
       gsize name_length = strlen (name);
 
       if (name_length >= 2 && name[0] == '"' && name[name_length - 1] == '"')
-        event->name = g_strndup (name + 1, name_length - 2);
+        {
+          name[name_length - 1] = '\0';
+          event->name = guest_text_make_printable (name + 1);
+        }
       else
-        event->name = g_steal_pointer (&name);
+        event->name = guest_text_make_printable (name);
     }
   return g_steal_pointer (&event);
 }

@@ -16,7 +16,7 @@ typedef struct
   gchar *devpath;   /* "/devices/.../input/input5" */
   gchar *subsystem; /* "input" */
   gchar *devname;   /* DEVNAME ("input/event3"), or NULL */
-  gchar *name;      /* NAME without the kernel's quotes, or NULL */
+  gchar *name;      /* NAME without the kernel's quotes, made printable, or NULL */
 } GuestUevent;
 
 void guest_uevent_free (GuestUevent *event);
@@ -25,8 +25,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GuestUevent, guest_uevent_free)
 /* Parses one datagram of length bytes; NULL with G_IO_ERROR_INVALID_DATA
  * when it is not a well-formed uevent: no "ACTION@/DEVPATH" header, a
  * field that is not KEY=VALUE, a repeated or missing ACTION or SUBSYSTEM,
- * fields that disagree with the header, text that is not UTF-8 or a last
- * field without its NUL. */
+ * fields that disagree with the header, an ACTION, DEVPATH, SUBSYSTEM or
+ * DEVNAME that is not UTF-8 or has control characters, or a last field
+ * without its NUL. NAME, which the device chose, is made printable
+ * (guest-text.h) rather than refused. */
 GuestUevent *guest_uevent_parse (const gchar *buffer, gsize length, GError **error);
 
 /* Whether event is about an input device itself ("input" subsystem,

@@ -6,15 +6,13 @@
  * guest keeps a set, so an item whose REPLY was lost and that is put
  * again is not stored twice. Together: after any outage, the items acked
  * are exactly PREFIX-1 .. PREFIX-done, and all are in the other guest. */
-#include "guest-app.h"
 #include "guest-log.h"
 #include "guest-params.h"
+#include "guest-writer.h"
 
-#define MAX_COUNT          100000
 #define MAX_PREFIX_BYTES   200
 #define RETRY_MS           100
 #define DEFAULT_TIMEOUT_MS 10000
-#define MAX_TIMEOUT_MS     600000
 
 struct _GuestWriter
 {
@@ -27,8 +25,10 @@ struct _GuestWriter
   gchar *prefix;
   guint count;
   gint timeout_ms;
-  guint next;        /* the item being written, 1-based */
-  GPtrArray *acked;  /* gchar* */
+  guint next; /* the item being written, 1-based */
+  /* Items acked: always PREFIX-1 .. PREFIX-done, so they are not kept
+   * but named again when asked for. */
+  guint done;
   guint retries;     /* calls that failed and were made again */
   guint failing;     /* failures in a row, for the log */
   gchar *last_error; /* "code: message" */
@@ -41,6 +41,14 @@ static gchar *
 item_name (GuestWriter *self, guint i)
 {
   return g_strdup_printf ("%s-%u", self->prefix, i);
+}
+
+static json_object *
+item_json (GuestWriter *self, guint i)
+{
+  g_autofree gchar *name = item_name (self, i);
+
+  return json_object_new_string (name);
 }
 
 static void
@@ -77,7 +85,7 @@ put_done (GObject *source, GAsyncResult *res, gpointer user_data)
     guest_log ("writer: %s-%u went through after %u failures", self->prefix, self->next,
                self->failing);
   self->failing = 0;
-  g_ptr_array_add (self->acked, item_name (self, self->next));
+  self->done = self->next;
   if (self->next == self->count)
     {
       self->running = FALSE;
@@ -111,7 +119,6 @@ guest_writer_new (DhfClient *client)
   GuestWriter *self = g_new0 (GuestWriter, 1);
 
   self->client = g_object_ref (client);
-  self->acked = g_ptr_array_new_with_free_func (g_free);
   return self;
 }
 
@@ -134,7 +141,6 @@ guest_writer_free (GuestWriter *self)
 {
   stop (self);
   g_object_unref (self->client);
-  g_ptr_array_unref (self->acked);
   g_free (self->service);
   g_free (self->target);
   g_free (self->prefix);
@@ -143,9 +149,8 @@ guest_writer_free (GuestWriter *self)
 }
 
 void
-guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
+guest_writer_op_start (GuestWriter *self, DhfInvocation *invocation, json_object *params)
 {
-  GuestWriter *self = app->writer;
   g_autoptr (GError) error = NULL;
   const gchar *service = NULL;
   const gchar *target = NULL;
@@ -155,9 +160,9 @@ guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
 
   if (!guest_params_get_service (params, "service", TRUE, &service, &error)
       || !guest_params_get_domain (params, "target", TRUE, &target, &error)
-      || !guest_params_get_int (params, "count", TRUE, 1, MAX_COUNT, &count, &error)
+      || !guest_params_get_int (params, "count", TRUE, 1, GUEST_MAX_COUNT, &count, &error)
       || !guest_params_get_string (params, "prefix", TRUE, MAX_PREFIX_BYTES, &prefix, &error)
-      || !guest_params_get_int (params, "timeout_ms", FALSE, 1, MAX_TIMEOUT_MS, &timeout_ms,
+      || !guest_params_get_int (params, "timeout_ms", FALSE, 1, GUEST_MAX_TIMEOUT_MS, &timeout_ms,
                                 &error))
     {
       dhf_invocation_return_gerror (invocation, error);
@@ -166,7 +171,7 @@ guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
   if (self->running)
     {
       g_autofree gchar *message = g_strdup_printf ("a writer is running (%u of %u items to %s)",
-                                                   self->acked->len, self->count, self->target);
+                                                   self->done, self->count, self->target);
 
       dhf_invocation_return_error (invocation, DHF_ERROR_EXISTS, message);
       return;
@@ -174,7 +179,7 @@ guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
 
   /* A new run replaces what the last one left. */
   stop (self);
-  g_ptr_array_set_size (self->acked, 0);
+  self->done = 0;
   g_free (self->service);
   self->service = g_strdup (service);
   g_free (self->target);
@@ -196,29 +201,31 @@ guest_op_writer (GuestApp *app, DhfInvocation *invocation, json_object *params)
 }
 
 void
-guest_op_writer_status (GuestApp *app, DhfInvocation *invocation, json_object *params)
+guest_writer_op_status (GuestWriter *self, DhfInvocation *invocation, json_object *params)
 {
-  GuestWriter *self = app->writer;
+  static const gchar page[] = "a slice of \"acked\" with \"offset\" and \"limit\"";
   g_autoptr (json_object) result = json_object_new_object ();
+  g_autoptr (GuestResultList) acked = guest_result_list_new ();
   g_autoptr (GError) error = NULL;
-  json_object *acked;
   guint start, end;
 
-  if (!guest_params_get_slice (params, self->acked->len, &start, &end, &error))
+  if (!guest_params_get_slice (params, self->done, &start, &end, &error))
     {
       dhf_invocation_return_gerror (invocation, error);
       return;
     }
-  acked = json_object_new_array_ext ((int) (end - start));
   for (guint i = start; i < end; i++)
-    json_object_array_add (acked, json_object_new_string (self->acked->pdata[i]));
+    if (!guest_result_list_add (acked, item_json (self, i + 1)))
+      {
+        guest_return_list_too_long (invocation, acked, end - start, page);
+        return;
+      }
   json_object_object_add (result, "running", json_object_new_boolean (self->running));
-  json_object_object_add (result, "done", json_object_new_int64 (self->acked->len));
+  json_object_object_add (result, "done", json_object_new_int64 (self->done));
   json_object_object_add (result, "count", json_object_new_int64 (self->count));
-  json_object_object_add (result, "acked", acked);
+  json_object_object_add (result, "acked", guest_result_list_steal (acked));
   json_object_object_add (result, "retries", json_object_new_int64 (self->retries));
   if (self->last_error != NULL)
     json_object_object_add (result, "last_error", json_object_new_string (self->last_error));
-  guest_return_result (invocation, g_steal_pointer (&result),
-                       "a slice of \"acked\" with \"offset\" and \"limit\"");
+  guest_return_result (invocation, g_steal_pointer (&result), page);
 }

@@ -26,7 +26,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export G_SLICE=always-malloc G_DEBUG=gc-friendly
 
 status=0
-for name in manifest metadata policy xdm uevent hotkey; do
+for name in manifest metadata policy xdm uevent hotkey guest-uevent guest-procfs; do
   fuzzer="$builddir/tests/fuzz/fuzz-$name"
   if [ ! -x "$fuzzer" ]; then
     echo "run-fuzzers: $fuzzer is missing (CC=clang meson setup BUILDDIR -Dfuzzing=true)" >&2
