@@ -28,6 +28,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include "dhf-bench-runner.h"
 #include "dhf-bench-util.h"
 
 #define PROGRAM         "dhf-bench-guests"
@@ -79,7 +80,7 @@ static const gchar *const flavours[] = { "cloud", "generic" };
 /* The simulated pair: provider, caller. */
 static const gchar *const sim_names[2] = { "sim-a", "sim-b" };
 
-/* What there is to clean up, for die() and the signal handler. */
+/* What there is to clean up, for cleanup() (dhf-bench-runner.h). */
 typedef struct
 {
   GMutex lock;
@@ -93,7 +94,6 @@ typedef struct
   gboolean real_channels; /* our dhfd drives real guests now */
   gchar *own_dhfd_pid;    /* its pid; the bench thread's only */
   gboolean keep;
-  gint interrupted; /* atomic: a signal's cleanup runs or ran */
 } Bench;
 
 static Bench bench;
@@ -106,37 +106,6 @@ typedef struct
 } CallFigures;
 
 /* --- cleanup and failure ---------------------------------------------- */
-
-static void
-remove_domains (void)
-{
-  virConnectPtr conn = NULL;
-
-  for (guint i = 0; i < N_GUESTS; i++)
-    {
-      virDomainPtr dom;
-
-      if (bench.names[i] == NULL)
-        continue;
-      if (conn == NULL && (conn = virConnectOpen (URI)) == NULL)
-        {
-          fprintf (stderr, PROGRAM ": cannot reach %s to remove %s: %s\n", URI, bench.names[i],
-                   virGetLastErrorMessage ());
-          return;
-        }
-      dom = virDomainLookupByName (conn, bench.names[i]);
-      if (dom == NULL)
-        continue;
-      if (virDomainIsActive (dom) == 1)
-        virDomainDestroy (dom);
-      if (virDomainUndefine (dom) != 0)
-        fprintf (stderr, PROGRAM ": undefining %s: %s\n", bench.names[i],
-                 virGetLastErrorMessage ());
-      virDomainFree (dom);
-    }
-  if (conn != NULL)
-    virConnectClose (conn);
-}
 
 /* Called with bench.lock held. */
 static void
@@ -157,7 +126,7 @@ stop_sim_guests_locked (void)
 /* Idempotent, and safe from any thread: the first caller cleans up, a
  * second waits until that is done. */
 static void
-cleanup (void)
+cleanup (gboolean failed)
 {
   g_mutex_lock (&bench.lock);
   if (!bench.cleaned)
@@ -171,11 +140,11 @@ cleanup (void)
           g_object_unref (dhfd);
         }
       stop_sim_guests_locked ();
-      remove_domains ();
+      dhf_bench_remove_domains (URI, (const gchar *const *) bench.names, N_GUESTS);
       if (bench.bus != NULL)
         g_test_dbus_down (bench.bus);
       g_clear_object (&bench.bus);
-      if (bench.tmpdir != NULL && !bench.keep)
+      if (bench.tmpdir != NULL && !bench.keep && !failed)
         dhf_bench_remove_tree (bench.tmpdir);
       else if (bench.tmpdir != NULL)
         fprintf (stderr, PROGRAM ": kept %s (dhfd.log, console/ with the guests' consoles, sim/)\n",
@@ -184,32 +153,10 @@ cleanup (void)
   g_mutex_unlock (&bench.lock);
 }
 
-static void G_GNUC_NORETURN G_GNUC_PRINTF (1, 2) die (const gchar *format, ...)
-{
-  va_list args;
-
-  /* A call that failed because the signal handler is tearing everything
-   * down is no news: let the handler finish and exit. */
-  if (g_atomic_int_get (&bench.interrupted))
-    {
-      cleanup ();
-      for (;;)
-        pause ();
-    }
-  va_start (args, format);
-  fputs (PROGRAM ": ", stderr);
-  vfprintf (stderr, format, args);
-  fputc ('\n', stderr);
-  va_end (args);
-  bench.keep = bench.tmpdir != NULL;
-  cleanup ();
-  exit (1);
-}
-
 static void G_GNUC_NORETURN
 die_virt (const gchar *what, const gchar *name)
 {
-  die ("%s %s: %s", what, name, virGetLastErrorMessage ());
+  dhf_bench_fail ("%s %s: %s", what, name, virGetLastErrorMessage ());
 }
 
 /* Hands a process the bench thread started to cleanup(), which stops it if
@@ -228,7 +175,7 @@ adopt (GSubprocess **slot, GSubprocess *process)
   if (late)
     {
       g_subprocess_force_exit (process);
-      die ("interrupted");
+      dhf_bench_fail ("interrupted");
     }
 }
 
@@ -249,25 +196,9 @@ stop_dhfd (const gchar *what, const gchar *log_path)
     }
   g_mutex_unlock (&bench.lock);
   if (dhfd == NULL)
-    die ("interrupted");
+    dhf_bench_fail ("interrupted");
   if (!clean)
-    die ("%s did not exit cleanly on SIGTERM (its log: %s)", what, log_path);
-}
-
-static gboolean
-on_signal (gpointer data)
-{
-  g_atomic_int_set (&bench.interrupted, 1);
-  fprintf (stderr, PROGRAM ": interrupted (signal %d), cleaning up\n", GPOINTER_TO_INT (data));
-  cleanup ();
-  _exit (128 + GPOINTER_TO_INT (data));
-}
-
-/* libvirt prints every error on stderr by default; they are reported here
- * with their context instead. */
-static void
-silence_libvirt (void *data, virErrorPtr error)
-{
+    dhf_bench_fail ("%s did not exit cleanly on SIGTERM (its log: %s)", what, log_path);
 }
 
 /* --- files ------------------------------------------------------------ */
@@ -278,7 +209,7 @@ write_file (const gchar *path, const gchar *contents)
   g_autoptr (GError) error = NULL;
 
   if (!g_file_set_contents (path, contents, -1, &error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 }
 
 static gchar *
@@ -287,7 +218,7 @@ make_dir (const gchar *parent, const gchar *name)
   gchar *path = g_build_filename (parent, name, NULL);
 
   if (g_mkdir (path, 0755) != 0)
-    die ("creating %s: %s", path, g_strerror (errno));
+    dhf_bench_fail ("creating %s: %s", path, g_strerror (errno));
   return path;
 }
 
@@ -383,9 +314,9 @@ refuse_other_dhfds (void)
   g_autofree gchar *pids = other_dhfds ();
 
   if (pids != NULL)
-    die ("another dhfd (pid %s) drives a real hypervisor: it would take the guests' XDM "
-         "channels; stop it first",
-         pids);
+    dhf_bench_fail ("another dhfd (pid %s) drives a real hypervisor: it would take the guests' XDM "
+                    "channels; stop it first",
+                    pids);
 }
 
 /* While our dhfd drives the real guests, fails when another dhfd started
@@ -396,9 +327,10 @@ check_no_other_dhfd (void)
   g_autofree gchar *pids = bench.real_channels ? other_dhfds () : NULL;
 
   if (pids != NULL)
-    die ("another dhfd (pid %s) started during the run: it takes the guests' XDM channels; run "
-         "again when it is gone",
-         pids);
+    dhf_bench_fail (
+        "another dhfd (pid %s) started during the run: it takes the guests' XDM channels; run "
+        "again when it is gone",
+        pids);
 }
 
 /* --- the guest images and their manifests ----------------------------- */
@@ -424,7 +356,8 @@ build_guest (const gchar *flavour)
   if (!g_spawn_sync (NULL, (gchar **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &output, &errors,
                      &status, &error)
       || !g_spawn_check_wait_status (status, &error))
-    die ("%s --flavour %s: %s\n%s", script, flavour, error->message, errors ? errors : "");
+    dhf_bench_fail ("%s --flavour %s: %s\n%s", script, flavour, error->message,
+                    errors ? errors : "");
   lines = g_strsplit (output, "\n", -1);
   for (guint i = 0; lines[i] != NULL; i++)
     {
@@ -456,16 +389,16 @@ guest_manifest (const GuestSpec *spec, const gchar *name)
   gchar *json;
 
   if (!g_file_get_contents (source, &text, NULL, &error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
   root = json_tokener_parse (text);
   if (root == NULL || !json_object_is_type (root, json_type_object))
-    die ("%s: not a JSON object", source);
+    dhf_bench_fail ("%s: not a JSON object", source);
   /* The image this program built for it must be the one it boots. */
   if (!json_object_object_get_ex (root, "boot", &boot)
       || !json_object_object_get_ex (boot, "kernel", &value)
       || !json_object_is_type (value, json_type_string)
       || !g_str_equal (json_object_get_string (value), kernel))
-    die ("%s: expected \"boot\": {\"kernel\": \"%s\", ...}", source, kernel);
+    dhf_bench_fail ("%s: expected \"boot\": {\"kernel\": \"%s\", ...}", source, kernel);
   json_object_object_add (root, "name", json_object_new_string (name));
   json = g_strdup (json_object_to_json_string_ext (root, JSON_C_TO_STRING_PRETTY
                                                              | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -502,7 +435,7 @@ install (GDBusConnection *bus, const gchar *name, const gchar *manifest)
   reply = call_dhfd (bus, DHF_OBJECT_PATH, MANAGER_IFACE, "Install",
                      g_variant_new ("(sa{sv})", manifest, options), "(ob)", START_CALL_MS, &error);
   if (reply == NULL)
-    die ("installing %s: %s", name, error->message);
+    dhf_bench_fail ("installing %s: %s", name, error->message);
   g_variant_get (reply, "(ob)", &path, NULL);
   return path;
 }
@@ -517,10 +450,10 @@ appliance_state (GDBusConnection *bus, const gchar *path)
   g_autoptr (GVariant) value = NULL;
 
   if (reply == NULL)
-    die ("reading the State of %s: %s", path, error->message);
+    dhf_bench_fail ("reading the State of %s: %s", path, error->message);
   g_variant_get (reply, "(v)", &value);
   if (!g_variant_is_of_type (value, G_VARIANT_TYPE_STRING))
-    die ("the State of %s is not a string", path);
+    dhf_bench_fail ("the State of %s is not a string", path);
   return g_variant_dup_string (value, NULL);
 }
 
@@ -532,7 +465,7 @@ start_appliance (GDBusConnection *bus, const gchar *path, const gchar *name)
       = call_dhfd (bus, path, APPLIANCE_IFACE, "Start", NULL, NULL, START_CALL_MS, &error);
 
   if (reply == NULL)
-    die ("Appliance.Start of %s: %s", name, error->message);
+    dhf_bench_fail ("Appliance.Start of %s: %s", name, error->message);
 }
 
 /* Destroys the domain with a libvirt call of our own (dhfd's Shutdown
@@ -556,7 +489,8 @@ destroy_guest (virConnectPtr conn, GDBusConnection *bus, const gchar *path, cons
       if (g_str_equal (state, "shutoff"))
         return;
       if (g_get_monotonic_time () > deadline)
-        die ("dhfd still reports %s %s %d s after it was destroyed", name, state, READY_TIMEOUT_S);
+        dhf_bench_fail ("dhfd still reports %s %s %d s after it was destroyed", name, state,
+                        READY_TIMEOUT_S);
       g_usleep (POLL_US);
     }
 }
@@ -575,7 +509,7 @@ session_started_at (GDBusConnection *bus, const gchar *name, GString *seen)
   gint64 latest = -1;
 
   if (reply == NULL)
-    die ("Xdm.ListConnections: %s", error->message);
+    dhf_bench_fail ("Xdm.ListConnections: %s", error->message);
   g_variant_get (reply, "(aa{sv})", &iter);
   /* g_variant_iter_loop() frees each entry in turn. */
   while (g_variant_iter_loop (iter, "@a{sv}", &entry))
@@ -610,7 +544,7 @@ provides (GDBusConnection *bus, const gchar *service, const gchar *name)
   gboolean found = FALSE;
 
   if (reply == NULL)
-    die ("Xdm.ListServices: %s", error->message);
+    dhf_bench_fail ("Xdm.ListServices: %s", error->message);
   g_variant_get (reply, "(aa{sv})", &iter);
   while (g_variant_iter_loop (iter, "@a{sv}", &entry))
     {
@@ -633,7 +567,7 @@ wait_for_service (GDBusConnection *bus, const gchar *name)
     {
       check_no_other_dhfd ();
       if (g_get_monotonic_time () > deadline)
-        die ("%s did not register %s within %d s", name, GUEST_SERVICE, READY_TIMEOUT_S);
+        dhf_bench_fail ("%s did not register %s within %d s", name, GUEST_SERVICE, READY_TIMEOUT_S);
       g_usleep (POLL_US);
     }
 }
@@ -649,7 +583,7 @@ dom0_client (const gchar *socket_path)
   DhfClient *client = dhf_client_new (address);
 
   if (!dhf_client_connect_sync (client, NULL, &error))
-    die ("connecting to dhfd's XDM socket %s: %s", socket_path, error->message);
+    dhf_bench_fail ("connecting to dhfd's XDM socket %s: %s", socket_path, error->message);
   return client;
 }
 
@@ -671,11 +605,11 @@ guest_call (DhfClient *client, const gchar *target, json_object *params, gint ti
   json_object *root;
 
   if (result == NULL)
-    die ("%s on %s with %s: %s", GUEST_SERVICE, target, text, error->message);
+    dhf_bench_fail ("%s on %s with %s: %s", GUEST_SERVICE, target, text, error->message);
   root = json_tokener_parse (result);
   if (root == NULL || !json_object_is_type (root, json_type_object))
-    die ("%s on %s with %s: the result is not a JSON object: %s", GUEST_SERVICE, target, text,
-         result);
+    dhf_bench_fail ("%s on %s with %s: the result is not a JSON object: %s", GUEST_SERVICE, target,
+                    text, result);
   return root;
 }
 
@@ -687,7 +621,7 @@ number_field (json_object *root, const gchar *key, const gchar *what)
   if (!json_object_object_get_ex (root, key, &value)
       || (!json_object_is_type (value, json_type_int)
           && !json_object_is_type (value, json_type_double)))
-    die ("%s: no number \"%s\" in %s", what, key, json_object_to_json_string (root));
+    dhf_bench_fail ("%s: no number \"%s\" in %s", what, key, json_object_to_json_string (root));
   return json_object_get_double (value);
 }
 
@@ -716,8 +650,9 @@ bench_call (DhfClient *client, const gchar *caller, const gchar *provider)
   f.count = (gint64) number_field (result, "count", what);
   f.errors = (gint64) number_field (result, "errors", what);
   if (f.count != CALL_COUNT || f.errors != 0)
-    die ("%s: %" G_GINT64_FORMAT " calls, %" G_GINT64_FORMAT " failed (asked for %d): %s", what,
-         f.count, f.errors, CALL_COUNT, json_object_to_json_string (result));
+    dhf_bench_fail ("%s: %" G_GINT64_FORMAT " calls, %" G_GINT64_FORMAT
+                    " failed (asked for %d): %s",
+                    what, f.count, f.errors, CALL_COUNT, json_object_to_json_string (result));
   f.min_us = number_field (result, "min_us", what);
   f.p50_us = number_field (result, "p50_us", what);
   f.p99_us = number_field (result, "p99_us", what);
@@ -762,9 +697,10 @@ boot_once (virConnectPtr conn, GDBusConnection *bus, DhfClient *client, const gc
           g_autofree gchar *tail = console_tail (name);
 
           session_started_at (bus, name, seen);
-          die ("%s: no XDM session on its channel %d s after Appliance.Start at %" G_GINT64_FORMAT
-               " us; its connections in Xdm.ListConnections:%s\n%s",
-               name, BOOT_TIMEOUT_S, t0, seen->len > 0 ? seen->str : " none", tail);
+          dhf_bench_fail (
+              "%s: no XDM session on its channel %d s after Appliance.Start at %" G_GINT64_FORMAT
+              " us; its connections in Xdm.ListConnections:%s\n%s",
+              name, BOOT_TIMEOUT_S, t0, seen->len > 0 ? seen->str : " none", tail);
         }
       g_usleep (POLL_US);
     }
@@ -830,7 +766,7 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
   if (!g_spawn_sync (NULL, (gchar **) testnode->pdata, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
                      NULL, &errors, &status, &error)
       || !g_spawn_check_wait_status (status, &error))
-    die ("%s: %s\n%s", DHF_BENCH_TESTNODE, error->message, errors ? errors : "");
+    dhf_bench_fail ("%s: %s\n%s", DHF_BENCH_TESTNODE, error->message, errors ? errors : "");
 
   /* The agents listen first, as booted guests' channels would. */
   for (guint i = 0; i < G_N_ELEMENTS (sim_names); i++)
@@ -850,15 +786,16 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
       agent
           = g_subprocess_launcher_spawn (launcher, &error, bench.agent, "--address", address, NULL);
       if (agent == NULL)
-        die ("spawning %s: %s", bench.agent, error->message);
+        dhf_bench_fail ("spawning %s: %s", bench.agent, error->message);
       adopt (&bench.sim_guests[i], agent);
       while (!g_file_test (socket_path, G_FILE_TEST_EXISTS))
         {
           if (g_subprocess_get_identifier (agent) == NULL)
-            die ("%s exited before listening on %s (its log: %s)", bench.agent, socket_path,
-                 agent_log);
+            dhf_bench_fail ("%s exited before listening on %s (its log: %s)", bench.agent,
+                            socket_path, agent_log);
           if (g_get_monotonic_time () > deadline)
-            die ("%s did not listen on %s within %d s", bench.agent, socket_path, READY_TIMEOUT_S);
+            dhf_bench_fail ("%s did not listen on %s within %d s", bench.agent, socket_path,
+                            READY_TIMEOUT_S);
           g_usleep (POLL_US);
         }
     }
@@ -873,10 +810,10 @@ simulated_call (GDBusConnection *bus, const gchar *dhfd_path, const gchar *polic
   dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), uri,
                                       config_path, log_path, extra, &error);
   if (dhfd == NULL)
-    die ("spawning %s: %s", dhfd_path, error->message);
+    dhf_bench_fail ("spawning %s: %s", dhfd_path, error->message);
   adopt (&bench.dhfd, dhfd);
   if (!dhf_bench_wait_for_dhfd (bus, dhfd, DHFD_READY_S, &error))
-    die ("the simulated domains' dhfd: %s (its log: %s)", error->message, log_path);
+    dhf_bench_fail ("the simulated domains' dhfd: %s (its log: %s)", error->message, log_path);
   for (guint i = 0; i < G_N_ELEMENTS (sim_names); i++)
     wait_for_service (bus, sim_names[i]);
 
@@ -897,7 +834,7 @@ static void
 check_executable (const gchar *path, const gchar *what)
 {
   if (!g_file_test (path, G_FILE_TEST_IS_EXECUTABLE))
-    die ("no %s at %s (build it first)", what, path);
+    dhf_bench_fail ("no %s at %s (build it first)", what, path);
 }
 
 static gdouble
@@ -954,10 +891,10 @@ run (void)
   /* A debugging run keeps its directory to read afterwards. */
   bench.keep = g_getenv ("G_MESSAGES_DEBUG") != NULL;
   if (geteuid () != 0)
-    die ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
+    dhf_bench_fail ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
   dhfd_path = dhf_bench_dhfd_path (&error);
   if (dhfd_path == NULL)
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
   check_executable (DHF_BENCH_TESTNODE, "dhf-testnode");
   bench.agent = g_getenv ("DHF_EXAMPLE_GUEST");
   if (bench.agent == NULL)
@@ -965,21 +902,21 @@ run (void)
   check_executable (bench.agent, "dhf-example-guest");
 
   if (!dhf_bench_lock_hypervisor (&error) || !dhf_bench_libvirtd_up (&error))
-    die ("%s", error->message);
-  virSetErrorFunc (NULL, silence_libvirt);
+    dhf_bench_fail ("%s", error->message);
+  virSetErrorFunc (NULL, dhf_bench_silence_libvirt);
   conn = virConnectOpen (URI);
   if (conn == NULL)
-    die ("connecting to %s: %s", URI, virGetLastErrorMessage ());
+    dhf_bench_fail ("connecting to %s: %s", URI, virGetLastErrorMessage ());
   if (!dhf_bench_reclaim_stale_domains (conn, &error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 
   /* The temporary directory first: die() cleans up what it lists. QEMU
    * runs as its own user and reads the guests' kernels in it. */
   bench.tmpdir = g_dir_make_tmp (PROGRAM "-XXXXXX", &error);
   if (bench.tmpdir == NULL)
-    die ("temporary directory: %s", error->message);
+    dhf_bench_fail ("temporary directory: %s", error->message);
   if (g_chmod (bench.tmpdir, 0755) != 0)
-    die ("chmod %s: %s", bench.tmpdir, g_strerror (errno));
+    dhf_bench_fail ("chmod %s: %s", bench.tmpdir, g_strerror (errno));
 
   printf (PROGRAM ": %d boots per flavour to the first XDM HELLO; %d guest-to-guest echo calls "
                   "(%d bytes) after %d warm-up, real and simulated; %u CPUs online, load %s\n",
@@ -1027,14 +964,14 @@ run (void)
   dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
                                       config_path, log_path, extra, &error);
   if (dhfd == NULL)
-    die ("spawning %s: %s", dhfd_path, error->message);
+    dhf_bench_fail ("spawning %s: %s", dhfd_path, error->message);
   adopt (&bench.dhfd, dhfd);
   bench.own_dhfd_pid = g_strdup (g_subprocess_get_identifier (dhfd));
   bus = dhf_bench_bus_connect (g_test_dbus_get_bus_address (bench.bus), &error);
   if (bus == NULL)
-    die ("connecting to the private bus: %s", error->message);
+    dhf_bench_fail ("connecting to the private bus: %s", error->message);
   if (!dhf_bench_wait_for_dhfd (bus, dhfd, DHFD_READY_S, &error))
-    die ("%s (its log: %s)", error->message, log_path);
+    dhf_bench_fail ("%s (its log: %s)", error->message, log_path);
   for (guint i = 0; i < N_GUESTS; i++)
     {
       g_autofree gchar *manifest = guest_manifest (&guest_specs[i], bench.names[i]);
@@ -1089,36 +1026,10 @@ run (void)
   virConnectClose (conn);
 }
 
-static gpointer
-bench_thread (gpointer data)
-{
-  run ();
-  cleanup ();
-  exit (0);
-}
-
 int
 main (int argc, char **argv)
 {
-  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
-  static const gint signals[] = { SIGINT, SIGTERM, SIGHUP };
+  static const DhfBenchRunner runner = { PROGRAM, run, cleanup };
 
-  if (argc > 1)
-    {
-      g_printerr ("usage: " PROGRAM " (no arguments; run as root)\n");
-      return 2;
-    }
-  /* Registers org.dhf.Framework1.Error.* with GDBus. */
-  (void) dhf_error_quark ();
-  /* Before any thread exists: GTestDBus sets environment variables. */
-  bench.bus = g_test_dbus_new (G_TEST_DBUS_NONE);
-  g_test_dbus_up (bench.bus);
-  /* The main thread only waits for signals, so that an interrupted run
-   * still removes its domains and stops its processes; the bench runs in
-   * a thread of its own and exits the process when done. */
-  for (guint i = 0; i < G_N_ELEMENTS (signals); i++)
-    g_unix_signal_add (signals[i], on_signal, GINT_TO_POINTER (signals[i]));
-  g_thread_unref (g_thread_new ("bench", bench_thread, NULL));
-  g_main_loop_run (loop);
-  return 1;
+  return dhf_bench_runner_main (&runner, argc, &bench.bus);
 }

@@ -25,6 +25,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include "dhf-bench-runner.h"
 #include "dhf-bench-util.h"
 #include "dhf-device-inventory.h"
 #include "dhf-device.h"
@@ -48,7 +49,7 @@ G_STATIC_ASSERT ((PER_BLOCK * N_BLOCKS) == N_SWITCHES && (PER_BLOCK % 2) == 0
 /* dhfd's flags for a running domain (dhf-hypervisor-devices.h). */
 #define HOTPLUG_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
 
-/* What there is to clean up, for die() and the signal handler. */
+/* What there is to clean up, for cleanup() (dhf-bench-runner.h). */
 typedef struct
 {
   GMutex lock;
@@ -59,7 +60,6 @@ typedef struct
   GSubprocess *dhfd;
   GTestDBus *bus;
   gboolean keep_log;
-  gint interrupted; /* atomic: a signal's cleanup runs or ran */
 } Bench;
 
 static Bench bench;
@@ -100,44 +100,23 @@ stop_dhfd (void)
 /* Idempotent, and safe from any thread: the first caller cleans up, a
  * second waits until that is done. */
 static void
-cleanup (void)
+cleanup (gboolean failed)
 {
   g_mutex_lock (&bench.lock);
   if (!bench.cleaned)
     {
-      virConnectPtr conn = NULL;
+      /* Only the domains we defined: one that was there before is not ours. */
+      const gchar *ours[G_N_ELEMENTS (bench.names)] = { NULL };
 
       bench.cleaned = TRUE;
       stop_dhfd ();
       for (guint i = 0; i < G_N_ELEMENTS (bench.names); i++)
-        {
-          virDomainPtr dom;
-
-          if (!bench.defined[i])
-            continue;
-          if (conn == NULL && (conn = virConnectOpen (URI)) == NULL)
-            {
-              fprintf (stderr, PROGRAM ": cannot reach %s to remove %s: %s\n", URI, bench.names[i],
-                       virGetLastErrorMessage ());
-              continue;
-            }
-          dom = virDomainLookupByName (conn, bench.names[i]);
-          if (dom == NULL)
-            continue;
-          if (virDomainIsActive (dom) == 1)
-            virDomainDestroy (dom);
-          if (virDomainUndefine (dom) != 0)
-            fprintf (stderr, PROGRAM ": undefining %s: %s\n", bench.names[i],
-                     virGetLastErrorMessage ());
-          virDomainFree (dom);
-          bench.defined[i] = FALSE;
-        }
-      if (conn != NULL)
-        virConnectClose (conn);
+        ours[i] = bench.defined[i] ? bench.names[i] : NULL;
+      dhf_bench_remove_domains (URI, ours, G_N_ELEMENTS (ours));
       if (bench.bus != NULL)
         g_test_dbus_down (bench.bus);
       g_clear_object (&bench.bus);
-      if (bench.tmpdir != NULL && !bench.keep_log)
+      if (bench.tmpdir != NULL && !bench.keep_log && !failed)
         dhf_bench_remove_tree (bench.tmpdir);
       else if (bench.tmpdir != NULL)
         fprintf (stderr, PROGRAM ": dhfd's log is kept in %s/dhfd.log\n", bench.tmpdir);
@@ -145,48 +124,10 @@ cleanup (void)
   g_mutex_unlock (&bench.lock);
 }
 
-static void G_GNUC_NORETURN G_GNUC_PRINTF (1, 2) die (const gchar *format, ...)
-{
-  va_list args;
-
-  /* A call that failed because the signal handler is tearing everything
-   * down is no news: let the handler finish and exit. */
-  if (g_atomic_int_get (&bench.interrupted))
-    {
-      cleanup ();
-      for (;;)
-        pause ();
-    }
-  va_start (args, format);
-  fputs (PROGRAM ": ", stderr);
-  vfprintf (stderr, format, args);
-  fputc ('\n', stderr);
-  va_end (args);
-  bench.keep_log = bench.tmpdir != NULL;
-  cleanup ();
-  exit (1);
-}
-
 static void G_GNUC_NORETURN
 die_virt (const gchar *what)
 {
-  die ("%s: %s", what, virGetLastErrorMessage ());
-}
-
-static gboolean
-on_signal (gpointer data)
-{
-  g_atomic_int_set (&bench.interrupted, 1);
-  fprintf (stderr, PROGRAM ": interrupted (signal %d), cleaning up\n", GPOINTER_TO_INT (data));
-  cleanup ();
-  _exit (128 + GPOINTER_TO_INT (data));
-}
-
-/* libvirt prints every error on stderr by default; they are reported here
- * with their context instead. */
-static void
-silence_libvirt (void *data, virErrorPtr error)
-{
+  dhf_bench_fail ("%s: %s", what, virGetLastErrorMessage ());
 }
 
 typedef struct
@@ -229,7 +170,7 @@ start_libvirtd (void)
   g_autoptr (GError) error = NULL;
 
   if (!dhf_bench_lock_hypervisor (&error) || !dhf_bench_libvirtd_up (&error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 }
 
 static gchar *
@@ -244,10 +185,10 @@ domain_xml (const gchar *name)
   gchar *xml = dhf_bench_domain_xml (json, "qemu", &error);
 
   if (xml == NULL)
-    die ("the bench's manifest for %s: %s", name, error->message);
+    dhf_bench_fail ("the bench's manifest for %s: %s", name, error->message);
   /* The hot-plugged inputs need a USB bus. */
   if (strstr (xml, "model='qemu-xhci'") == NULL)
-    die ("dhf's domain XML for %s has no qemu-xhci controller", name);
+    dhf_bench_fail ("dhf's domain XML for %s has no qemu-xhci controller", name);
   return xml;
 }
 
@@ -260,7 +201,7 @@ define_and_start (virConnectPtr conn, guint index)
   if (dom != NULL)
     {
       virDomainFree (dom);
-      die ("libvirt already has a domain named %s", bench.names[index]);
+      dhf_bench_fail ("libvirt already has a domain named %s", bench.names[index]);
     }
   dom = virDomainDefineXML (conn, xml);
   if (dom == NULL)
@@ -277,7 +218,7 @@ write_file (const gchar *path, const gchar *contents)
   g_autoptr (GError) error = NULL;
 
   if (!g_file_set_contents (path, contents, -1, &error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 }
 
 static void
@@ -292,13 +233,13 @@ spawn_dhfd (const gchar *dhfd_path, const gchar *config_path)
   gint log_fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
   if (log_fd < 0)
-    die ("opening %s: %s", log_path, g_strerror (errno));
+    dhf_bench_fail ("opening %s: %s", log_path, g_strerror (errno));
   g_subprocess_launcher_take_stdout_fd (launcher, log_fd);
   bench.dhfd
       = dhf_bench_spawn_dhfd (launcher, dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
                               config_path, g_getenv ("G_MESSAGES_DEBUG") ? verbose : NULL, &error);
   if (bench.dhfd == NULL)
-    die ("spawning %s: %s", dhfd_path, error->message);
+    dhf_bench_fail ("spawning %s: %s", dhfd_path, error->message);
 }
 
 /* Waits until dhfd serves and is connected to libvirtd. */
@@ -323,9 +264,9 @@ wait_for_dhfd (GDBusConnection *bus)
             return;
         }
       if (g_subprocess_get_identifier (bench.dhfd) == NULL)
-        die ("dhfd exited at startup (its log: %s/dhfd.log)", bench.tmpdir);
+        dhf_bench_fail ("dhfd exited at startup (its log: %s/dhfd.log)", bench.tmpdir);
       if (now_ms () > deadline)
-        die ("dhfd did not serve and connect to %s within %d s", URI, DHFD_READY_S);
+        dhf_bench_fail ("dhfd did not serve and connect to %s within %d s", URI, DHFD_READY_S);
       g_usleep (50000);
     }
 }
@@ -371,10 +312,10 @@ first_switch (GDBusConnection *bus, const gchar *target)
       if (!g_error_matches (error, DHF_ERROR, DHF_ERROR_NOT_FOUND)
           && !g_error_matches (error, DHF_ERROR, DHF_ERROR_INVALID_STATE)
           && !g_error_matches (error, DHF_ERROR, DHF_ERROR_HYPERVISOR_UNAVAILABLE))
-        die ("the first Switch to %s: %s", target, error->message);
+        dhf_bench_fail ("the first Switch to %s: %s", target, error->message);
       if (now_ms () > deadline)
-        die ("the first Switch to %s still fails after %d s: %s", target, DHFD_READY_S,
-             error->message);
+        dhf_bench_fail ("the first Switch to %s still fails after %d s: %s", target, DHFD_READY_S,
+                        error->message);
       g_usleep (100000);
     }
 }
@@ -411,8 +352,9 @@ check_placement (virDomainPtr *doms, guint holder, const gchar *const *aliases, 
       guint config = count_aliases (doms[i], VIR_DOMAIN_XML_INACTIVE, aliases);
 
       if (live != want || config != want)
-        die ("%s: %s has %u of the %u devices live and %u in its definition, expected %u", when,
-             bench.names[i], live, n, config, want);
+        dhf_bench_fail (
+            "%s: %s has %u of the %u devices live and %u in its definition, expected %u", when,
+            bench.names[i], live, n, config, want);
     }
 }
 
@@ -426,7 +368,7 @@ input_xml (const gchar *const *types, GPtrArray **aliases)
   GPtrArray *xml = g_ptr_array_new_with_free_func (g_free);
 
   if (devices == NULL)
-    die ("listing the emulated inputs: %s", error->message);
+    dhf_bench_fail ("listing the emulated inputs: %s", error->message);
   *aliases = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < devices->len; i++)
     {
@@ -438,8 +380,8 @@ input_xml (const gchar *const *types, GPtrArray **aliases)
       g_ptr_array_add (*aliases, dhf_device_alias (device));
     }
   if (xml->len != g_strv_length ((gchar **) types))
-    die ("expected %u emulated inputs, the inventory gave %u", g_strv_length ((gchar **) types),
-         xml->len);
+    dhf_bench_fail ("expected %u emulated inputs, the inventory gave %u",
+                    g_strv_length ((gchar **) types), xml->len);
   g_ptr_array_add (*aliases, NULL);
   return xml;
 }
@@ -484,23 +426,23 @@ run (void)
   /* A debugging run keeps dhfd's log to read afterwards. */
   bench.keep_log = g_getenv ("G_MESSAGES_DEBUG") != NULL;
   if (geteuid () != 0)
-    die ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
+    dhf_bench_fail ("must run as root: it drives the system libvirtd (%s) and QEMU", URI);
   dhfd_path = dhf_bench_dhfd_path (&error);
   if (dhfd_path == NULL)
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 
   start_libvirtd ();
-  virSetErrorFunc (NULL, silence_libvirt);
+  virSetErrorFunc (NULL, dhf_bench_silence_libvirt);
   conn = virConnectOpen (URI);
   if (conn == NULL)
     die_virt ("connecting to " URI);
   if (!dhf_bench_reclaim_stale_domains (conn, &error))
-    die ("%s", error->message);
+    dhf_bench_fail ("%s", error->message);
 
   /* The temporary directory first: die() cleans up what it lists. */
   bench.tmpdir = g_dir_make_tmp (PROGRAM "-XXXXXX", &error);
   if (bench.tmpdir == NULL)
-    die ("temporary directory: %s", error->message);
+    dhf_bench_fail ("temporary directory: %s", error->message);
   xml = input_xml (inputs, &aliases);
 
   policy_dir = g_build_filename (bench.tmpdir, "policy.d", NULL);
@@ -536,7 +478,7 @@ run (void)
 
   bus = dhf_bench_bus_connect (g_test_dbus_get_bus_address (bench.bus), &error);
   if (bus == NULL)
-    die ("connecting to the private bus: %s", error->message);
+    dhf_bench_fail ("connecting to the private bus: %s", error->message);
   /* The devices start in dom0; "holder" is where they are at the start of
    * a block, and where each block leaves them. */
   holder = 1;
@@ -554,7 +496,7 @@ run (void)
       for (guint i = 1; i < N_WARMUP; i++)
         {
           if (!switch_to (bus, bench.names[(1 - holder + i) % 2], &error))
-            die ("block %u: warm-up switch %u: %s", block, i, error->message);
+            dhf_bench_fail ("block %u: warm-up switch %u: %s", block, i, error->message);
         }
       when = g_strdup_printf ("block %u, after the warm-up switches", block);
       check_placement (doms, holder, alias_list, when);
@@ -565,7 +507,8 @@ run (void)
           gdouble t0 = now_ms ();
 
           if (!switch_to (bus, bench.names[target], &error))
-            die ("block %u: switch %u to %s: %s", block, i, bench.names[target], error->message);
+            dhf_bench_fail ("block %u: switch %u to %s: %s", block, i, bench.names[target],
+                            error->message);
           sw_block[i] = now_ms () - t0;
         }
       g_free (when);
@@ -575,7 +518,8 @@ run (void)
       /* The floor, with dhfd gone so that nothing else touches the
        * domains. */
       if (!stop_dhfd ())
-        die ("dhfd did not exit cleanly on SIGTERM (its log: %s/dhfd.log)", bench.tmpdir);
+        dhf_bench_fail ("dhfd did not exit cleanly on SIGTERM (its log: %s/dhfd.log)",
+                        bench.tmpdir);
       for (guint i = 0; i < PER_BLOCK; i++)
         {
           guint from = (holder + i) % 2;
@@ -608,36 +552,10 @@ run (void)
   virConnectClose (conn);
 }
 
-static gpointer
-bench_thread (gpointer data)
-{
-  run ();
-  cleanup ();
-  exit (0);
-}
-
 int
 main (int argc, char **argv)
 {
-  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
-  static const gint signals[] = { SIGINT, SIGTERM, SIGHUP };
+  static const DhfBenchRunner runner = { PROGRAM, run, cleanup };
 
-  if (argc > 1)
-    {
-      g_printerr ("usage: " PROGRAM " (no arguments; run as root)\n");
-      return 2;
-    }
-  /* Registers org.dhf.Framework1.Error.* with GDBus. */
-  (void) dhf_error_quark ();
-  /* Before any thread exists: GTestDBus sets environment variables. */
-  bench.bus = g_test_dbus_new (G_TEST_DBUS_NONE);
-  g_test_dbus_up (bench.bus);
-  /* The main thread only waits for signals, so that an interrupted run
-   * still removes its domains and stops its dhfd; the bench runs in a
-   * thread of its own and exits the process when done. */
-  for (guint i = 0; i < G_N_ELEMENTS (signals); i++)
-    g_unix_signal_add (signals[i], on_signal, GINT_TO_POINTER (signals[i]));
-  g_thread_unref (g_thread_new ("bench", bench_thread, NULL));
-  g_main_loop_run (loop);
-  return 1;
+  return dhf_bench_runner_main (&runner, argc, &bench.bus);
 }

@@ -188,6 +188,32 @@ name_owned() {
     org.freedesktop.DBus.NameHasOwner string:org.dhf.Framework1 2>/dev/null | grep -q "boolean $1"
 }
 
+# write_xdm_config POLICY: a dhfd configuration for the simulated-domain
+# XDM tests in $tmp/dhfd.conf: the vendor policy of the source tree under
+# POLICY (copied to $tmp/policy.d), state in $tmp, no vsock listener.
+write_xdm_config() {
+  mkdir "$tmp/channels" "$tmp/policy.d" "$tmp/vendor.d" "$tmp/storage"
+  cp "$DHF_SOURCE_ROOT"/policies/policy.d/*.policy "$tmp/vendor.d/"
+  cp "$1" "$tmp/policy.d/50-${1##*/}"
+  cat >"$tmp/dhfd.conf" <<EOF
+[Appliances]
+StorageDirectory=$tmp/storage
+
+[Authorization]
+Mode=peer-uid
+
+[Policy]
+Directories=$tmp/policy.d;$tmp/vendor.d
+LastGood=$tmp/policy.last-good
+
+[Devices]
+StateFile=$tmp/devices.json
+
+[XDM]
+VsockPort=0
+EOF
+}
+
 # start_dhfd CONFIG: dhfd on the private bus over $tmp/node.xml (the test
 # driver keeps the domains in dhfd's process: each run starts from the
 # node file), its log appended to $tmp/dhfd.log; returns once dhfd owns

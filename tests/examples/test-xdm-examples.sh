@@ -78,27 +78,7 @@ done
 
 # --- the bus, the node, the policy, dhfd ------------------------------------
 
-mkdir "$tmp/channels" "$tmp/policy.d" "$tmp/vendor.d" "$tmp/storage"
-cp "$DHF_SOURCE_ROOT"/policies/policy.d/*.policy "$tmp/vendor.d/"
-cp "$example/notes.policy" "$tmp/policy.d/50-notes.policy"
-
-cat >"$tmp/dhfd.conf" <<EOF
-[Appliances]
-StorageDirectory=$tmp/storage
-
-[Authorization]
-Mode=peer-uid
-
-[Policy]
-Directories=$tmp/policy.d;$tmp/vendor.d
-LastGood=$tmp/policy.last-good
-
-[Devices]
-StateFile=$tmp/devices.json
-
-[XDM]
-VsockPort=0
-EOF
+write_xdm_config "$example/notes.policy"
 
 make_node --running --channel-dir "$tmp/channels" "$example/notes.json" "$example/writer.json"
 start_bus
