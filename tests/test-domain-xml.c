@@ -119,18 +119,26 @@ parse_well_formed (const gchar *xml)
   return collector.texts;
 }
 
+/* The domain XML of the manifest json with options, checked well formed. */
+static gchar *
+build_with (const gchar *json, const DhfDomainXmlOptions *options)
+{
+  g_autoptr (DhfManifest) manifest = manifest_from (json);
+  gchar *xml = dhf_domain_xml_build (manifest, options);
+
+  g_hash_table_unref (parse_well_formed (xml));
+  return xml;
+}
+
 static gchar *
 build (const gchar *json, const gchar *domain_type, const gchar *disk_path)
 {
-  g_autoptr (DhfManifest) manifest = manifest_from (json);
   DhfDomainXmlOptions options = {
     .domain_type = domain_type,
     .disk_path = disk_path,
   };
-  gchar *xml = dhf_domain_xml_build (manifest, &options);
 
-  g_hash_table_unref (parse_well_formed (xml));
-  return xml;
+  return build_with (json, &options);
 }
 
 /* Building */
@@ -355,15 +363,12 @@ test_direct_boot_kernel_only (void)
 static gchar *
 build_with_log_dir (const gchar *json, const gchar *domain_type, const gchar *log_dir)
 {
-  g_autoptr (DhfManifest) manifest = manifest_from (json);
   DhfDomainXmlOptions options = {
     .domain_type = domain_type,
     .console_log_dir = log_dir,
   };
-  gchar *xml = dhf_domain_xml_build (manifest, &options);
 
-  g_hash_table_unref (parse_well_formed (xml));
-  return xml;
+  return build_with (json, &options);
 }
 
 static void
