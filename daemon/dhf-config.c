@@ -185,6 +185,40 @@ dhf_config_read_string (GKeyFile *kf, const gchar *group, const gchar *key, gcha
   return TRUE;
 }
 
+/* Reads an optional path key into *out, made canonical: one spelling of
+ * each path, so that "is this file ours?" is a plain comparison (a trailing
+ * '/' or a '..' would otherwise defeat it). Paths end up in domain XML as
+ * attributes, where a control character would not survive. */
+static gboolean
+read_path (GKeyFile *kf, const gchar *group, const gchar *key, gchar **out, GError **error)
+{
+  gchar *canonical;
+
+  if (!dhf_config_read_string (kf, group, key, out, error))
+    return FALSE;
+  if (*out == NULL)
+    return TRUE;
+  if (!g_path_is_absolute (*out))
+    {
+      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                   "[%s] %s: expected an absolute path, not '%s'", group, key, *out);
+      return FALSE;
+    }
+  for (const gchar *p = *out; *p != '\0'; p++)
+    {
+      if (g_ascii_iscntrl (*p))
+        {
+          g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
+                       "[%s] %s: the path must not contain control characters", group, key);
+          return FALSE;
+        }
+    }
+  canonical = g_canonicalize_filename (*out, NULL);
+  g_free (*out);
+  *out = canonical;
+  return TRUE;
+}
+
 /* [Policy] Directories: absolute paths separated by ';' (a trailing ';',
  * as GLib writes lists, is allowed), admin directory first. */
 static gboolean
@@ -225,21 +259,8 @@ read_policy (GKeyFile *kf, DhfConfig *self, GError **error)
 {
   if (!read_policy_dirs (kf, self, error))
     return FALSE;
-  if (!dhf_config_read_string (kf, "Policy", "LastGood", &self->policy_last_good, error))
+  if (!read_path (kf, "Policy", "LastGood", &self->policy_last_good, error))
     return FALSE;
-  if (!g_path_is_absolute (self->policy_last_good))
-    {
-      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                   "[Policy] LastGood: expected an absolute path, not '%s'",
-                   self->policy_last_good);
-      return FALSE;
-    }
-  {
-    gchar *canonical = g_canonicalize_filename (self->policy_last_good, NULL);
-
-    g_free (self->policy_last_good);
-    self->policy_last_good = canonical;
-  }
   /* dhfd writes the last good policy at every successful reload: inside a
    * watched directory that write would itself be an edit (a reload
    * storm), and the saved file could be read as a rule file. */
@@ -451,38 +472,6 @@ read_xdm (GKeyFile *kf, DhfConfig *self, GError **error)
   return TRUE;
 }
 
-/* [Appliances] ConsoleLogDirectory: its path ends up in domain XML as
- * an attribute, where a newline would not survive. */
-static gboolean
-read_console_log_dir (GKeyFile *kf, DhfConfig *self, GError **error)
-{
-  g_autofree gchar *dir = NULL;
-
-  if (!dhf_config_read_string (kf, "Appliances", "ConsoleLogDirectory", &dir, error))
-    return FALSE;
-  if (dir == NULL)
-    return TRUE;
-  if (!g_path_is_absolute (dir))
-    {
-      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                   "[Appliances] ConsoleLogDirectory: expected an absolute path, not '%s'", dir);
-      return FALSE;
-    }
-  for (const gchar *p = dir; *p != '\0'; p++)
-    {
-      if (g_ascii_iscntrl (*p))
-        {
-          g_set_error_literal (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                               "[Appliances] ConsoleLogDirectory: the path must not contain "
-                               "control characters");
-          return FALSE;
-        }
-    }
-  g_free (self->console_log_dir);
-  self->console_log_dir = g_canonicalize_filename (dir, NULL);
-  return TRUE;
-}
-
 static gboolean
 apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
 {
@@ -503,24 +492,8 @@ apply_keyfile (DhfConfig *self, GKeyFile *kf, GError **error)
                    self->domain_type);
       return FALSE;
     }
-  if (!dhf_config_read_string (kf, "Appliances", "StorageDirectory", &self->storage_dir, error))
-    return FALSE;
-  if (!g_path_is_absolute (self->storage_dir))
-    {
-      g_set_error (error, DHF_ERROR, DHF_ERROR_INVALID_ARGS,
-                   "[Appliances] StorageDirectory: expected an absolute path, not '%s'",
-                   self->storage_dir);
-      return FALSE;
-    }
-  /* One spelling of the directory, so that "is this disk ours?" is a plain
-   * comparison (a trailing '/' or a '..' would otherwise defeat it). */
-  {
-    gchar *canonical = g_canonicalize_filename (self->storage_dir, NULL);
-
-    g_free (self->storage_dir);
-    self->storage_dir = canonical;
-  }
-  if (!read_console_log_dir (kf, self, error))
+  if (!read_path (kf, "Appliances", "StorageDirectory", &self->storage_dir, error)
+      || !read_path (kf, "Appliances", "ConsoleLogDirectory", &self->console_log_dir, error))
     return FALSE;
   if (!dhf_config_read_string (kf, "Appliances", "ShutdownTimeout", &timeout, error))
     return FALSE;
