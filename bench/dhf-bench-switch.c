@@ -12,8 +12,6 @@
  * interrupted. See bench/README.md. */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
@@ -44,7 +42,6 @@ G_STATIC_ASSERT ((PER_BLOCK * N_BLOCKS) == N_SWITCHES && (PER_BLOCK % 2) == 0
 #define CALL_TIMEOUT  60000
 #define DHFD_READY_S  30
 #define DISPLAY_IFACE "org.dhf.Framework1.Display"
-#define MANAGER_IFACE "org.dhf.Framework1.Manager"
 #define PROGRAM       "dhf-bench-switch"
 /* dhfd's flags for a running domain (dhf-hypervisor-devices.h). */
 #define HOTPLUG_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
@@ -77,24 +74,9 @@ now_ms (void)
 static gboolean
 stop_dhfd (void)
 {
-  GSubprocess *dhfd = g_steal_pointer (&bench.dhfd);
-  gboolean clean;
+  g_autoptr (GSubprocess) dhfd = g_steal_pointer (&bench.dhfd);
 
-  if (dhfd == NULL)
-    return TRUE;
-  g_subprocess_send_signal (dhfd, SIGTERM);
-  /* GLib reaps the child on its worker thread and then forgets its pid. */
-  for (guint i = 0; i < 150 && g_subprocess_get_identifier (dhfd) != NULL; i++)
-    g_usleep (100000);
-  if (g_subprocess_get_identifier (dhfd) != NULL)
-    {
-      fprintf (stderr, PROGRAM ": dhfd ignored SIGTERM for 15 s, killing it\n");
-      g_subprocess_force_exit (dhfd);
-    }
-  g_subprocess_wait (dhfd, NULL, NULL);
-  clean = g_subprocess_get_if_exited (dhfd) && g_subprocess_get_exit_status (dhfd) == 0;
-  g_object_unref (dhfd);
-  return clean;
+  return dhfd == NULL || dhf_bench_stop_dhfd (dhfd);
 }
 
 /* Idempotent, and safe from any thread: the first caller cleans up, a
@@ -221,54 +203,20 @@ write_file (const gchar *path, const gchar *contents)
     dhf_bench_fail ("%s", error->message);
 }
 
+/* dhfd on our bus, appending to TMPDIR/dhfd.log: every start writes to the
+ * same log. Returns once it serves and is connected to libvirtd. */
 static void
-spawn_dhfd (const gchar *dhfd_path, const gchar *config_path)
+start_dhfd (GDBusConnection *bus, const gchar *dhfd_path, const gchar *config_path)
 {
-  g_autoptr (GSubprocessLauncher) launcher
-      = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
   g_autofree gchar *log_path = g_build_filename (bench.tmpdir, "dhfd.log", NULL);
   g_autoptr (GError) error = NULL;
-  const gchar *const verbose[] = { "--verbose", NULL };
-  /* Appended to: every start of dhfd writes to the same log. */
-  gint log_fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
-  if (log_fd < 0)
-    dhf_bench_fail ("opening %s: %s", log_path, g_strerror (errno));
-  g_subprocess_launcher_take_stdout_fd (launcher, log_fd);
-  bench.dhfd
-      = dhf_bench_spawn_dhfd (launcher, dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
-                              config_path, g_getenv ("G_MESSAGES_DEBUG") ? verbose : NULL, &error);
+  bench.dhfd = dhf_bench_spawn_dhfd_logged (dhfd_path, g_test_dbus_get_bus_address (bench.bus), URI,
+                                            config_path, log_path, NULL, &error);
   if (bench.dhfd == NULL)
     dhf_bench_fail ("spawning %s: %s", dhfd_path, error->message);
-}
-
-/* Waits until dhfd serves and is connected to libvirtd. */
-static void
-wait_for_dhfd (GDBusConnection *bus)
-{
-  gdouble deadline = now_ms () + DHFD_READY_S * 1000;
-
-  for (;;)
-    {
-      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
-          bus, DHF_BUS_NAME, DHF_OBJECT_PATH, "org.freedesktop.DBus.Properties", "Get",
-          g_variant_new ("(ss)", MANAGER_IFACE, "HypervisorConnected"), G_VARIANT_TYPE ("(v)"),
-          G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
-
-      if (reply != NULL)
-        {
-          g_autoptr (GVariant) value = NULL;
-
-          g_variant_get (reply, "(v)", &value);
-          if (g_variant_is_of_type (value, G_VARIANT_TYPE_BOOLEAN) && g_variant_get_boolean (value))
-            return;
-        }
-      if (g_subprocess_get_identifier (bench.dhfd) == NULL)
-        dhf_bench_fail ("dhfd exited at startup (its log: %s/dhfd.log)", bench.tmpdir);
-      if (now_ms () > deadline)
-        dhf_bench_fail ("dhfd did not serve and connect to %s within %d s", URI, DHFD_READY_S);
-      g_usleep (50000);
-    }
+  if (!dhf_bench_wait_for_dhfd (bus, bench.dhfd, DHFD_READY_S, &error))
+    dhf_bench_fail ("%s (its log: %s)", error->message, log_path);
 }
 
 /* --- the measured operations ------------------------------------------ */
@@ -489,8 +437,7 @@ run (void)
       gdouble *fl_block = floor_ms + block * PER_BLOCK;
       g_autofree gchar *when = NULL;
 
-      spawn_dhfd (dhfd_path, config_path);
-      wait_for_dhfd (bus);
+      start_dhfd (bus, dhfd_path, config_path);
       /* Warm-up; the first switch also waits for dhfd's first sync. */
       first_switch (bus, bench.names[1 - holder]);
       for (guint i = 1; i < N_WARMUP; i++)
