@@ -227,8 +227,8 @@ refuse_other_dhfds() {
 }
 
 # Takes the lock above, starts libvirtd unless it runs, removes stale
-# domains, and bails when libvirtd does not answer or already has domains
-# with our names.
+# domains, and bails when libvirtd does not answer, another dhfd drives it,
+# or it already has domains with our names.
 start_libvirtd() {
   lock_hypervisor
   echo "# starting libvirtd: $LIBVIRTD_UP"
@@ -236,6 +236,7 @@ start_libvirtd() {
   libvirtd_started=1
   vsh version >/dev/null || bail "libvirtd started but $URI does not answer"
   reclaim_stale_domains
+  refuse_other_dhfds
   if [[ -n "$(libvirt_domains)" ]]; then
     bail "libvirt already has domains named $PREFIX*"
   fi
