@@ -316,6 +316,15 @@ test_hostile_strings (void)
 
 /* Direct kernel boot */
 
+/* boot_json's kernel, initrd and command line, unescaped. */
+static void
+assert_boot_texts (GHashTable *texts)
+{
+  g_assert_cmpstr (g_hash_table_lookup (texts, "kernel"), ==, "/guests/it's <k>/vmlinuz");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "initrd"), ==, "/guests/initrd&.img");
+  g_assert_cmpstr (g_hash_table_lookup (texts, "cmdline"), ==, "console=ttyS0 quiet x=\"<&>\"");
+}
+
 static void
 test_direct_boot (void)
 {
@@ -335,9 +344,7 @@ test_direct_boot (void)
                        "  </os>\n");
       assert_lacks (xml, "<boot dev=");
       assert_lacks (xml, "<disk");
-      g_assert_cmpstr (g_hash_table_lookup (texts, "kernel"), ==, "/guests/it's <k>/vmlinuz");
-      g_assert_cmpstr (g_hash_table_lookup (texts, "initrd"), ==, "/guests/initrd&.img");
-      g_assert_cmpstr (g_hash_table_lookup (texts, "cmdline"), ==, "console=ttyS0 quiet x=\"<&>\"");
+      assert_boot_texts (texts);
     }
 }
 
@@ -937,6 +944,34 @@ ignore_libvirt_error (void *user_data, virErrorPtr error)
 {
 }
 
+/* Defines xml on libvirt's test driver, failing the test when libvirt
+ * refuses it; NULL (the test skipped) when the driver is missing. */
+static virDomainPtr
+define_on_test_driver (const gchar *xml, virConnectPtr *connection)
+{
+  virDomainPtr domain;
+
+  virSetErrorFunc (NULL, ignore_libvirt_error);
+  *connection = virConnectOpen ("test:///default");
+  if (*connection == NULL)
+    {
+      g_test_skip ("libvirt's test driver is not available");
+      return NULL;
+    }
+  domain = virDomainDefineXML (*connection, xml);
+  if (domain == NULL)
+    g_error ("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage (), xml);
+  return domain;
+}
+
+static void
+undefine_on_test_driver (virDomainPtr domain, virConnectPtr connection)
+{
+  g_assert_cmpint (virDomainUndefine (domain), ==, 0);
+  virDomainFree (domain);
+  virConnectClose (connection);
+}
+
 static void
 test_libvirt_test_driver (void)
 {
@@ -956,16 +991,9 @@ test_libvirt_test_driver (void)
   gchar *title;
   char uuid[VIR_UUID_STRING_BUFLEN];
 
-  virSetErrorFunc (NULL, ignore_libvirt_error);
-  connection = virConnectOpen ("test:///default");
-  if (connection == NULL)
-    {
-      g_test_skip ("libvirt's test driver is not available");
-      return;
-    }
-  domain = virDomainDefineXML (connection, xml);
+  domain = define_on_test_driver (xml, &connection);
   if (domain == NULL)
-    g_error ("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage (), xml);
+    return;
 
   g_assert_cmpint (virDomainGetUUIDString (domain, uuid), ==, 0);
   g_assert_cmpstr (uuid, ==, options.uuid);
@@ -984,9 +1012,7 @@ test_libvirt_test_driver (void)
   g_assert_cmpstr (metadata->disk_path, ==, options.disk_path);
   g_assert_cmpstr (metadata->installed, ==, options.installed);
 
-  g_assert_cmpint (virDomainUndefine (domain), ==, 0);
-  virDomainFree (domain);
-  virConnectClose (connection);
+  undefine_on_test_driver (domain, connection);
 }
 
 /* The test driver keeps a direct boot as given. */
@@ -1001,27 +1027,16 @@ test_libvirt_test_driver_boot (void)
   virDomainPtr domain;
   char *stored;
 
-  virSetErrorFunc (NULL, ignore_libvirt_error);
-  connection = virConnectOpen ("test:///default");
-  if (connection == NULL)
-    {
-      g_test_skip ("libvirt's test driver is not available");
-      return;
-    }
-  domain = virDomainDefineXML (connection, xml);
+  domain = define_on_test_driver (xml, &connection);
   if (domain == NULL)
-    g_error ("libvirt refused the domain XML: %s\n%s", virGetLastErrorMessage (), xml);
+    return;
   stored = virDomainGetXMLDesc (domain, 0);
   g_assert_nonnull (stored);
   texts = parse_well_formed (stored);
   free (stored);
-  g_assert_cmpstr (g_hash_table_lookup (texts, "kernel"), ==, "/guests/it's <k>/vmlinuz");
-  g_assert_cmpstr (g_hash_table_lookup (texts, "initrd"), ==, "/guests/initrd&.img");
-  g_assert_cmpstr (g_hash_table_lookup (texts, "cmdline"), ==, "console=ttyS0 quiet x=\"<&>\"");
+  assert_boot_texts (texts);
 
-  g_assert_cmpint (virDomainUndefine (domain), ==, 0);
-  virDomainFree (domain);
-  virConnectClose (connection);
+  undefine_on_test_driver (domain, connection);
 }
 
 int
