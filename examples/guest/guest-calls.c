@@ -59,9 +59,9 @@ call_done (GObject *source, GAsyncResult *res, gpointer user_data)
       guest_debug ("call: %s: %s", guest_error_nick (error), error->message);
     }
   else
-    /* The SDK hands over valid JSON; "null" parses to NULL, JSON null. */
-    json_object_object_add (result, "result", json_tokener_parse (text));
-  guest_return_result (invocation, g_steal_pointer (&result), NULL);
+    /* The SDK hands over valid JSON: embedded as it is. */
+    json_object_object_add (result, "result", guest_json_from_text (g_steal_pointer (&text)));
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 void
@@ -240,7 +240,7 @@ bench_done (GObject *source, GAsyncResult *res, gpointer user_data)
                job->count, job->errors, nearest_rank (job->times_us, job->n_times, 50));
   else
     guest_log ("bench of %s: %u calls, all failed (%s)", job->service, job->count, job->last_error);
-  guest_return_result (job->invocation, g_steal_pointer (&result), NULL);
+  guest_return_result (job->invocation, g_steal_pointer (&result));
 }
 
 void

@@ -7,9 +7,10 @@
 #define MAX_NAME   255
 #define MAX_ARG    64
 #define MAX_DOMAIN 64
-/* A REPLY's body is at most 1 MiB, and it wraps the result in
- * {"result":...}. */
-#define MAX_RESULT (1024 * 1024 - sizeof "{\"result\":}" + 1)
+/* One message carries at most 1 MiB (protos/xdm.md, "Limits"); the SDK
+ * refuses a larger result with limit-exceeded. The SDK has no public
+ * constant for it: this bounds only how far a list is built. */
+#define MAX_LIST_BYTES (1024 * 1024)
 
 json_object *
 guest_params_parse (const gchar *params_json, const gchar **op, GError **error)
@@ -263,21 +264,29 @@ guest_error_nick (const GError *error)
 }
 
 void
-guest_return_result (DhfInvocation *invocation, json_object *result, const gchar *what_to_page)
+guest_return_result (DhfInvocation *invocation, json_object *result)
 {
   g_autoptr (json_object) owned = result;
   g_autofree gchar *text = guest_json_to_text (owned);
 
-  if (strlen (text) > MAX_RESULT)
-    {
-      g_autofree gchar *message = g_strdup_printf (
-          "the result (%zu bytes) does not fit in one message of 1 MiB: ask for %s", strlen (text),
-          what_to_page != NULL ? what_to_page : "less");
-
-      dhf_invocation_return_error (invocation, DHF_ERROR_LIMIT_EXCEEDED, message);
-      return;
-    }
+  /* A result over one message is answered with limit-exceeded by the
+   * SDK. */
   dhf_invocation_return_json (invocation, text);
+}
+
+static void
+free_text (json_object *object, void *text)
+{
+  g_free (text);
+}
+
+json_object *
+guest_json_from_text (gchar *text)
+{
+  json_object *value = json_object_new_object ();
+
+  json_object_set_serializer (value, json_object_userdata_to_json_string, text, free_text);
+  return value;
 }
 
 struct _GuestResultList
@@ -310,7 +319,7 @@ guest_result_list_add (GuestResultList *list, json_object *entry)
   gsize length = strlen (text);
 
   /* The list alone, with its comma and closing bracket, must fit. */
-  if (list->text->len + (list->length > 0) + length + 1 > MAX_RESULT)
+  if (list->text->len + (list->length > 0) + length + 1 > MAX_LIST_BYTES)
     return FALSE;
   if (list->length > 0)
     g_string_append_c (list->text, ',');
@@ -319,25 +328,16 @@ guest_result_list_add (GuestResultList *list, json_object *entry)
   return TRUE;
 }
 
-static void
-free_text (json_object *object, void *text)
-{
-  g_free (text);
-}
-
 json_object *
 guest_result_list_steal (GuestResultList *list)
 {
-  json_object *array = json_object_new_array ();
+  gchar *text;
 
   g_string_append_c (list->text, ']');
-  /* The entries are JSON text already: printed as they are, not parsed
-   * and printed again. */
-  json_object_set_serializer (array, json_object_userdata_to_json_string,
-                              g_string_free (g_steal_pointer (&list->text), FALSE), free_text);
+  text = g_string_free (list->text, FALSE);
   list->text = g_string_new ("[");
   list->length = 0;
-  return array;
+  return guest_json_from_text (text);
 }
 
 void

@@ -54,10 +54,11 @@ gchar *guest_json_to_text (json_object *value);
 const gchar *guest_error_nick (const GError *error);
 
 /* Answers with result (taken). A result that would not fit in one XDM
- * message (1 MiB) is answered with DHF_ERROR_LIMIT_EXCEEDED naming
- * what_to_page: the caller then asks for a slice. */
-void guest_return_result (DhfInvocation *invocation, json_object *result,
-                          const gchar *what_to_page);
+ * message (1 MiB) is answered by the SDK with DHF_ERROR_LIMIT_EXCEEDED. */
+void guest_return_result (DhfInvocation *invocation, json_object *result);
+/* A value that prints as text (taken: valid JSON text, such as the SDK
+ * hands over): embedded as is, not parsed and printed again. */
+json_object *guest_json_from_text (gchar *text);
 
 /* A list for a result, written out entry by entry as it is built: a list
  * that cannot fit in one reply is refused as soon as it is over the

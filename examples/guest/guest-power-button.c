@@ -14,6 +14,7 @@
 
 #include "guest-log.h"
 #include "guest-power-button.h"
+#include "guest-uevent.h"
 
 /* devtmpfs makes the node before the uevent goes out; a node that is not
  * there yet is tried every RETRY_MS, at most RETRIES times. */
@@ -206,17 +207,6 @@ guest_power_button_add_node (GuestPowerButton *self, const gchar *node)
   g_hash_table_replace (self->pending, pending->path, pending);
 }
 
-static gboolean
-is_event_node (const gchar *name)
-{
-  if (!g_str_has_prefix (name, "event") || name[strlen ("event")] == '\0')
-    return FALSE;
-  for (const gchar *p = name + strlen ("event"); *p != '\0'; p++)
-    if (!g_ascii_isdigit (*p))
-      return FALSE;
-  return TRUE;
-}
-
 void
 guest_power_button_scan (GuestPowerButton *self)
 {
@@ -233,7 +223,7 @@ guest_power_button_scan (GuestPowerButton *self)
       return;
     }
   while ((name = g_dir_read_name (dir)) != NULL)
-    if (is_event_node (name))
+    if (guest_is_event_node (name))
       guest_power_button_add_node (self, name);
   if (g_hash_table_size (self->devices) == 0)
     guest_log ("power button: none in %s yet; watching for devices added later", self->dir);

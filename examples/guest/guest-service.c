@@ -13,8 +13,9 @@
 #include "guest-procfs.h"
 
 /* Bounds on what callers can make this guest keep in memory: a guest may
- * have 128 MiB, its root file system included. Each item and event
- * counts its bytes plus about what malloc and GLib spend on keeping it. */
+ * have 128 MiB, its root file system included. Each item counts its
+ * bytes and its NUL, each event the bytes of its topic, source and data,
+ * plus about what malloc and GLib spend on keeping it. */
 #define MAX_ITEM_BYTES   1024
 #define MAX_ITEMS_BYTES  (16 * 1024 * 1024) /* then put is refused */
 #define ITEM_OVERHEAD    48
@@ -70,7 +71,7 @@ op_info (GuestApp *app, DhfInvocation *invocation, json_object *params)
   if (app->first_session_uptime_ms >= 0)
     json_object_object_add (result, "first_session_uptime_ms",
                             json_object_new_int64 (app->first_session_uptime_ms));
-  guest_return_result (invocation, g_steal_pointer (&result), NULL);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 static void
@@ -86,7 +87,7 @@ op_echo (GuestApp *app, DhfInvocation *invocation, json_object *params)
       return;
     }
   json_object_object_add (result, "data", json_object_get (data));
-  guest_return_result (invocation, g_steal_pointer (&result), NULL);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 /* ---- put, items ------------------------------------------------------------ */
@@ -112,10 +113,10 @@ op_put (GuestApp *app, DhfInvocation *invocation, json_object *params)
 
       if (app->item_bytes + bytes > MAX_ITEMS_BYTES)
         {
-          g_autofree gchar *message = g_strdup_printf (
-              "this guest keeps at most %d MiB of items (each counts its bytes and %d more); "
-              "it has %u",
-              MAX_ITEMS_BYTES / (1024 * 1024), ITEM_OVERHEAD, app->items->len);
+          g_autofree gchar *message
+              = g_strdup_printf ("this guest keeps at most %d MiB of items (each counts its bytes, "
+                                 "its NUL and %d more); it has %u",
+                                 MAX_ITEMS_BYTES / (1024 * 1024), ITEM_OVERHEAD, app->items->len);
 
           dhf_invocation_return_error (invocation, DHF_ERROR_LIMIT_EXCEEDED, message);
           return;
@@ -126,7 +127,7 @@ op_put (GuestApp *app, DhfInvocation *invocation, json_object *params)
       app->item_bytes += bytes;
     }
   json_object_object_add (result, "stored", json_object_new_int64 (app->items->len));
-  guest_return_result (invocation, g_steal_pointer (&result), NULL);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 static void
@@ -149,7 +150,7 @@ op_items (GuestApp *app, DhfInvocation *invocation, json_object *params)
         return;
       }
   json_object_object_add (result, "items", guest_result_list_steal (list));
-  guest_return_result (invocation, g_steal_pointer (&result), PAGE_HINT);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 /* ---- subscribe, events ------------------------------------------------------- */
@@ -223,14 +224,10 @@ event_to_json (const GuestEvent *event)
 
   json_object_object_add (object, "topic", json_object_new_string (event->topic));
   json_object_object_add (object, "source", json_object_new_string (event->source));
-  /* The SDK hands over valid JSON; "null" parses to NULL, as no data. */
-  if (event->data_json != NULL)
-    {
-      json_object *data = json_tokener_parse (event->data_json);
-
-      if (data != NULL)
-        json_object_object_add (object, "data", data);
-    }
+  /* The SDK handed over valid JSON: embedded as it is. Data null counts
+   * as no data. */
+  if (event->data_json != NULL && !g_str_equal (event->data_json, "null"))
+    json_object_object_add (object, "data", guest_json_from_text (g_strdup (event->data_json)));
   return object;
 }
 
@@ -270,7 +267,7 @@ op_events (GuestApp *app, DhfInvocation *invocation, json_object *params)
   json_object_object_add (result, "events", guest_result_list_steal (list));
   if (app->events_dropped > 0)
     json_object_object_add (result, "dropped", json_object_new_uint64 (app->events_dropped));
-  guest_return_result (invocation, g_steal_pointer (&result), PAGE_HINT);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 /* ---- writer ------------------------------------------------------------------ */
@@ -318,7 +315,7 @@ op_input (GuestApp *app, DhfInvocation *invocation, json_object *params)
       json_object_array_add (array, object);
     }
   json_object_object_add (result, "devices", array);
-  guest_return_result (invocation, g_steal_pointer (&result), NULL);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }
 
 /* ---- the table ------------------------------------------------------------- */

@@ -65,6 +65,12 @@ basename_is (const gchar *path, const gchar *prefix)
   return TRUE;
 }
 
+gboolean
+guest_is_event_node (const gchar *path)
+{
+  return basename_is (path, "event");
+}
+
 GuestUevent *
 guest_uevent_parse (const gchar *buffer, gsize length, GError **error)
 {
@@ -156,7 +162,7 @@ guest_uevent_is_input_device (const GuestUevent *event)
 gchar *
 guest_uevent_get_event_node (const GuestUevent *event)
 {
-  if (g_strcmp0 (event->subsystem, "input") != 0 || !basename_is (event->devpath, "event"))
+  if (g_strcmp0 (event->subsystem, "input") != 0 || !guest_is_event_node (event->devpath))
     return NULL;
   /* DEVNAME, when the kernel sends it, must name the same node. */
   if (event->devname != NULL

@@ -39,4 +39,8 @@ gboolean guest_uevent_is_input_device (const GuestUevent *event);
  * or NULL when it is about something else. */
 gchar *guest_uevent_get_event_node (const GuestUevent *event);
 
+/* Whether the last component of path (or path itself) is an evdev node
+ * name: "event" and 1 to 10 digits. */
+gboolean guest_is_event_node (const gchar *path);
+
 G_END_DECLS

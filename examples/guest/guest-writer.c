@@ -227,5 +227,5 @@ guest_writer_op_status (GuestWriter *self, DhfInvocation *invocation, json_objec
   json_object_object_add (result, "retries", json_object_new_int64 (self->retries));
   if (self->last_error != NULL)
     json_object_object_add (result, "last_error", json_object_new_string (self->last_error));
-  guest_return_result (invocation, g_steal_pointer (&result), page);
+  guest_return_result (invocation, g_steal_pointer (&result));
 }

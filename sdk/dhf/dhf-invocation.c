@@ -254,12 +254,15 @@ dhf_invocation_get_cancellable (DhfInvocation *self)
  * @self: a #DhfInvocation
  * @result_json: (nullable): the result as JSON text, or %NULL for null
  *
- * Answers a call with its result. Invalid JSON (or a result over the 1 MiB
- * message limit) answers the caller with %DHF_ERROR_FAILED instead. Only
- * the first answer counts.
+ * Answers a call with its result. Invalid JSON answers the caller with
+ * %DHF_ERROR_FAILED instead; a result that does not fit in one message
+ * (1 MiB, the result framed as {"result":...}) with
+ * %DHF_ERROR_LIMIT_EXCEEDED, so that the caller can ask for less. Only the
+ * first answer counts.
  *
  * Returns: %TRUE if @result_json was sent (or dropped because the caller
- *   gave up); %FALSE if it was invalid and an error went instead
+ *   gave up); %FALSE if it was invalid or too large and an error went
+ *   instead
  *
  * Since: 0.2
  */
@@ -289,10 +292,12 @@ dhf_invocation_return_json (DhfInvocation *self, const gchar *result_json)
     g_string_append (body, "{}");
   if (body->len > DHF_XDM_MAX_BODY)
     {
-      g_autofree gchar *text
-          = g_strdup_printf ("%s returned a result over %u bytes", self->service, DHF_XDM_MAX_BODY);
+      g_autofree gchar *text = g_strdup_printf (
+          "%s returned a result of %zu bytes: it does not fit in one message of 1 MiB "
+          "(%u bytes, with its framing); ask for less",
+          self->service, strlen (result_json), DHF_XDM_MAX_BODY);
 
-      dhf_invocation_return_error (self, DHF_ERROR_FAILED, text);
+      dhf_invocation_return_error (self, DHF_ERROR_LIMIT_EXCEEDED, text);
       return FALSE;
     }
   frame = dhf_core_scratch_frame ();

@@ -55,8 +55,9 @@ const gchar *dhf_invocation_get_source (DhfInvocation *self);
 const gchar *dhf_invocation_get_params_json (DhfInvocation *self);
 GCancellable *dhf_invocation_get_cancellable (DhfInvocation *self);
 
-/* result_json: JSON text, NULL for null. Invalid JSON answers the caller
- * with an error instead, and returns FALSE. */
+/* result_json: JSON text, NULL for null. Invalid JSON (DHF_ERROR_FAILED)
+ * or a result too large for one message (DHF_ERROR_LIMIT_EXCEEDED)
+ * answers the caller with an error instead, and returns FALSE. */
 gboolean dhf_invocation_return_json (DhfInvocation *self, const gchar *result_json);
 void dhf_invocation_return_error (DhfInvocation *self, DhfError code, const gchar *message);
 void dhf_invocation_return_gerror (DhfInvocation *self, const GError *error);

@@ -255,7 +255,7 @@ typedef struct
   gboolean in_main_thread;
   gboolean notified;
   DhfInvocation *kept;
-  const gchar *mode; /* how to answer: "echo", "null", "invalid", "drop", "keep" */
+  const gchar *mode; /* how to answer: "echo", "null", "invalid", "huge", "drop", "keep" */
 } ServiceData;
 
 static void
@@ -286,6 +286,14 @@ echo_handler (DhfClient *client, DhfInvocation *invocation, gpointer user_data)
     g_assert_true (dhf_invocation_return_json (invocation, NULL));
   else if (g_strcmp0 (sd->mode, "invalid") == 0)
     g_assert_false (dhf_invocation_return_json (invocation, "{\"not\": json"));
+  else if (g_strcmp0 (sd->mode, "huge") == 0)
+    {
+      /* A string that fits a message alone, but not framed as a result. */
+      g_autofree gchar *result = g_strnfill (DHF_XDM_MAX_BODY - 8, 'x');
+
+      result[0] = result[DHF_XDM_MAX_BODY - 9] = '"';
+      g_assert_false (dhf_invocation_return_json (invocation, result));
+    }
   else if (g_strcmp0 (sd->mode, "drop") == 0)
     ; /* the invocation goes unanswered when the dispatcher drops it */
   else if (g_strcmp0 (sd->mode, "keep") == 0)
@@ -463,7 +471,7 @@ test_handler_arguments (void)
   service_data_clear (&sd);
 }
 
-/* ---- answers: invalid JSON, dropped, late, abandoned ---------------------------- */
+/* ---- answers: invalid JSON, too large, dropped, late, abandoned ---------------------------- */
 
 static void
 script_answers (FakeConn *conn, gpointer data)
@@ -482,6 +490,15 @@ script_answers (FakeConn *conn, gpointer data)
   g_assert_cmpuint (msg->id, ==, 1);
   g_assert_cmpstr (msg->code, ==, "failed");
   g_assert_nonnull (strstr (msg->message, "invalid result"));
+  g_assert_nonnull (strstr (msg->message, "org.example.Echo1"));
+
+  sd->mode = "huge";
+  fake_conn_send_text (conn, DHF_XDM_CALL, 100,
+                       "{\"service\":\"org.example.Echo1\",\"source\":\"b\"}");
+  msg = fake_conn_expect (conn, DHF_XDM_ERROR);
+  g_assert_cmpuint (msg->id, ==, 100);
+  g_assert_cmpstr (msg->code, ==, "limit-exceeded");
+  g_assert_nonnull (strstr (msg->message, "does not fit in one message"));
   g_assert_nonnull (strstr (msg->message, "org.example.Echo1"));
 
   sd->mode = "null";
@@ -541,7 +558,7 @@ test_answers (void)
   g_assert_cmpuint (
       dhf_client_register_service (client, "org.example.Echo1", echo_handler, &sd, NULL, &error), >,
       0);
-  iterate_until_count (&sd.calls, 4, "four calls");
+  iterate_until_count (&sd.calls, 5, "five calls");
   g_assert_nonnull (sd.kept);
   /* Cancelled already if the CANCEL came before the handler asked. */
   g_cancellable_connect (dhf_invocation_get_cancellable (sd.kept), G_CALLBACK (cancelled_cb),
@@ -551,7 +568,7 @@ test_answers (void)
   g_clear_object (&sd.kept);
   g_assert_true (dhf_client_publish (client, "org.example.Answered", NULL, &error));
 
-  iterate_until_count (&sd.calls, 5, "the fifth call");
+  iterate_until_count (&sd.calls, 6, "the sixth call");
   g_assert_nonnull (sd.kept);
   g_assert_false (g_cancellable_is_cancelled (dhf_invocation_get_cancellable (sd.kept)));
   g_assert_true (dhf_invocation_return_json (sd.kept, "[\"late\"]"));

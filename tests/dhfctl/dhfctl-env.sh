@@ -22,6 +22,10 @@ dhfd_pid=
 bg_pids=()
 addr=
 rc=
+# Seconds that run gives each command (empty: no bound). A suite whose
+# commands could wait for ever on a broken peer sets it: a guard, not a
+# synchronisation.
+run_timeout=
 n=0
 failed=0
 
@@ -65,12 +69,16 @@ bail() {
 
 # --- checks -----------------------------------------------------------------
 
-# run CMD...: runs CMD, leaving its status in $rc and its output in
-# $tmp/out and $tmp/err (stderr also appended to $tmp/all-stderr, for a
-# final no-GLib-warnings check).
+# run CMD...: runs CMD (within $run_timeout seconds, when set), leaving
+# its status in $rc and its output in $tmp/out and $tmp/err (stderr also
+# appended to $tmp/all-stderr, for a final no-GLib-warnings check).
 run() {
   rc=0
-  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  if [ -n "$run_timeout" ]; then
+    timeout "$run_timeout" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  else
+    "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  fi
   cat "$tmp/err" >>"$tmp/all-stderr"
 }
 
@@ -97,9 +105,11 @@ expect() {
   fi
 }
 
-# wait_until DESCRIPTION CONDITION: polls CONDITION (every 0.1 s, at most 30 s).
+# wait_until DESCRIPTION CONDITION [SECONDS]: polls CONDITION (every
+# 0.1 s, at most SECONDS, default 30).
 wait_until() {
-  for _ in $(seq 300); do
+  local i
+  for ((i = 0; i < ${3:-30} * 10; i++)); do
     if eval "$2"; then
       return 0
     fi
@@ -109,10 +119,35 @@ wait_until() {
   return 1
 }
 
-# json_ok EXPR: the JSON in $tmp/out parses and EXPR (Python, over d) holds.
+# json_ok EXPR: the JSON in $tmp/out parses and EXPR (Python, over d;
+# it may span lines) holds. Its failure goes to $tmp/err, which expect
+# shows.
 json_ok() {
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+  /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' \
     "$tmp/out" "$1" 2>>"$tmp/err"
+}
+
+# sanitizing: whether the build is instrumented (DHF_SANITIZE, as meson's
+# b_sanitize).
+sanitizing() {
+  [[ -n "${DHF_SANITIZE:-}" && "$DHF_SANITIZE" != none ]]
+}
+
+# isv_cc OUTPUT SOURCE...: builds SOURCE... into OUTPUT as an ISV would,
+# with the flags of pkg-config dhf-1 json-c alone (from the uninstalled
+# build tree $DHF_BUILD_ROOT) and the build's sanitizers; the compiler's
+# messages in $tmp/cc.err.
+isv_cc() {
+  local output=$1 sanitize=()
+  shift
+  if sanitizing; then
+    sanitize=("-fsanitize=$DHF_SANITIZE")
+  fi
+  # shellcheck disable=SC2046 # pkg-config output is a list of flags
+  PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" ${CC:-cc} -std=c11 -Wall -Werror \
+    "${sanitize[@]}" -o "$output" "$@" \
+    $(PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" pkg-config --cflags --libs dhf-1 json-c) \
+    2>"$tmp/cc.err"
 }
 
 # table_aligned FILE: every row of the table in FILE (but PROBLEM lines)

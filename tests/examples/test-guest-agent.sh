@@ -32,25 +32,13 @@ service=org.dhf.example.Guest1
 # shellcheck source=tests/dhfctl/dhfctl-env.sh
 . "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
 
-# run CMD...: status in $rc, output in $tmp/out and $tmp/err; in place of
-# dhfctl-env.sh's run (ctl too). A call that never got an answer would
-# wait for ever: the test bounds that (a guard, not a synchronisation).
-run() {
-  rc=0
-  timeout 60 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-}
+# A call that never got an answer would wait for ever: run bounds that.
+run_timeout=60
 
 # op NAME JSON: one call of the service on guest NAME, from dom0; the
 # result (or the error, with --json) in $tmp/out.
 op() {
   ctl --json xdm call "$service" --target "$1" "$2"
-}
-
-# py EXPR: EXPR (Python, over d, the JSON in $tmp/out; it may span lines)
-# holds. Its failure goes to $tmp/err, which expect shows.
-py() {
-  /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1], encoding="utf-8")); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' \
-    "$tmp/out" "$1" 2>>"$tmp/err"
 }
 
 # op_file NAME FILE: op with the params in FILE (an argument is at most
@@ -61,7 +49,7 @@ op_file() {
 
 # failed_with ERROR: the last op failed with org.dhf.Framework1.Error.ERROR.
 failed_with() {
-  [ "$rc" -ne 0 ] && py "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.$1\""
+  [ "$rc" -ne 0 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.$1\""
 }
 
 # invalid_args: the last op failed with invalid-args.
@@ -72,21 +60,7 @@ invalid_args() {
 # answers NAME: NAME still answers info (after something meant to hurt it).
 answers() {
   op "$1" '{"op": "info"}'
-  [ $rc -eq 0 ] && py "d[\"domain\"] == \"$1\""
-}
-
-# wait_long DESCRIPTION SECONDS CONDITION: wait_until for longer work (a
-# guard: CONDITION is what is waited for).
-wait_long() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    if eval "$3"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "# timed out waiting for $1"
-  return 1
+  [ $rc -eq 0 ] && json_ok "d[\"domain\"] == \"$1\""
 }
 
 # repeat CHAR COUNT: CHAR COUNT times.
@@ -96,15 +70,7 @@ repeat() {
 
 # --- built as an ISV builds it ------------------------------------------------
 
-sanitize=()
-if [[ -n "${DHF_SANITIZE:-}" && "$DHF_SANITIZE" != none ]]; then
-  sanitize=("-fsanitize=$DHF_SANITIZE")
-fi
-# shellcheck disable=SC2046 # pkg-config output is a list of flags
-if PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" ${CC:-cc} -std=c11 -Wall -Werror \
-  "${sanitize[@]}" -o "$tmp/isv-guest" "$example"/*.c \
-  $(PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" pkg-config --cflags --libs dhf-1 json-c) \
-  2>"$tmp/cc.err"; then
+if isv_cc "$tmp/isv-guest" "$example"/*.c; then
   ok "examples/guest/*.c builds with pkg-config dhf-1 json-c alone"
 else
   not_ok "examples/guest/*.c builds with pkg-config dhf-1 json-c alone"
@@ -169,22 +135,22 @@ expect "dhfctl xdm services lists $service provided by both guests" \
 
 op guest-a '{"op": "info"}'
 expect "info: the domain, the kernel, the uptime and one session" \
-  '[ $rc -eq 0 ] && py "d[\"domain\"] == \"guest-a\" and d[\"kernel\"] == \"$(uname -r)\" and d[\"sessions\"] == 1
+  '[ $rc -eq 0 ] && json_ok "d[\"domain\"] == \"guest-a\" and d[\"kernel\"] == \"$(uname -r)\" and d[\"sessions\"] == 1
       and isinstance(d[\"uptime_ms\"], int) and 0 < d[\"first_session_uptime_ms\"] <= d[\"uptime_ms\"]"'
 
 op guest-b '{"op": "echo", "data": {"a": [1, "x", null, {"b": true}], "s": "\u00e9\u2603"}}'
 expect "echo returns any JSON as it came" \
-  '[ $rc -eq 0 ] && py "d == {\"data\": {\"a\": [1, \"x\", None, {\"b\": True}], \"s\": \"\u00e9\u2603\"}}"'
+  '[ $rc -eq 0 ] && json_ok "d == {\"data\": {\"a\": [1, \"x\", None, {\"b\": True}], \"s\": \"\u00e9\u2603\"}}"'
 
 op guest-a '{"op": "put", "item": "one"}'
-expect "put stores an item" '[ $rc -eq 0 ] && py "d == {\"stored\": 1}"'
+expect "put stores an item" '[ $rc -eq 0 ] && json_ok "d == {\"stored\": 1}"'
 op guest-a '{"op": "put", "item": "two"}'
 op guest-a '{"op": "put", "item": "one"}'
-expect "put of an item already there does not add it twice" '[ $rc -eq 0 ] && py "d == {\"stored\": 2}"'
+expect "put of an item already there does not add it twice" '[ $rc -eq 0 ] && json_ok "d == {\"stored\": 2}"'
 op guest-a '{"op": "items"}'
-expect "items: a set in insertion order" '[ $rc -eq 0 ] && py "d == {\"items\": [\"one\", \"two\"]}"'
+expect "items: a set in insertion order" '[ $rc -eq 0 ] && json_ok "d == {\"items\": [\"one\", \"two\"]}"'
 op guest-a '{"op": "items", "offset": 1, "limit": 5}'
-expect "items: a slice with offset and limit" '[ $rc -eq 0 ] && py "d == {\"items\": [\"two\"]}"'
+expect "items: a slice with offset and limit" '[ $rc -eq 0 ] && json_ok "d == {\"items\": [\"two\"]}"'
 
 # What the guest reads from /proc/bus/input/devices: the names, as the
 # file says them (the host's here; none when it has no input support).
@@ -205,10 +171,10 @@ if [ "$(names_in_proc)" = "[]" ]; then
   # devices had been read (test-guest-parsers reads recorded lists).
   echo "# this host's /proc/bus/input/devices lists no device: input is only checked to be []"
   expect "input: [] as this host's /proc/bus/input/devices lists no device" \
-    '[ $rc -eq 0 ] && py "d == {\"devices\": []}"'
+    '[ $rc -eq 0 ] && json_ok "d == {\"devices\": []}"'
 else
   expect "input lists the devices of /proc/bus/input/devices" \
-    '[ $rc -eq 0 ] && py "[x[\"name\"] for x in d[\"devices\"]] == $(names_in_proc)
+    '[ $rc -eq 0 ] && json_ok "[x[\"name\"] for x in d[\"devices\"]] == $(names_in_proc)
         and all(isinstance(x[\"handlers\"], list) and isinstance(x[\"keyboard\"], bool) for x in d[\"devices\"])"'
 fi
 
@@ -216,30 +182,30 @@ fi
 
 op guest-b '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "echo", "data": [1, 2]}}'
 expect "call: guest-b calls guest-a through dhfd (the policy allows it)" \
-  '[ $rc -eq 0 ] && py "d == {\"result\": {\"data\": [1, 2]}}"'
+  '[ $rc -eq 0 ] && json_ok "d == {\"result\": {\"data\": [1, 2]}}"'
 op guest-b '{"op": "call", "service": "org.dhf.framework.Whoami", "target": "dom0"}'
 expect "call: dhfd tells guest-b who it is (org.dhf.framework.Whoami)" \
-  '[ $rc -eq 0 ] && py "d[\"result\"][\"domain\"] == \"guest-b\" and d[\"result\"][\"transport\"] == \"channel\""'
+  '[ $rc -eq 0 ] && json_ok "d[\"result\"][\"domain\"] == \"guest-b\" and d[\"result\"][\"transport\"] == \"channel\""'
 op guest-a '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-b", "params": {"op": "info"}}'
 expect "call: guest-a may not call guest-b (no rule): the failure is the op's data" \
-  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-authorized\" and d[\"error\"][\"message\"] != \"\""'
+  '[ $rc -eq 0 ] && json_ok "d[\"error\"][\"code\"] == \"not-authorized\" and d[\"error\"][\"message\"] != \"\""'
 op guest-b '{"op": "call", "service": "org.dhf.example.Nobody1", "params": {"op": "info"}, "timeout_ms": 5000}'
 expect "call: a service nobody offers is not-found" \
-  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-found\""'
+  '[ $rc -eq 0 ] && json_ok "d[\"error\"][\"code\"] == \"not-found\""'
 
 # --- events: from dom0, and dhfd's ApplianceState --------------------------------
 
 op guest-b '{"op": "subscribe", "topic": "org.dhf.example.Hello"}'
-expect "subscribe" '[ $rc -eq 0 ] && py "d == {}"'
+expect "subscribe" '[ $rc -eq 0 ] && json_ok "d == {}"'
 op guest-b '{"op": "subscribe", "topic": "org.dhf.example.Hello"}'
 expect "subscribe twice: exists" \
-  '[ $rc -ne 0 ] && py "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
+  '[ $rc -ne 0 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
 
 ctl xdm publish org.dhf.example.Hello '{"n": 1}'
 expect "dhfctl xdm publish from dom0" '[ $rc -eq 0 ]'
 hello_seen() {
   op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
-  [ $rc -eq 0 ] && py 'd == {"events": [{"topic": "org.dhf.example.Hello", "source": "dom0", "data": {"n": 1}}]}'
+  [ $rc -eq 0 ] && json_ok 'd == {"events": [{"topic": "org.dhf.example.Hello", "source": "dom0", "data": {"n": 1}}]}'
 }
 if wait_until "the event in guest-b" hello_seen; then
   ok "events: guest-b received dom0's event, with its source and data"
@@ -248,7 +214,7 @@ else
   diag "$tmp/out" "$tmp/err"
 fi
 op guest-a '{"op": "events"}'
-expect "events: guest-a, not subscribed, received nothing" '[ $rc -eq 0 ] && py "d == {\"events\": []}"'
+expect "events: guest-a, not subscribed, received nothing" '[ $rc -eq 0 ] && json_ok "d == {\"events\": []}"'
 
 op guest-b '{"op": "subscribe", "topic": "org.dhf.framework.ApplianceState"}'
 expect "subscribe to dhfd's org.dhf.framework.ApplianceState" '[ $rc -eq 0 ]'
@@ -258,7 +224,7 @@ ctl resume guest-a
 expect "dhfctl resume guest-a" '[ $rc -eq 0 ]'
 states_seen() {
   op guest-b '{"op": "events", "topic": "org.dhf.framework.ApplianceState"}'
-  [ $rc -eq 0 ] && py '[e["data"]["state"] for e in d["events"]
+  [ $rc -eq 0 ] && json_ok '[e["data"]["state"] for e in d["events"]
       if e["source"] == "dom0" and e["data"]["appliance"] == "guest-a"] == ["paused", "running"]'
 }
 if wait_until "ApplianceState in guest-b" states_seen; then
@@ -268,17 +234,17 @@ else
   diag "$tmp/out" "$tmp/err"
 fi
 op guest-b '{"op": "events", "limit": 1}'
-expect "events: a slice" '[ $rc -eq 0 ] && py "len(d[\"events\"]) == 1 and d[\"events\"][0][\"topic\"] == \"org.dhf.example.Hello\""'
+expect "events: a slice" '[ $rc -eq 0 ] && json_ok "len(d[\"events\"]) == 1 and d[\"events\"][0][\"topic\"] == \"org.dhf.example.Hello\""'
 
 # --- bench --------------------------------------------------------------------
 
 op guest-b '{"op": "bench", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "echo", "data": 1}, "count": 200, "warmup": 10}'
 expect "bench: 200 calls from guest-b to guest-a, no errors, ordered percentiles" \
-  '[ $rc -eq 0 ] && py "d[\"count\"] == 200 and d[\"errors\"] == 0
+  '[ $rc -eq 0 ] && json_ok "d[\"count\"] == 200 and d[\"errors\"] == 0
       and 0 < d[\"min_us\"] <= d[\"p50_us\"] <= d[\"p99_us\"] <= d[\"max_us\"]"'
 op guest-a '{"op": "bench", "service": "org.dhf.example.Guest1", "target": "guest-b", "params": {"op": "info"}, "count": 5, "warmup": 0}'
 expect "bench: denied calls are counted as errors, with no times" \
-  '[ $rc -eq 0 ] && py "d[\"count\"] == 5 and d[\"errors\"] == 5 and d[\"min_us\"] is None
+  '[ $rc -eq 0 ] && json_ok "d[\"count\"] == 5 and d[\"errors\"] == 5 and d[\"min_us\"] is None
       and d[\"max_us\"] is None and d[\"last_error\"].startswith(\"not-authorized: \")"'
 
 # A bench whose call hangs (guest-a stopped, a 600 s timeout): when its
@@ -304,10 +270,10 @@ expect "guest-a answers again after SIGCONT" 'answers guest-a'
 
 count=10000
 op guest-b "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"guest-a\", \"count\": $count, \"prefix\": \"w\"}"
-expect "writer: started" '[ $rc -eq 0 ] && py "d == {\"started\": True}"'
+expect "writer: started" '[ $rc -eq 0 ] && json_ok "d == {\"started\": True}"'
 writer_progressed() {
   op guest-b '{"op": "writer-status", "limit": 1}'
-  [ $rc -eq 0 ] && py 'd["done"] >= 1'
+  [ $rc -eq 0 ] && json_ok 'd["done"] >= 1'
 }
 wait_until "the writer's first item" writer_progressed || true
 # guest-a stops answering, so the writer is certainly in the middle when
@@ -319,10 +285,10 @@ if grep -q '^State:[[:space:]]*T' "/proc/${guest_pid[guest-a]}/status"; then
 fi
 op guest-b '{"op": "writer-status", "limit": 1}'
 expect "writer-status: running, part of the items acked" \
-  '[ $rc -eq 0 ] && py "d[\"running\"] is True and 1 <= d[\"done\"] < $count and d[\"count\"] == $count"'
+  '[ $rc -eq 0 ] && json_ok "d[\"running\"] is True and 1 <= d[\"done\"] < $count and d[\"count\"] == $count"'
 op guest-b "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"guest-a\", \"count\": 1, \"prefix\": \"x\"}"
 expect "writer while one runs: exists" \
-  '[ $rc -ne 0 ] && py "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
+  '[ $rc -ne 0 ] && json_ok "d[\"error\"][\"name\"] == \"org.dhf.Framework1.Error.Exists\""'
 
 killed_pid=$dhfd_pid
 kill -KILL "$dhfd_pid"
@@ -343,12 +309,12 @@ fi
 
 writer_finished() {
   op guest-b '{"op": "writer-status"}'
-  [ $rc -eq 0 ] && py 'd["running"] is False'
+  [ $rc -eq 0 ] && json_ok 'd["running"] is False'
 }
 if wait_until "the writer to finish" writer_finished; then
   cp "$tmp/out" "$tmp/writer-status.json"
   expect "writer-status: done == count, every item acked in order, retries after the outage" \
-    'py "d[\"done\"] == $count and d[\"count\"] == $count and d[\"retries\"] >= 1
+    'json_ok "d[\"done\"] == $count and d[\"count\"] == $count and d[\"retries\"] >= 1
         and d[\"acked\"] == [\"w-%d\" % i for i in range(1, $count + 1)] and d[\"last_error\"] != \"\""'
 else
   not_ok "writer-status: done == count, every item acked in order, retries after the outage"
@@ -356,19 +322,19 @@ else
 fi
 op guest-a '{"op": "items"}'
 expect "every acked item is in guest-a's items, once" \
-  '[ $rc -eq 0 ] && py "[i for i in d[\"items\"] if i.startswith(\"w-\")]
+  '[ $rc -eq 0 ] && json_ok "[i for i in d[\"items\"] if i.startswith(\"w-\")]
       == json.load(open(\"$tmp/writer-status.json\"))[\"acked\"]"'
 for name in guest-a guest-b; do
   op "$name" '{"op": "info"}'
   expect "$name counts two sessions (before and after dhfd's restart)" \
-    '[ $rc -eq 0 ] && py "d[\"sessions\"] == 2 and d[\"domain\"] == \"$name\""'
+    '[ $rc -eq 0 ] && json_ok "d[\"sessions\"] == 2 and d[\"domain\"] == \"$name\""'
 done
 op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
-expect "events received before the restart are kept" '[ $rc -eq 0 ] && py "len(d[\"events\"]) == 1"'
+expect "events received before the restart are kept" '[ $rc -eq 0 ] && json_ok "len(d[\"events\"]) == 1"'
 ctl xdm publish org.dhf.example.Hello '{"n": 2}'
 resubscribed() {
   op guest-b '{"op": "events", "topic": "org.dhf.example.Hello"}'
-  [ $rc -eq 0 ] && py '[e["data"]["n"] for e in d["events"]] == [1, 2]'
+  [ $rc -eq 0 ] && json_ok '[e["data"]["n"] for e in d["events"]] == [1, 2]'
 }
 if wait_until "the event after the restart" resubscribed; then
   ok "the subscription came back with the session"
@@ -429,7 +395,7 @@ expect "put: an item of 1024 bytes is taken" '[ $rc -eq 0 ]'
 /usr/bin/python3 -c 'import json; print(json.dumps({"op": "echo", "data": "e" * 1048000}))' \
   >"$tmp/echo.json"
 op_file guest-a "$tmp/echo.json"
-expect "echo of about 1 MiB comes back whole" '[ $rc -eq 0 ] && py "d == {\"data\": \"e\" * 1048000}"'
+expect "echo of about 1 MiB comes back whole" '[ $rc -eq 0 ] && json_ok "d == {\"data\": \"e\" * 1048000}"'
 expect "guest-a answers after the echo of about 1 MiB" 'answers guest-a'
 
 # Lists are refused as soon as they are over one message, and not before:
@@ -442,7 +408,7 @@ hello_data() {
 # hello_arrived NAME N: NAME's events of $hello end with event N.
 hello_arrived() {
   op "$1" "{\"op\": \"events\", \"topic\": \"$hello\", \"offset\": $(($2 - 1)), \"limit\": 1}"
-  [ $rc -eq 0 ] && py "len(d[\"events\"]) == 1 and d[\"events\"][0][\"data\"][\"n\"] == $2"
+  [ $rc -eq 0 ] && json_ok "len(d[\"events\"]) == 1 and d[\"events\"][0][\"data\"][\"n\"] == $2"
 }
 op guest-a "{\"op\": \"subscribe\", \"topic\": \"$hello\"}"
 expect "guest-a subscribes to $hello" '[ $rc -eq 0 ]'
@@ -464,11 +430,11 @@ ctl xdm publish "$hello" "$(hello_data 11 "$fill")"
 if wait_until "event 11 in guest-a" "hello_arrived guest-a 11"; then
   op guest-a "{\"op\": \"events\", \"topic\": \"$hello\"}"
   expect "events: an answer of exactly the most one message carries is given" \
-    '[ $rc -eq 0 ] && py "len(d[\"events\"]) == 11 and \"dropped\" not in d
+    '[ $rc -eq 0 ] && json_ok "len(d[\"events\"]) == 11 and \"dropped\" not in d
         and len(json.dumps(d, separators=(\",\", \":\"), ensure_ascii=False)) == 1048565"'
   op guest-b "{\"op\": \"call\", \"service\": \"$service\", \"target\": \"guest-a\", \"params\": {\"op\": \"events\", \"topic\": \"$hello\"}}"
   expect "call: a result that fits guest-a's answer but not guest-b's is limit-exceeded" \
-    'failed_with LimitExceeded && py "\"does not fit in one message of 1 MiB\" in d[\"error\"][\"message\"]"'
+    'failed_with LimitExceeded && json_ok "\"does not fit in one message of 1 MiB\" in d[\"error\"][\"message\"]"'
   expect "guest-b answers after that" 'answers guest-b'
 else
   not_ok "events: an answer of exactly the most one message carries is given"
@@ -479,7 +445,7 @@ ctl xdm publish "$hello" '{"n": 12}'
 wait_until "event 12 in guest-a" "hello_arrived guest-a 12" || true
 op guest-a "{\"op\": \"events\", \"topic\": \"$hello\"}"
 expect "events: one more is limit-exceeded, saying how many would fit" \
-  'failed_with LimitExceeded && py "\"only the first 11 of its 12 entries\" in d[\"error\"][\"message\"]
+  'failed_with LimitExceeded && json_ok "\"only the first 11 of its 12 entries\" in d[\"error\"][\"message\"]
       and \"offset\" in d[\"error\"][\"message\"]"'
 
 # The events kept have a byte budget (8 MiB) besides their number: 88 more
@@ -497,7 +463,7 @@ all_events() {
     [ $rc -eq 0 ] || return 1
     /usr/bin/python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' \
       "$tmp/out" >>"$tmp/pages"
-    py 'len(d["events"]) == 5' || break
+    json_ok 'len(d["events"]) == 5' || break
     offset=$((offset + 5))
   done
   /usr/bin/python3 -c '
@@ -507,11 +473,11 @@ print(json.dumps({"events": [e for p in pages for e in p["events"]], "dropped": 
     "$tmp/pages" >"$tmp/out"
 }
 all_arrived() {
-  all_events guest-a && py 'd["events"][-1]["data"]["n"] == 100'
+  all_events guest-a && json_ok 'd["events"][-1]["data"]["n"] == 100'
 }
 if wait_until "event 100 in guest-a" all_arrived; then
   expect "events: the latest kept within 8 MiB, the oldest dropped and counted" \
-    'py "(lambda cost: (lambda kept:
+    'json_ok "(lambda cost: (lambda kept:
           [e[\"data\"][\"n\"] for e in d[\"events\"]] == list(range(101 - len(kept), 101))
           and d[\"dropped\"] == 100 - len(kept)
           and sum(kept) <= 8 * 1024 * 1024 < sum(kept) + cost(d[\"events\"][0]))(
@@ -524,45 +490,45 @@ op guest-a '{"op": "events"}'
 expect "events: all of them at once is limit-exceeded" 'failed_with LimitExceeded'
 expect "guest-a answers after 100 events of 100 kB" 'answers guest-a'
 
-# The items kept have a byte budget (16 MiB, each item counting its bytes
-# and 48 more): guest-b's writer fills guest-a with items of 200 bytes
-# and more until put is refused; the writer goes on retrying.
+# The items kept have a byte budget (16 MiB, each item counting its
+# bytes, its NUL and 48 more): guest-b's writer fills guest-a with items
+# of 200 bytes and more until put is refused; the writer goes on retrying.
 prefix=$(repeat p 200)
 op guest-b "{\"op\": \"writer\", \"service\": \"$service\", \"target\": \"guest-a\", \"count\": 100000, \"prefix\": \"$prefix\"}"
 expect "writer of 100000 items of 200 bytes and more: started" '[ $rc -eq 0 ]'
 writer_refused() {
   op guest-b '{"op": "writer-status", "limit": 1}'
-  [ $rc -eq 0 ] && py 'd.get("last_error", "").startswith("limit-exceeded: ")'
+  [ $rc -eq 0 ] && json_ok 'd.get("last_error", "").startswith("limit-exceeded: ")'
 }
-if wait_long "guest-a to refuse items" 180 writer_refused; then
+if wait_until "guest-a to refuse items" writer_refused 180; then
   cp "$tmp/out" "$tmp/refused.json"
   expect "writer-status: still running, its last error limit-exceeded from guest-a" \
-    'py "d[\"running\"] is True and 0 < d[\"done\"] < 100000
+    'json_ok "d[\"running\"] is True and 0 < d[\"done\"] < 100000
         and \"keeps at most 16 MiB of items\" in d[\"last_error\"]"'
   op guest-a '{"op": "put", "item": "one"}'
   expect "put of an item kept already still answers, within the budget" \
-    '[ $rc -eq 0 ] && py "(lambda done: d[\"stored\"] == 10003 + done
+    '[ $rc -eq 0 ] && json_ok "(lambda done: d[\"stored\"] == 10003 + done
         and (2 * 4 + sum(len(\"w-%d\" % i) + 1 for i in range(1, 10001)) + 1025
              + sum(201 + len(str(i)) + 1 for i in range(1, done + 1)) + 48 * d[\"stored\"])
             <= 16 * 1024 * 1024)(json.load(open(\"$tmp/refused.json\"))[\"done\"])"'
   op guest-a "{\"op\": \"put\", \"item\": \"$(repeat n 1024)\"}"
   expect "put of a new item over the budget: limit-exceeded" \
-    'failed_with LimitExceeded && py "\"keeps at most 16 MiB of items\" in d[\"error\"][\"message\"]"'
+    'failed_with LimitExceeded && json_ok "\"keeps at most 16 MiB of items\" in d[\"error\"][\"message\"]"'
 else
   not_ok "writer-status: still running, its last error limit-exceeded from guest-a"
   diag "$tmp/guest-a.err"
 fi
 op guest-a '{"op": "items"}'
 expect "items: all of them at once is limit-exceeded" \
-  'failed_with LimitExceeded && py "\"offset\" in d[\"error\"][\"message\"]"'
+  'failed_with LimitExceeded && json_ok "\"offset\" in d[\"error\"][\"message\"]"'
 op guest-a '{"op": "items", "offset": 10003, "limit": 2}'
 expect "items: a slice of them" \
-  '[ $rc -eq 0 ] && py "d == {\"items\": [\"$prefix-1\", \"$prefix-2\"]}"'
+  '[ $rc -eq 0 ] && json_ok "d == {\"items\": [\"$prefix-1\", \"$prefix-2\"]}"'
 op guest-b '{"op": "writer-status"}'
 expect "writer-status: all of acked at once is limit-exceeded" 'failed_with LimitExceeded'
 op guest-b '{"op": "writer-status", "offset": 2, "limit": 2}'
 expect "writer-status: a slice of acked, named again" \
-  '[ $rc -eq 0 ] && py "d[\"acked\"] == [\"$prefix-3\", \"$prefix-4\"]"'
+  '[ $rc -eq 0 ] && json_ok "d[\"acked\"] == [\"$prefix-3\", \"$prefix-4\"]"'
 expect "guest-a answers with 16 MiB of items" 'answers guest-a'
 expect "guest-b answers with its writer retrying" 'answers guest-b'
 
@@ -584,7 +550,7 @@ else
 fi
 op guest-b '{"op": "call", "service": "org.dhf.example.Guest1", "target": "guest-a", "params": {"op": "info"}}'
 expect "call: guest-b to guest-a is now not-authorized" \
-  '[ $rc -eq 0 ] && py "d[\"error\"][\"code\"] == \"not-authorized\""'
+  '[ $rc -eq 0 ] && json_ok "d[\"error\"][\"code\"] == \"not-authorized\""'
 
 # --- stopping in the middle of things ---------------------------------------------
 
@@ -619,7 +585,7 @@ else
 fi
 op guest-b '{"op": "bench", "service": "org.dhf.framework.Whoami", "target": "dom0", "count": 10}'
 expect "bench while one runs: exists" \
-  'failed_with Exists && py "\"one at a time\" in d[\"error\"][\"message\"]"'
+  'failed_with Exists && json_ok "\"one at a time\" in d[\"error\"][\"message\"]"'
 
 # --- the end -------------------------------------------------------------------------
 

@@ -28,20 +28,15 @@ python_client="$example/python/notes-client.py"
 # shellcheck source=tests/dhfctl/dhfctl-env.sh
 . "$DHF_SOURCE_ROOT/tests/dhfctl/dhfctl-env.sh"
 
-# run CMD...: status in $rc, output in $tmp/out and $tmp/err; in place of
-# dhfctl-env.sh's run (ctl too). A consumer that never got its session
-# would wait for dhfd for ever: the test bounds that (a guard, not a
-# synchronisation).
-run() {
-  rc=0
-  timeout 60 "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-}
+# A consumer that never got its session would wait for dhfd for ever:
+# run bounds that.
+run_timeout=60
 
 # --- the Python environment of a build tree (README.md) ---------------------
 
 python_env=(env "GI_TYPELIB_PATH=$DHF_TYPELIB_DIR${GI_TYPELIB_PATH:+:$GI_TYPELIB_PATH}"
   "LD_LIBRARY_PATH=$DHF_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
-if [[ -n "${DHF_SANITIZE:-}" && "$DHF_SANITIZE" != none ]]; then
+if sanitizing; then
   # An instrumented libdhf-1 in an uninstrumented python: the runtime must
   # be loaded first. Python's own allocations are not ours to check.
   python_env+=("LD_PRELOAD=$(${CC:-cc} -print-file-name=libasan.so) $(${CC:-cc} -print-file-name=libubsan.so)"
@@ -60,15 +55,8 @@ run_python() {
 
 # --- built as an ISV builds them (README.md) --------------------------------
 
-sanitize=()
-if [[ -n "${DHF_SANITIZE:-}" && "$DHF_SANITIZE" != none ]]; then
-  sanitize=("-fsanitize=$DHF_SANITIZE")
-fi
 for program in provider client; do
-  # shellcheck disable=SC2046 # pkg-config output is a list of flags
-  if PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" ${CC:-cc} -std=c11 -Wall -Werror "${sanitize[@]}" \
-    -o "$tmp/notes-$program" "$example/c/dhf-example-notes-$program.c" \
-    $(PKG_CONFIG_PATH="$DHF_BUILD_ROOT/meson-uninstalled" pkg-config --cflags --libs dhf-1 json-c) 2>"$tmp/cc.err"; then
+  if isv_cc "$tmp/notes-$program" "$example/c/dhf-example-notes-$program.c"; then
     ok "dhf-example-notes-$program.c builds with pkg-config dhf-1 json-c alone"
   else
     not_ok "dhf-example-notes-$program.c builds with pkg-config dhf-1 json-c alone"
